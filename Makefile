@@ -1,0 +1,59 @@
+# Every target installs what it needs into .venv first (torch's CPU build before the project,
+# so that pip never resolves torch to the multi-GB CUDA build).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA_DIR ?= ../shared/data
+SERVE_CONFIG ?= serve_config.yaml
+BENCH_OUT ?= benchmarks/results/latest.json
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install serve test test-unit bench lint format train-emotion train-difficulty \
+	evaluate-emotion evaluate-difficulty clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+serve: install
+	$(VENV)/bin/serve run $(SERVE_CONFIG)
+
+test: install
+	$(PY) -m pytest -q -ra
+
+test-unit: install
+	$(PY) -m pytest -q -ra -m "not integration"
+
+bench: install
+	$(PY) -m benchmarks.run --config $(SERVE_CONFIG) --out $(BENCH_OUT)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+train-emotion: install
+	$(PY) -m pipelines.train_emotion --data $(DATA_DIR)/goemotions
+
+evaluate-emotion: install
+	$(PY) -m pipelines.evaluate_emotion --data $(DATA_DIR)/goemotions
+
+train-difficulty: install
+	$(PY) -m pipelines.train_difficulty --data $(DATA_DIR)/kt
+
+evaluate-difficulty: install
+	$(PY) -m pipelines.evaluate_difficulty --data $(DATA_DIR)/kt
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
