@@ -1,0 +1,64 @@
+"""Builds the request graph: ``serve_config.yaml`` points here (``deployments.app:build_app``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+from ray import serve
+from ray.serve import Application
+
+from deployments.config import AppArgs, TutorSettings, absolute_store_uri
+from deployments.difficulty import DifficultyDeployment
+from deployments.emotion import EmotionDeployment
+from deployments.ingress import Ingress
+from deployments.llm_router import LLMRouterDeployment
+from deployments.personalization import PersonalizationDeployment
+
+logger = logging.getLogger("ray.serve")
+
+
+def cluster_has_gpus() -> bool:
+    try:
+        return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+    except Exception:  # no cluster to ask: plan for CPUs
+        return False
+
+
+def _use_gpu(args: AppArgs) -> bool:
+    if args.accelerator == "auto":
+        return cluster_has_gpus()
+    return args.accelerator == "gpu"
+
+
+def _deployment(cls: type, name: str, args: AppArgs, use_gpu: bool) -> serve.Deployment:
+    # user_config={} makes Serve call reconfigure() with the defaults when the config file
+    # gives no user_config; a user_config in the file replaces it.
+    return serve.deployment(cls, name=name).options(
+        ray_actor_options=args.actor_options(name, use_gpu=use_gpu), user_config={}
+    )
+
+
+def build_app(raw_args: dict[str, Any]) -> Application:
+    """Validate the application's args and bind the graph (options and user_config come from
+    the ``deployments`` section of the config, which Serve applies on top of these)."""
+    args = AppArgs.model_validate(raw_args or {})
+    settings = TutorSettings()
+    store_uri = absolute_store_uri(args.resolved_store_uri(settings))
+    use_gpu = _use_gpu(args)
+    logger.info("building tutor app: store=%s gpu=%s", store_uri.split("@")[-1], use_gpu)
+    registry = str(args.registry_dir)
+    emotion = _deployment(EmotionDeployment, "Emotion", args, use_gpu).bind(
+        registry_dir=registry, torch_threads=args.placement["Emotion"].torch_threads
+    )
+    difficulty = _deployment(DifficultyDeployment, "Difficulty", args, use_gpu).bind(
+        registry_dir=registry, torch_threads=args.placement["Difficulty"].torch_threads
+    )
+    personalization = _deployment(
+        PersonalizationDeployment, "Personalization", args, use_gpu
+    ).bind(store_uri=store_uri)
+    router = _deployment(LLMRouterDeployment, "LLMRouter", args, use_gpu).bind()
+    return _deployment(Ingress, "Ingress", args, use_gpu).bind(
+        emotion, difficulty, personalization, router, store_uri=store_uri
+    )

@@ -1,0 +1,173 @@
+"""Typed configuration of the Serve application.
+
+Two kinds of settings, on purpose in two places of ``serve_config.yaml``:
+- ``args`` (``AppArgs``): what the replicas *are*: store, registry, resources and placement.
+  Changing them rebuilds the application (a rolling restart; resources cannot change in place).
+- each deployment's ``user_config`` (the ``*UserConfig`` models): model versions and tunables.
+  ``serve deploy`` hands them to ``reconfigure`` on the running replicas, with no restart.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.registry import DEFAULT_REGISTRY_ROOT
+
+NEURAL_DEPLOYMENTS = ("Emotion", "Difficulty")
+ALL_DEPLOYMENTS = ("Ingress", "Emotion", "Difficulty", "Personalization", "LLMRouter")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TutorSettings(BaseSettings):
+    """Environment settings, read once when the application is built."""
+
+    model_config = SettingsConfigDict(env_prefix="TUTOR_", extra="ignore")
+
+    store_uri: str = Field(
+        default="sqlite:///var/tutor.db", description="sqlite:///path or mongodb://host/db"
+    )
+    providers: Path | None = Field(
+        default=None, description="YAML file whose `providers` list replaces the router's."
+    )
+
+
+# ---- per-deployment user_config (changed in place by `serve deploy`) ----------------------
+
+
+class EmotionUserConfig(_Strict):
+    model_version: str = Field(default="latest", description="Registry version of 'emotion'.")
+    max_batch_size: int = Field(default=32, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(default=0.002, ge=0, le=1)
+
+
+class DifficultyUserConfig(_Strict):
+    model_version: str = Field(default="latest", description="Registry version of 'difficulty'.")
+    target_band: tuple[float, float] = Field(
+        default=(0.70, 0.85), description="P(correct) band the recommended exercise aims for."
+    )
+
+    @field_validator("target_band")
+    @classmethod
+    def _ordered(cls, band: tuple[float, float]) -> tuple[float, float]:
+        low, high = band
+        if not 0 <= low <= high <= 1:
+            raise ValueError(f"target_band must satisfy 0 <= low <= high <= 1, got {band}")
+        return band
+
+
+class PersonalizationUserConfig(_Strict):
+    policy: str = Field(default="lin_ts_v1", description="Name of the bandit's statistics.")
+    exploration: float = Field(
+        default=0.5, gt=0, le=10, description="Scale of the posterior's spread (exploration)."
+    )
+    prior_precision: float = Field(default=1.0, gt=0, description="Ridge prior on the weights.")
+    stats_max_age_s: float = Field(
+        default=2.0, ge=0, description="A replica's cached statistics are at most this old."
+    )
+    propensity_samples: int = Field(default=512, ge=16, le=10000)
+
+
+class ProviderConfig(_Strict):
+    name: str
+    base_url: str = Field(description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    model: str
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable holding the key."
+    )
+    timeout_s: float = Field(default=20.0, gt=0)
+    max_tokens: int = Field(default=400, ge=1)
+    temperature: float = Field(default=0.4, ge=0, le=2)
+
+
+class RouterUserConfig(_Strict):
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    memory_turns: int = Field(default=4, ge=0, le=50, description="Past turns in the prompt.")
+
+
+class IngressUserConfig(_Strict):
+    stage_timeout_s: float = Field(default=10.0, gt=0, description="Per model stage.")
+    reply_timeout_s: float = Field(default=60.0, gt=0)
+
+
+USER_CONFIG_MODELS: dict[str, type[BaseModel]] = {
+    "Ingress": IngressUserConfig,
+    "Emotion": EmotionUserConfig,
+    "Difficulty": DifficultyUserConfig,
+    "Personalization": PersonalizationUserConfig,
+    "LLMRouter": RouterUserConfig,
+}
+
+
+# ---- application args (changing them rebuilds the app) ------------------------------------
+
+
+class Placement(_Strict):
+    """Resources of one deployment's replicas, on a CPU-only cluster and on one with GPUs."""
+
+    ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0.25})
+    gpu_ray_actor_options: dict[str, Any] | None = Field(
+        default=None, description="Used instead when the app runs with GPUs (neural parts)."
+    )
+    torch_threads: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("ray_actor_options")
+    @classmethod
+    def _no_gpu_on_cpu_profile(cls, options: dict[str, Any]) -> dict[str, Any]:
+        if options.get("num_gpus"):
+            raise ValueError("ray_actor_options is the CPU profile: put GPUs in gpu_ray_actor_options")
+        return options
+
+
+class AppArgs(_Strict):
+    store_uri: str | None = Field(
+        default=None, description="Overrides TUTOR_STORE_URI; default sqlite:///var/tutor.db."
+    )
+    registry_dir: Path = Field(default=DEFAULT_REGISTRY_ROOT)
+    accelerator: Literal["auto", "cpu", "gpu"] = Field(
+        default="auto",
+        description="auto: GPUs for the neural deployments when the cluster has any GPU.",
+    )
+    placement: dict[str, Placement] = Field(default_factory=dict)
+
+    @field_validator("placement")
+    @classmethod
+    def _known_deployments(cls, placement: dict[str, Placement]) -> dict[str, Placement]:
+        unknown = sorted(set(placement) - set(ALL_DEPLOYMENTS))
+        if unknown:
+            raise ValueError(f"unknown deployments in placement: {unknown}; known: {ALL_DEPLOYMENTS}")
+        return placement
+
+    @model_validator(mode="after")
+    def _fill_placement(self) -> AppArgs:
+        for name in ALL_DEPLOYMENTS:
+            self.placement.setdefault(name, Placement())
+        return self
+
+    def resolved_store_uri(self, settings: TutorSettings) -> str:
+        return self.store_uri or settings.store_uri
+
+    def actor_options(self, deployment: str, *, use_gpu: bool) -> dict[str, Any]:
+        placement = self.placement[deployment]
+        if use_gpu and deployment in NEURAL_DEPLOYMENTS and placement.gpu_ray_actor_options:
+            return dict(placement.gpu_ray_actor_options)
+        return dict(placement.ray_actor_options)
+
+
+def absolute_store_uri(uri: str) -> str:
+    """Pin a relative SQLite path to the directory the app was started from.
+
+    Replicas run with another working directory, so ``sqlite:///var/tutor.db`` must be resolved
+    once, where the user typed ``make serve``.
+    """
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(os.getcwd(), uri[len(prefix) :]).resolve())
+    return uri

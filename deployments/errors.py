@@ -1,0 +1,70 @@
+"""One error shape for the whole API: ``{"error": {"code", "message", "request_id", "fields"}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from deployments.request_context import current_request_id
+from deployments.schemas import ErrorDetail, ErrorResponse
+
+logger = logging.getLogger("ray.serve")
+
+_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    503: "unavailable",
+}
+ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 404, 409, 422, 503)}
+
+
+def error_response(status: int, message: str, fields: list[dict] | None = None) -> JSONResponse:
+    body = ErrorResponse(
+        error=ErrorDetail(
+            code=_CODES.get(status, "error"),
+            message=message,
+            request_id=current_request_id(),
+            fields=fields or [],
+        )
+    )
+    return JSONResponse(status_code=status, content=body.model_dump())
+
+
+def _describe(error: dict) -> dict:
+    # Drop the echoed input: it can be a 4000-character message or a secret a client pasted.
+    location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+    return {"field": location, "problem": error.get("msg", "invalid"), "type": error.get("type")}
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    fields = [_describe(e) for e in exc.errors()]
+    if any(f["type"] == "json_invalid" for f in fields):
+        message = "the request body is not valid JSON"
+    else:
+        message = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
+    return error_response(422, message, fields)
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return error_response(exc.status_code, str(exc.detail))
+
+
+async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error")
+    return error_response(500, f"internal error ({type(exc).__name__}); it has been logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,264 @@
+"""Ingress deployment: the HTTP API. HTTP concerns only: validation, status codes, streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import FastAPI, Path
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+
+from deployments.config import IngressUserConfig
+from deployments.errors import ERROR_RESPONSES, error_response, install_error_handlers
+from deployments.request_context import current_request_id
+from deployments.schemas import (
+    ComponentHealth,
+    DifficultyRequest,
+    DifficultyResponse,
+    EmotionRequest,
+    EmotionResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    HealthResponse,
+    LearnerProfile,
+    TutorRequest,
+    TutorResponse,
+)
+from deployments.telemetry import TurnMetrics
+from deployments.turn import TurnHandles, TurnRunner
+from models.knowledge_tracing import Interaction
+from models.vocab import LEARNING_STATES
+from store import StoreError, TutorStore, open_store
+
+logger = logging.getLogger("ray.serve")
+LearnerId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+EMOTION_TREND_DECAY = 0.8  # weight of a turn one step older in the learner's emotion trend
+
+api = FastAPI(
+    title="Adaptive tutor",
+    version="1",
+    description="Four models per learner message: emotion, difficulty, strategy, reply.",
+    responses=ERROR_RESPONSES,
+)
+install_error_handlers(api)
+
+
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+@serve.ingress(api)
+class Ingress:
+    def __init__(
+        self,
+        emotion,
+        difficulty,
+        personalization,
+        router,
+        *,
+        store_uri: str,
+        store: TutorStore | None = None,
+    ) -> None:
+        self._handles = TurnHandles(emotion, difficulty, personalization, router)
+        self._store = store or open_store(store_uri)
+        self._config = IngressUserConfig()
+        self._metrics = TurnMetrics()
+        self._runner = TurnRunner(self._handles, self._store, stage_timeout_s=10.0)
+
+    def reconfigure(self, user_config: dict) -> None:
+        self._config = IngressUserConfig.model_validate(user_config)
+        self._runner.stage_timeout_s = self._config.stage_timeout_s
+
+    async def _versions(self) -> dict[str, str]:
+        """Versions of the deployments that a turn does not report itself."""
+        try:
+            return {"personalization": await self._handles.personalization.model_version.remote()}
+        except Exception:
+            return {"personalization": "unavailable"}
+
+    # ---- /v1/tutor ------------------------------------------------------------------------
+
+    @api.post("/v1/tutor", response_model=TutorResponse)
+    async def tutor(self, body: TutorRequest):
+        try:
+            replayed = await self._runner.replay(body)
+        except PermissionError as exc:
+            return error_response(409, str(exc))
+        if replayed is not None:
+            return replayed
+        state = await self._runner.prepare(body, current_request_id())
+        versions = self._runner.model_versions(state, await self._versions())
+        if body.stream:
+            return StreamingResponse(
+                self._stream_turn(state, versions), media_type="text/event-stream"
+            )
+        reply, llm = await self._runner.reply(state)
+        response = await self._runner.finish(state, reply, llm, versions)
+        self._record(response, stream=False)
+        return response
+
+    async def _stream_turn(self, state, versions: dict[str, str]) -> AsyncIterator[str]:
+        yield _sse(
+            "state",
+            {
+                "turn_id": state.turn_id,
+                "learner_state": state.learner_state().model_dump(),
+                "strategy": state.strategy.model_dump(),
+                "model_versions": versions,
+                "degraded": list(state.degraded),
+            },
+        )
+        pieces: list[str] = []
+        first_token_at: float | None = None
+        started = time.perf_counter()
+        llm = None
+        async for event in self._runner.stream_reply(state):
+            if event["type"] == "token":
+                first_token_at = first_token_at or time.perf_counter()
+                pieces.append(event["text"])
+                yield _sse("token", {"text": event["text"]})
+            else:
+                llm = event["llm"]
+                if event["type"] == "error":
+                    state.degraded.append(f"reply: {event['message']}")
+                    yield _sse("error", {"message": event["message"]})
+        if first_token_at is not None:
+            state.timings_ms["first_token"] = round((first_token_at - started) * 1000, 2)
+        response = await self._runner.finish(state, "".join(pieces), llm, versions)
+        self._record(response, stream=True)
+        yield _sse("summary", response.model_dump())
+
+    def _record(self, response: TutorResponse, *, stream: bool) -> None:
+        self._metrics.record_turn(
+            timings_ms=response.timings_ms,
+            state=response.learner_state.emotion.state,
+            strategy=response.strategy.name,
+            degraded=response.degraded,
+            stream=stream,
+        )
+        logger.info(
+            "turn %s learner=%s state=%s strategy=%s provider=%s total_ms=%s degraded=%s",
+            response.turn_id,
+            response.learner_id,
+            response.learner_state.emotion.state,
+            response.strategy.name,
+            response.llm.provider,
+            response.timings_ms.get("total"),
+            response.degraded,
+        )
+
+    # ---- model endpoints ------------------------------------------------------------------
+
+    @api.post("/v1/emotion", response_model=EmotionResponse)
+    async def emotion(self, body: EmotionRequest):
+        return await self._handles.emotion.classify.remote(body.texts)
+
+    @api.post("/v1/difficulty", response_model=DifficultyResponse)
+    async def difficulty(self, body: DifficultyRequest):
+        history: list[Interaction] = []
+        if body.learner_id is not None:
+            try:
+                stored = await asyncio.to_thread(self._store.answers, body.learner_id, limit=1000)
+            except StoreError as exc:
+                return error_response(503, f"the store is unavailable: {exc}")
+            history = [Interaction(a.item_id, a.skill_id, a.correct) for a in stored]
+        history += [Interaction(h.item_id, h.skill_id, h.correct) for h in body.history]
+        return await self._handles.difficulty.predict.remote(
+            history[-1000:], body.candidates, body.trace
+        )
+
+    # ---- feedback and profiles ------------------------------------------------------------
+
+    @api.post("/v1/feedback", response_model=FeedbackResponse)
+    async def feedback(self, body: FeedbackRequest):
+        turn = await asyncio.to_thread(self._store.get_turn, body.turn_id)
+        if turn is None:
+            return error_response(404, f"unknown turn_id {body.turn_id!r}")
+        return await self._handles.personalization.feedback.remote(
+            turn_id=body.turn_id,
+            reward=body.reward,
+            answer=body.answer.model_dump() if body.answer else None,
+            now=time.time(),
+        )
+
+    @api.get("/v1/learners/{learner_id}", response_model=LearnerProfile)
+    async def learner(self, learner_id: LearnerId):
+        learner = await asyncio.to_thread(self._store.get_learner, learner_id)
+        if learner is None:
+            return error_response(404, f"unknown learner_id {learner_id!r}")
+        answers = await asyncio.to_thread(self._store.answers, learner_id, limit=1000)
+        turns = await asyncio.to_thread(self._store.recent_turns, learner_id, limit=200)
+        history = [Interaction(a.item_id, a.skill_id, a.correct) for a in answers]
+        mastery, strategies = await asyncio.gather(
+            self._handles.difficulty.mastery.remote(history),
+            self._handles.personalization.strategy_stats.remote(learner_id),
+        )
+        return LearnerProfile(
+            learner_id=learner_id,
+            turn_count=learner.turn_count,
+            answer_count=len(answers),
+            created_at=learner.created_at,
+            last_turn_at=learner.last_turn_at,
+            mastery=mastery,
+            emotion_trend=_emotion_trend([t.emotion.get("states", {}) for t in turns]),
+            strategies=strategies,
+            model_version=await self._handles.difficulty.model_version.remote(),
+        )
+
+    # ---- health ---------------------------------------------------------------------------
+
+    @api.get("/healthz", response_model=HealthResponse)
+    async def healthz(self):
+        async def probe(name: str, handle) -> tuple[str, ComponentHealth, str | None]:
+            try:
+                version = await asyncio.wait_for(handle.model_version.remote(), timeout=5)
+                return name, ComponentHealth(ok=True), version
+            except Exception as exc:
+                return name, ComponentHealth(ok=False, detail=type(exc).__name__), None
+
+        handles = {
+            "Emotion": self._handles.emotion,
+            "Difficulty": self._handles.difficulty,
+            "Personalization": self._handles.personalization,
+        }
+        probes = await asyncio.gather(*(probe(n, h) for n, h in handles.items()))
+        deployments = {name: health for name, health, _ in probes}
+        versions = {name.lower(): v for name, _, v in probes if v is not None}
+        try:
+            providers = await asyncio.wait_for(self._handles.router.providers.remote(), timeout=5)
+            deployments["LLMRouter"] = ComponentHealth(ok=True, detail=", ".join(providers))
+        except Exception as exc:
+            deployments["LLMRouter"] = ComponentHealth(ok=False, detail=type(exc).__name__)
+        deployments["Ingress"] = ComponentHealth(ok=True)
+        try:
+            await asyncio.to_thread(self._store.ping)
+            store = ComponentHealth(ok=True)
+        except Exception as exc:
+            store = ComponentHealth(ok=False, detail=str(exc))
+        healthy = store.ok and all(h.ok for h in deployments.values())
+        body = HealthResponse(
+            status="ok" if healthy else "degraded",
+            deployments=deployments,
+            store=store,
+            model_versions=versions,
+        )
+        return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())
+
+
+def _emotion_trend(distributions: list[dict[str, float]]) -> dict[str, float]:
+    """Decayed average of the turns' state distributions, newest weighted most."""
+    totals = dict.fromkeys(LEARNING_STATES, 0.0)
+    weight_sum = 0.0
+    for age, states in enumerate(reversed(distributions)):
+        weight = EMOTION_TREND_DECAY**age
+        weight_sum += weight
+        for state in LEARNING_STATES:
+            totals[state] += weight * float(states.get(state, 0.0))
+    if weight_sum == 0:
+        return totals
+    return {state: round(v / weight_sum, 4) for state, v in totals.items()}

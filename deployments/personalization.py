@@ -1,0 +1,136 @@
+"""Personalization deployment: picks the teaching strategy and learns from feedback.
+
+The bandit's statistics live in the store, so every replica (and every restart) shares one
+policy; a replica's cached copy is at most ``stats_max_age_s`` old.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+from deployments.config import PersonalizationUserConfig
+from deployments.schemas import FeedbackResponse, StrategyChoice, StrategyStats
+from models.bandit import ArmStatistics, LinearThompsonSampling, ThompsonConfig
+from models.context_features import CONTEXT_DIM, LearnerActivity, build_context
+from models.vocab import STRATEGIES
+from store import FeedbackRecord, TutorStore, open_store
+from store.records import AnswerRecord
+
+logger = logging.getLogger("ray.serve")
+
+
+class UnknownTurnError(LookupError):
+    pass
+
+
+class PersonalizationDeployment:
+    def __init__(self, *, store_uri: str, store: TutorStore | None = None) -> None:
+        self._store = store or open_store(store_uri)
+        self._config = PersonalizationUserConfig()
+        self._policy = LinearThompsonSampling(STRATEGIES, CONTEXT_DIM)
+        self._rng = np.random.default_rng()
+        self._stats_loaded_at = float("-inf")
+
+    def reconfigure(self, user_config: dict) -> None:
+        self._config = PersonalizationUserConfig.model_validate(user_config)
+        self._policy = LinearThompsonSampling(
+            STRATEGIES,
+            CONTEXT_DIM,
+            ThompsonConfig(
+                exploration=self._config.exploration,
+                prior_precision=self._config.prior_precision,
+                propensity_samples=self._config.propensity_samples,
+            ),
+        )
+        self._stats_loaded_at = float("-inf")
+
+    def _refresh(self) -> None:
+        if time.monotonic() - self._stats_loaded_at < self._config.stats_max_age_s:
+            return
+        stored = self._store.bandit_stats(self._config.policy)
+        self._policy.update_statistics(
+            {
+                arm: ArmStatistics.from_flat(s.a, s.b, s.n, s.reward_sum)
+                for arm, s in stored.items()
+                if s.b
+            }
+        )
+        self._stats_loaded_at = time.monotonic()
+
+    def choose(
+        self,
+        *,
+        states: Mapping[str, float],
+        p_correct_next: float | None,
+        mastery_mean: float | None,
+        activity: LearnerActivity,
+    ) -> tuple[StrategyChoice, list[float]]:
+        self._refresh()
+        context = build_context(
+            states=states,
+            p_correct_next=p_correct_next,
+            mastery_mean=mastery_mean,
+            activity=activity,
+        )
+        choice = self._policy.choose(context, self._rng)
+        return StrategyChoice(name=choice.arm, propensity=choice.propensity), context.tolist()
+
+    def preferred(self, context: list[float]) -> str:
+        self._refresh()
+        return self._policy.preferred_arm(np.asarray(context))
+
+    def feedback(
+        self,
+        *,
+        turn_id: str,
+        reward: float | None,
+        answer: dict | None,
+        now: float,
+    ) -> FeedbackResponse:
+        turn = self._store.get_turn(turn_id)
+        if turn is None:
+            raise UnknownTurnError(turn_id)
+        accepted = self._store.add_feedback(
+            FeedbackRecord(turn_id=turn_id, learner_id=turn.learner_id, reward=reward, ts=now, **(answer or {}))
+        )
+        if accepted and answer is not None:
+            self._store.add_answer(
+                AnswerRecord(
+                    learner_id=turn.learner_id, source_id=f"{turn_id}:feedback", ts=now, **answer
+                )
+            )
+        if accepted and reward is not None and len(turn.context) == CONTEXT_DIM:
+            self._store.add_arm_observation(
+                self._config.policy, turn.strategy, x=turn.context, reward=reward
+            )
+            self._stats_loaded_at = float("-inf")
+        stored = self._store.get_feedback(turn_id)
+        return FeedbackResponse(
+            turn_id=turn_id,
+            accepted=accepted,
+            reward=stored.reward if stored else reward,
+            strategy=turn.strategy,
+        )
+
+    def strategy_stats(self, learner_id: str, *, limit: int = 500) -> dict[str, StrategyStats]:
+        counts = {arm: [0, 0, 0.0] for arm in STRATEGIES}  # turns, rewarded turns, reward sum
+        for turn in self._store.recent_turns(learner_id, limit=limit):
+            row = counts.setdefault(turn.strategy, [0, 0, 0.0])
+            row[0] += 1
+            feedback = self._store.get_feedback(turn.turn_id)
+            if feedback is not None and feedback.reward is not None:
+                row[1] += 1
+                row[2] += feedback.reward
+        return {
+            arm: StrategyStats(
+                count=n, rewarded=rewarded, mean_reward=(total / rewarded) if rewarded else None
+            )
+            for arm, (n, rewarded, total) in counts.items()
+        }
+
+    def model_version(self) -> str:
+        return self._config.policy

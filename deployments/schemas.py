@@ -1,0 +1,233 @@
+"""The public HTTP API's schemas (v1): every request and response body, in one place.
+
+Request schemas reject what they cannot serve (``extra="forbid"``), so a misspelt field is a 422
+that names it rather than a silent default.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from models.vocab import LEARNING_STATES, STRATEGIES
+
+MAX_MESSAGE_CHARS = 4000
+MAX_TEXTS = 64
+MAX_CANDIDATES = 100
+MAX_HISTORY = 1000
+
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"),
+]
+LearningState = Literal[LEARNING_STATES]  # type: ignore[valid-type]
+Strategy = Literal[STRATEGIES]  # type: ignore[valid-type]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Exercise(_Request):
+    item_id: Identifier = Field(description="Exercise id (the dataset's problem id as a string).")
+    skill_id: Identifier = Field(description="Skill id (the dataset's skill id as a string).")
+
+
+class Answer(Exercise):
+    correct: bool = Field(description="Whether the learner answered the exercise correctly.")
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. 'invalid_request'.")
+    message: str = Field(description="What is wrong, for a person.")
+    request_id: str | None = None
+    fields: list[dict] = Field(default_factory=list, description="Per-field problems, if any.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+# ---- /v1/emotion --------------------------------------------------------------------------
+
+
+class EmotionRequest(_Request):
+    texts: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE_CHARS)]] = (
+        Field(min_length=1, max_length=MAX_TEXTS, description="1..64 texts, 1..4000 characters.")
+    )
+
+
+class GoEmotionsScores(BaseModel):
+    scores: dict[str, float] = Field(description="Sigmoid score per GoEmotions label (28).")
+    predicted: list[str] = Field(description="Labels whose score reaches their tuned threshold.")
+
+
+class EmotionResult(BaseModel):
+    state: LearningState
+    confidence: float = Field(ge=0, le=1)
+    states: dict[str, float] = Field(description="Distribution over the eight learning states.")
+    goemotions: GoEmotionsScores
+
+
+class EmotionResponse(BaseModel):
+    results: list[EmotionResult]
+    model_version: str
+
+
+# ---- /v1/difficulty -----------------------------------------------------------------------
+
+
+class DifficultyRequest(_Request):
+    learner_id: Identifier | None = Field(
+        default=None, description="Read the learner's stored answer history (before `history`)."
+    )
+    history: list[Answer] = Field(default_factory=list, max_length=MAX_HISTORY)
+    candidates: list[Exercise] = Field(min_length=1, max_length=MAX_CANDIDATES)
+    trace: bool = Field(default=False, description="Also predict every history step.")
+
+
+class Prediction(BaseModel):
+    item_id: str
+    skill_id: str
+    p_correct: float = Field(ge=0, le=1)
+    flags: list[str] = Field(
+        default_factory=list,
+        description="Cold-start and unseen-id flags: cold_start, unseen_item, unseen_skill.",
+    )
+
+
+class DifficultyResponse(BaseModel):
+    predictions: list[Prediction]
+    recommended: Prediction
+    target_band: tuple[float, float]
+    history_length: int
+    trace: list[Prediction] | None = None
+    model_version: str
+
+
+# ---- /v1/tutor ----------------------------------------------------------------------------
+
+
+class TutorRequest(_Request):
+    learner_id: Identifier
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+    session_id: Identifier | None = None
+    turn_id: Identifier | None = Field(
+        default=None,
+        description="Idempotency key: a retried turn with the same id returns the stored turn.",
+    )
+    answer: Answer | None = Field(default=None, description="Answer to the last exercise.")
+    candidates: list[Exercise] = Field(default_factory=list, max_length=MAX_CANDIDATES)
+    stream: bool = False
+
+
+class LearnerState(BaseModel):
+    emotion: EmotionResult
+    difficulty: DifficultyResponse | None = Field(
+        description="Null when the turn named no candidate exercises."
+    )
+
+
+class StrategyChoice(BaseModel):
+    name: Strategy
+    propensity: float = Field(ge=0, le=1, description="P(this arm) under the policy that chose.")
+
+
+class ProviderAttempt(BaseModel):
+    provider: str
+    outcome: str = Field(description="ok, error, timeout, not_configured, ...")
+    latency_ms: float
+    detail: str | None = None
+
+
+class LLMInfo(BaseModel):
+    provider: str
+    model: str
+    attempts: list[ProviderAttempt]
+
+
+class TutorResponse(BaseModel):
+    turn_id: str
+    learner_id: str
+    reply: str
+    learner_state: LearnerState
+    strategy: StrategyChoice
+    llm: LLMInfo
+    model_versions: dict[str, str]
+    timings_ms: dict[str, float]
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="Stages that failed and were replaced by a fallback, e.g. 'emotion: timeout'.",
+    )
+    new_learner: bool = False
+
+
+# ---- /v1/feedback -------------------------------------------------------------------------
+
+
+class FeedbackRequest(_Request):
+    turn_id: Identifier
+    reward: float | None = Field(default=None, ge=0, le=1)
+    answer: Answer | None = None
+
+    @model_validator(mode="after")
+    def _has_signal(self) -> FeedbackRequest:
+        if self.reward is None and self.answer is None:
+            raise ValueError("feedback needs a reward in [0, 1], an answer, or both")
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    turn_id: str
+    accepted: bool = Field(description="False when this turn already had feedback (idempotent).")
+    reward: float | None
+    strategy: str
+
+
+# ---- /v1/learners/{id} --------------------------------------------------------------------
+
+
+class SkillMastery(BaseModel):
+    skill_id: str
+    name: str | None
+    mastery: float = Field(ge=0, le=1, description="Model's P(correct) on this skill now.")
+    attempts: int
+
+
+class StrategyStats(BaseModel):
+    count: int
+    rewarded: int
+    mean_reward: float | None
+
+
+class LearnerProfile(BaseModel):
+    learner_id: str
+    turn_count: int
+    answer_count: int
+    created_at: float
+    last_turn_at: float | None
+    mastery: list[SkillMastery]
+    emotion_trend: dict[str, float] = Field(
+        description="Exponentially decayed average of the eight state distributions."
+    )
+    strategies: dict[str, StrategyStats]
+    model_version: str
+
+
+# ---- /healthz -----------------------------------------------------------------------------
+
+
+class ComponentHealth(BaseModel):
+    ok: bool
+    detail: str | None = None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded"]
+    deployments: dict[str, ComponentHealth]
+    store: ComponentHealth
+    model_versions: dict[str, str]

@@ -1,0 +1,92 @@
+"""Linear Thompson sampling over the teaching strategies (disjoint linear models per arm).
+
+The statistics are additive (A = sum x x^T, b = sum r x, n, reward sum), so they can live in a
+shared store and be updated by any replica; this module only turns them into decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ArmStatistics:
+    a: np.ndarray  # [d, d] sum of x x^T
+    b: np.ndarray  # [d] sum of reward * x
+    n: int = 0
+    reward_sum: float = 0.0
+
+    @classmethod
+    def empty(cls, dim: int) -> ArmStatistics:
+        return cls(a=np.zeros((dim, dim)), b=np.zeros(dim))
+
+    @classmethod
+    def from_flat(cls, a: Sequence[float], b: Sequence[float], n: int, reward_sum: float):
+        dim = len(b)
+        return cls(np.asarray(a, dtype=np.float64).reshape(dim, dim), np.asarray(b, float), n, reward_sum)
+
+
+@dataclass(frozen=True)
+class Choice:
+    arm: str
+    propensity: float  # P(this arm | context) under the sampling policy, estimated by Monte Carlo
+    expected_rewards: dict[str, float]  # posterior mean reward per arm
+
+
+@dataclass(frozen=True)
+class ThompsonConfig:
+    exploration: float = 0.5  # scales the posterior covariance's square root
+    prior_precision: float = 1.0  # ridge: A0 = prior_precision * I
+    propensity_samples: int = 512
+
+
+class LinearThompsonSampling:
+    def __init__(self, arms: Sequence[str], dim: int, config: ThompsonConfig | None = None):
+        assert len(arms) >= 2, "a bandit needs at least two arms"
+        self.arms = tuple(arms)
+        self.dim = dim
+        self.config = config or ThompsonConfig()
+        self._posteriors = {arm: self._posterior(ArmStatistics.empty(dim)) for arm in self.arms}
+
+    def _posterior(self, stats: ArmStatistics) -> tuple[np.ndarray, np.ndarray]:
+        precision = stats.a + self.config.prior_precision * np.eye(self.dim)
+        covariance = np.linalg.inv(precision)
+        mean = covariance @ stats.b
+        # Cholesky of the covariance, scaled: samples = mean + scale * L z.
+        chol = np.linalg.cholesky((covariance + covariance.T) / 2.0)
+        return mean, self.config.exploration * chol
+
+    def update_statistics(self, stats: Mapping[str, ArmStatistics]) -> None:
+        for arm in self.arms:
+            arm_stats = stats.get(arm) or ArmStatistics.empty(self.dim)
+            assert arm_stats.b.shape == (self.dim,), f"{arm}: stats have dim {arm_stats.b.shape}"
+            self._posteriors[arm] = self._posterior(arm_stats)
+
+    def _sampled_rewards(self, context: np.ndarray, rng: np.random.Generator, k: int) -> np.ndarray:
+        """[k, arms] rewards under k posterior draws of every arm's weights."""
+        columns = []
+        for arm in self.arms:
+            mean, scaled_chol = self._posteriors[arm]
+            z = rng.standard_normal((k, self.dim))
+            weights = mean + z @ scaled_chol.T  # [k, d]
+            columns.append(weights @ context)
+        return np.stack(columns, axis=1)
+
+    def choose(self, context: np.ndarray, rng: np.random.Generator) -> Choice:
+        assert context.shape == (self.dim,), f"context shape {context.shape}, want ({self.dim},)"
+        draws = self._sampled_rewards(context, rng, 1 + self.config.propensity_samples)
+        winners = draws.argmax(axis=1)
+        chosen = int(winners[0])
+        # The first draw decides; the rest estimate how often this arm wins under the policy.
+        counts = np.bincount(winners[1:], minlength=len(self.arms))
+        # Laplace smoothing keeps a logged propensity above zero for inverse weighting.
+        propensity = (counts[chosen] + 1) / (len(winners) - 1 + len(self.arms))
+        expected = {arm: float(self._posteriors[arm][0] @ context) for arm in self.arms}
+        return Choice(arm=self.arms[chosen], propensity=float(propensity), expected_rewards=expected)
+
+    def preferred_arm(self, context: np.ndarray) -> str:
+        means = [float(self._posteriors[arm][0] @ context) for arm in self.arms]
+        return self.arms[int(np.argmax(means))]
