@@ -1,0 +1,220 @@
+"""`make bench`: the served graph against its in-process baselines, measured in one run.
+
+Figures (all on this machine, in this run):
+- emotion: raw in-process throughput at batch 32 (the limit) vs `/v1/emotion` at 32 concurrent
+  clients sending one text each; the ratio is the headline figure. Also single-text latency.
+- tutor turn: latency p50/p99 and throughput at 1 and 16 concurrent clients.
+- difficulty: in-process prediction for a learner with a 200-step history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+import yaml
+
+from benchmarks.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
+from models.emotion import EmotionClassifier
+from models.knowledge_tracing import Interaction, KnowledgeTracer
+from models.registry import ModelRegistry
+
+LEARNER_TEXTS = [
+    "I don't understand why we flip the fraction when dividing.",
+    "This is so frustrating, I keep getting the wrong answer!",
+    "Oh wait, I think I finally get it now.",
+    "Why does the slope tell us how steep the line is?",
+    "I'm worried I'll fail the test tomorrow.",
+    "ok next one",
+    "That was actually kind of fun, can we do another?",
+    "I give up, I'm just bad at math.",
+]
+
+
+def _percentiles(samples_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+    return {
+        "p50_ms": round(float(np.percentile(ordered, 50)), 2),
+        "p99_ms": round(float(np.percentile(ordered, 99)), 2),
+        "n": len(ordered),
+    }
+
+
+def _texts(n: int) -> list[str]:
+    return [f"{LEARNER_TEXTS[i % len(LEARNER_TEXTS)]} ({i})" for i in range(n)]
+
+
+def _user_config(config: dict, name: str) -> dict:
+    deployments = config["applications"][0]["deployments"]
+    return next(d for d in deployments if d["name"] == name).get("user_config", {})
+
+
+# ---- in-process baselines -----------------------------------------------------------------
+
+
+def bench_emotion_in_process(version: str, threads: int, seconds: float) -> dict:
+    torch.set_num_threads(threads)
+    artifact = ModelRegistry().load("emotion", version)
+    classifier = EmotionClassifier.from_artifact(artifact.path)
+    batch = _texts(32)
+    classifier.predict(batch)  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        classifier.predict(batch)
+        done += len(batch)
+    throughput = done / (time.perf_counter() - started)
+    single = []
+    for text in _texts(100):
+        t0 = time.perf_counter()
+        classifier.predict([text])
+        single.append((time.perf_counter() - t0) * 1000)
+    return {"texts_per_s": round(throughput, 1), "single_text": _percentiles(single),
+            "torch_threads": threads, "batch_size": 32, "model_version": artifact.metadata.version}
+
+
+def bench_difficulty_in_process(version: str, threads: int, history_len: int = 200) -> dict:
+    torch.set_num_threads(threads)
+    tracer = KnowledgeTracer.from_artifact(ModelRegistry().load("difficulty", version).path)
+    rng = np.random.default_rng(0)
+    skills = [str(s) for s in (9, 15, 7, 34, 68)]
+    history = [Interaction(str(1000 + i), skills[i % 5], bool(rng.random() < 0.7))
+               for i in range(history_len)]
+    candidates = [(str(2000 + i), skills[i % 5]) for i in range(20)]
+    tracer.predict(history, candidates)
+    samples = []
+    for _ in range(100):
+        t0 = time.perf_counter()
+        tracer.predict(history, candidates)
+        samples.append((time.perf_counter() - t0) * 1000)
+    return {"history_steps": history_len, "candidates": len(candidates), **_percentiles(samples)}
+
+
+# ---- served -------------------------------------------------------------------------------
+
+
+async def _closed_loop(base_url: str, clients: int, seconds: float, make_request) -> dict:
+    """`clients` concurrent clients, each sending its next request when the last one returns."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+
+        async def one_client(index: int) -> None:
+            nonlocal errors
+            i = 0
+            while time.perf_counter() < deadline:
+                method, path, body = make_request(index, i)
+                t0 = time.perf_counter()
+                response = await client.request(method, path, json=body)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                errors += response.status_code != 200
+                i += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client(c) for c in range(clients)))
+        elapsed = time.perf_counter() - started
+    return {"clients": clients, "requests_per_s": round(len(latencies) / elapsed, 1),
+            "errors": errors, **_percentiles(latencies)}
+
+
+def _tutor_request(client_index: int, i: int):
+    return "POST", "/v1/tutor", {
+        "learner_id": f"bench-{client_index}",
+        "message": LEARNER_TEXTS[i % len(LEARNER_TEXTS)],
+        "answer": {"item_id": str(1366 + i), "skill_id": "9", "correct": i % 3 != 0},
+        "candidates": [{"item_id": str(2000 + k), "skill_id": s}
+                       for k, s in enumerate(("9", "15", "7", "34"))],
+    }
+
+
+def _emotion_request(client_index: int, i: int):
+    return "POST", "/v1/emotion", {"texts": [f"{LEARNER_TEXTS[(client_index + i) % 8]} {i}"]}
+
+
+async def bench_served(base_url: str, seconds: float) -> dict:
+    await _closed_loop(base_url, 4, 3, _tutor_request)  # warm-up
+    await _closed_loop(base_url, 32, 3, _emotion_request)
+    return {
+        "tutor_1_client": await _closed_loop(base_url, 1, seconds, _tutor_request),
+        "tutor_16_clients": await _closed_loop(base_url, 16, seconds, _tutor_request),
+        "emotion_1_client": await _closed_loop(base_url, 1, seconds, _emotion_request),
+        "emotion_32_clients": await _closed_loop(base_url, 32, seconds, _emotion_request),
+    }
+
+
+def _table(results: dict) -> str:
+    raw, served = results["in_process"], results["served"]
+    e32 = served["emotion_32_clients"]
+    rows = [
+        ("emotion raw in-process, batch 32", f"{raw['emotion']['texts_per_s']} texts/s", "1.00"),
+        ("/v1/emotion, 32 clients, 1 text each", f"{e32['requests_per_s']} texts/s",
+         f"{results['emotion_served_over_raw']:.2f}"),
+        ("emotion raw single text", f"p50 {raw['emotion']['single_text']['p50_ms']} ms", ""),
+        ("/v1/emotion, 1 client", f"p50 {served['emotion_1_client']['p50_ms']} ms / "
+         f"p99 {served['emotion_1_client']['p99_ms']} ms", ""),
+    ]
+    for key, label in (("tutor_1_client", "1 client"), ("tutor_16_clients", "16 clients")):
+        r = served[key]
+        rows.append((f"/v1/tutor, {label}", f"p50 {r['p50_ms']} ms / p99 {r['p99_ms']} ms",
+                     f"{r['requests_per_s']} turns/s"))
+    d = raw["difficulty"]
+    rows.append((f"difficulty in-process, {d['history_steps']}-step history",
+                 f"p50 {d['p50_ms']} ms / p99 {d['p99_ms']} ms", f"{d['candidates']} candidates"))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'measure'.ljust(width)} | value | ratio / note", "-" * (width + 40)]
+    lines += [f"{name.ljust(width)} | {value} | {note}" for name, value, note in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latest.json"))
+    parser.add_argument("--seconds", type=float, default=15.0, help="per served measurement")
+    args = parser.parse_args(argv)
+
+    config = yaml.safe_load(args.config.read_text())
+    placement = config["applications"][0]["args"].get("placement", {})
+    threads = placement.get("Emotion", {}).get("torch_threads", 1)
+    results: dict = {
+        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads()},
+        "config": str(args.config),
+        "in_process": {
+            "emotion": bench_emotion_in_process(
+                _user_config(config, "Emotion").get("model_version", "latest"), threads, args.seconds
+            ),
+            "difficulty": bench_difficulty_in_process(
+                _user_config(config, "Difficulty").get("model_version", "latest"),
+                placement.get("Difficulty", {}).get("torch_threads", 1),
+            ),
+        },
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        bench_config = write_config(Path(tmp) / "serve_config.yaml", port=port, base=args.config,
+                                    store_uri=f"sqlite:///{tmp}/bench-{uuid.uuid4().hex}.db")
+        with serve_running(bench_config, port=port, log_path=Path(tmp) / "serve.log") as url:
+            results["served"] = asyncio.run(bench_served(url, args.seconds))
+    results["emotion_served_over_raw"] = round(
+        results["served"]["emotion_32_clients"]["requests_per_s"]
+        / results["in_process"]["emotion"]["texts_per_s"], 3)
+    print(_table(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""The whole application over HTTP, started once for this module exactly as `make serve` does.
+
+The router's one provider points at a closed loopback port with its key set, so every reply
+exercises the fallback to the offline responder (no network is reachable from CI anyway).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+
+from benchmarks.serve_process import free_port, serve_running, write_config
+from models.vocab import LEARNING_STATES, STRATEGIES
+
+pytestmark = pytest.mark.integration
+
+CANDIDATES = [
+    {"item_id": "1366", "skill_id": "9"},
+    {"item_id": "2985", "skill_id": "15"},
+    {"item_id": "never-seen-item", "skill_id": "9"},
+]
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    dead_port = free_port()  # nothing listens here: the provider fails to connect
+    config = write_config(
+        tmp / "serve_config.yaml",
+        port=port,
+        store_uri=f"sqlite:///{tmp / 'tutor.db'}",
+        deployment_overrides={
+            "LLMRouter": {
+                "providers": [
+                    {
+                        "name": "unreachable",
+                        "base_url": f"http://127.0.0.1:{dead_port}/v1",
+                        "model": "stub",
+                        "api_key_env": "TUTOR_TEST_PROVIDER_KEY",
+                        "timeout_s": 2,
+                    }
+                ]
+            }
+        },
+    )
+    env = {"TUTOR_TEST_PROVIDER_KEY": "sk-test-secret-never-logged"}
+    with serve_running(config, port=port, log_path=tmp / "serve.log", env=env) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    with httpx.Client(base_url=base_url, timeout=60) as http:
+        yield http
+
+
+def _learner() -> str:
+    return f"learner-{uuid.uuid4().hex[:8]}"
+
+
+def test_health_reports_every_deployment_store_and_versions(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "ok"
+    assert set(body["deployments"]) == {
+        "Ingress", "Emotion", "Difficulty", "Personalization", "LLMRouter"
+    }
+    assert body["store"]["ok"] is True
+    assert body["model_versions"]["emotion"] == "v1"
+    assert body["model_versions"]["difficulty"] == "v1"
+
+
+def test_tutor_turn_returns_reply_state_strategy_and_timings(client):
+    learner = _learner()
+    response = client.post(
+        "/v1/tutor",
+        json={"learner_id": learner, "message": "I don't get fractions at all, this is so confusing",
+              "candidates": CANDIDATES},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["new_learner"] is True
+    assert body["reply"]
+    emotion = body["learner_state"]["emotion"]
+    assert emotion["state"] in LEARNING_STATES
+    assert sum(emotion["states"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert len(emotion["goemotions"]["scores"]) == 28
+    difficulty = body["learner_state"]["difficulty"]
+    assert [p["item_id"] for p in difficulty["predictions"]] == [c["item_id"] for c in CANDIDATES]
+    assert difficulty["recommended"]["item_id"] in {c["item_id"] for c in CANDIDATES}
+    assert "cold_start" in difficulty["predictions"][0]["flags"]
+    assert "unseen_item" in difficulty["predictions"][2]["flags"]
+    assert body["strategy"]["name"] in STRATEGIES
+    assert 0 < body["strategy"]["propensity"] <= 1
+    # The configured provider is unreachable: the offline responder answered, and says so.
+    assert body["llm"]["provider"] == "offline"
+    assert [a["provider"] for a in body["llm"]["attempts"]] == ["unreachable", "offline"]
+    assert body["llm"]["attempts"][0]["outcome"] == "error"
+    assert body["reply"].startswith("[offline tutor")
+    assert {"load", "emotion", "difficulty", "personalization", "reply", "total"} <= set(
+        body["timings_ms"]
+    )
+    assert body["model_versions"]["emotion"] == "v1"
+    assert body["degraded"] == []
+
+
+def test_turn_id_makes_a_retry_idempotent(client):
+    learner, turn_id = _learner(), f"turn-{uuid.uuid4().hex}"
+    payload = {"learner_id": learner, "message": "Why is 1/2 bigger than 1/3?", "turn_id": turn_id,
+               "answer": {"item_id": "1366", "skill_id": "9", "correct": True}}
+    first = client.post("/v1/tutor", json=payload).json()
+    second = client.post("/v1/tutor", json=payload).json()
+    assert first["turn_id"] == second["turn_id"] == turn_id
+    assert first["reply"] == second["reply"]
+    profile = client.get(f"/v1/learners/{learner}").json()
+    assert profile["turn_count"] == 1
+    assert profile["answer_count"] == 1
+    other = client.post("/v1/tutor", json={**payload, "learner_id": _learner()})
+    assert other.status_code == 409
+
+
+def test_streaming_sends_state_then_tokens_then_summary(client):
+    learner = _learner()
+    events = []
+    with client.stream(
+        "POST", "/v1/tutor",
+        json={"learner_id": learner, "message": "Oh wow, I finally get it!", "stream": True,
+              "candidates": CANDIDATES[:2]},
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line[len("event: "):]
+            elif line.startswith("data: "):
+                events.append((event, json.loads(line[len("data: "):])))
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "state" and kinds[-1] == "summary"
+    assert set(kinds[1:-1]) == {"token"}
+    summary = events[-1][1]
+    assert "".join(data["text"] for kind, data in events if kind == "token") == summary["reply"]
+    assert events[0][1]["turn_id"] == summary["turn_id"]
+    assert events[0][1]["learner_state"]["emotion"]["state"] in LEARNING_STATES
+    stored = client.get(f"/v1/learners/{learner}").json()
+    assert stored["turn_count"] == 1
+
+
+def test_emotion_endpoint_batches_texts(client):
+    texts = ["I'm so frustrated, nothing works", "Interesting! How does that work?", "ok"]
+    response = client.post("/v1/emotion", json={"texts": texts})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == "v1"
+    assert len(body["results"]) == 3
+    for result in body["results"]:
+        assert result["state"] in LEARNING_STATES
+        assert 0 <= result["confidence"] <= 1
+        assert set(result["goemotions"]["predicted"]) <= set(result["goemotions"]["scores"])
+
+
+def test_difficulty_with_history_and_trace(client):
+    history = [
+        {"item_id": "1366", "skill_id": "9", "correct": True},
+        {"item_id": "1424", "skill_id": "9", "correct": False},
+        {"item_id": "2985", "skill_id": "15", "correct": True},
+    ]
+    response = client.post(
+        "/v1/difficulty",
+        json={"history": history, "candidates": CANDIDATES + [{"item_id": "x", "skill_id": "no-such-skill"}],
+              "trace": True},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body["trace"]) == len(history)
+    assert body["history_length"] == 3
+    assert "unseen_skill" in body["predictions"][-1]["flags"]
+    assert all(0 <= p["p_correct"] <= 1 for p in body["predictions"])
+
+
+def test_difficulty_reads_stored_history_by_learner_id(client):
+    learner = _learner()
+    client.post("/v1/tutor", json={"learner_id": learner, "message": "done",
+                                   "answer": {"item_id": "1366", "skill_id": "9", "correct": True}})
+    response = client.post("/v1/difficulty", json={"learner_id": learner, "candidates": CANDIDATES})
+    assert response.json()["history_length"] == 1
+
+
+def test_feedback_is_idempotent_and_unknown_turns_are_404(client):
+    learner = _learner()
+    turn = client.post("/v1/tutor", json={"learner_id": learner, "message": "hi"}).json()
+    first = client.post("/v1/feedback", json={"turn_id": turn["turn_id"], "reward": 1.0})
+    assert first.status_code == 200, first.text
+    assert first.json() == {"turn_id": turn["turn_id"], "accepted": True, "reward": 1.0,
+                            "strategy": turn["strategy"]["name"]}
+    again = client.post("/v1/feedback", json={"turn_id": turn["turn_id"], "reward": 0.0})
+    assert again.json()["accepted"] is False
+    assert again.json()["reward"] == 1.0
+    missing = client.post("/v1/feedback", json={"turn_id": "no-such-turn", "reward": 1.0})
+    assert missing.status_code == 404
+    assert "no-such-turn" in missing.json()["error"]["message"]
+    profile = client.get(f"/v1/learners/{learner}").json()
+    stats = profile["strategies"][turn["strategy"]["name"]]
+    assert stats == {"count": 1, "rewarded": 1, "mean_reward": 1.0}
+
+
+def test_learner_profile(client):
+    learner = _learner()
+    for i, correct in enumerate([True, False, True]):
+        client.post("/v1/tutor", json={
+            "learner_id": learner, "message": f"attempt {i}",
+            "answer": {"item_id": str(1366 + i), "skill_id": "9", "correct": correct},
+        })
+    response = client.get(f"/v1/learners/{learner}")
+    assert response.status_code == 200, response.text
+    profile = response.json()
+    assert profile["turn_count"] == 3
+    assert profile["answer_count"] == 3
+    assert [m["skill_id"] for m in profile["mastery"]] == ["9"]
+    assert profile["mastery"][0]["attempts"] == 3
+    assert sum(profile["emotion_trend"].values()) == pytest.approx(1.0, abs=1e-2)
+    assert sum(s["count"] for s in profile["strategies"].values()) == 3
+    assert client.get(f"/v1/learners/{_learner()}").status_code == 404
+
+
+def test_request_id_is_echoed(client):
+    response = client.post("/v1/emotion", json={"texts": ["hello"]},
+                           headers={"X-Request-ID": "req-abc-123"})
+    assert response.headers.get("x-request-id") == "req-abc-123"
+
+
+BAD_REQUESTS = [
+    ("post", "/v1/tutor", "{not json", "not valid JSON"),
+    ("post", "/v1/tutor", {"learner_id": "a", "message": ""}, "message"),
+    ("post", "/v1/tutor", {"learner_id": "a", "message": "x" * 4001}, "message"),
+    ("post", "/v1/tutor", {"learner_id": "bad id!", "message": "hi"}, "learner_id"),
+    ("post", "/v1/tutor", {"learner_id": "a" * 129, "message": "hi"}, "learner_id"),
+    ("post", "/v1/tutor", {"message": "hi"}, "learner_id"),
+    ("post", "/v1/tutor", {"learner_id": "a", "message": "hi", "mood": "x"}, "mood"),
+    ("post", "/v1/tutor", {"learner_id": "a", "message": 5}, "message"),
+    ("post", "/v1/tutor", {"learner_id": "a", "message": "hi",
+                           "candidates": [{"item_id": "1", "skill_id": "1"}] * 101}, "candidates"),
+    ("post", "/v1/tutor", {"learner_id": "a", "message": "hi",
+                           "answer": {"item_id": "1", "skill_id": "1"}}, "correct"),
+    ("post", "/v1/tutor", [1, 2, 3], "body"),
+    ("post", "/v1/emotion", {"texts": []}, "texts"),
+    ("post", "/v1/emotion", {"texts": ["a"] * 65}, "texts"),
+    ("post", "/v1/emotion", {"texts": [""]}, "texts"),
+    ("post", "/v1/difficulty", {"candidates": []}, "candidates"),
+    ("post", "/v1/difficulty", {"candidates": [{"item_id": "1", "skill_id": "1"}],
+                                "history": [{"item_id": "1", "skill_id": "1", "correct": True}] * 1001},
+     "history"),
+    ("post", "/v1/feedback", {"turn_id": "t"}, "reward"),
+    ("post", "/v1/feedback", {"turn_id": "t", "reward": 1.5}, "reward"),
+    ("post", "/v1/feedback", {"turn_id": "t", "reward": -0.1}, "reward"),
+    ("get", "/v1/learners/" + "a" * 129, None, "learner_id"),
+    ("get", "/v1/learners/bad%20id", None, "learner_id"),
+    ("get", "/v1/nowhere", None, "Not Found"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "payload", "mentions"), BAD_REQUESTS)
+def test_bad_input_is_a_clear_4xx(client, method, path, payload, mentions):
+    if method == "get":
+        response = client.get(path)
+    elif isinstance(payload, str):
+        response = client.post(path, content=payload, headers={"content-type": "application/json"})
+    else:
+        response = client.post(path, json=payload)
+    assert 400 <= response.status_code < 500, response.text
+    error = response.json()["error"]
+    assert mentions in error["message"] + json.dumps(error["fields"])

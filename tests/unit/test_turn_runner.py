@@ -1,0 +1,119 @@
+"""The turn's degradation rules, with small in-process stand-ins for the deployment handles."""
+
+import asyncio
+
+import pytest
+
+from deployments.schemas import (
+    EmotionResponse,
+    EmotionResult,
+    GoEmotionsScores,
+    LLMInfo,
+    ProviderAttempt,
+    StrategyChoice,
+    TutorRequest,
+)
+from deployments.turn import TurnHandles, TurnRunner
+from store.sqlite_store import SQLiteStore
+
+
+class _Method:
+    def __init__(self, fn):
+        self._fn = fn
+
+    def remote(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+
+class _Handle:
+    """Quacks like a DeploymentHandle: ``handle.method.remote(...)`` returns an awaitable."""
+
+    def __init__(self, **methods):
+        for name, fn in methods.items():
+            setattr(self, name, _Method(fn))
+
+    def options(self, **_):
+        return self
+
+
+async def _emotion_ok(texts):
+    result = EmotionResult(state="curious", confidence=0.9,
+                           states={"curious": 0.9, "neutral": 0.1},
+                           goemotions=GoEmotionsScores(scores={"curiosity": 0.9}, predicted=["curiosity"]))
+    return EmotionResponse(results=[result] * len(texts), model_version="v9")
+
+
+async def _fails(*args, **kwargs):
+    raise RuntimeError("replica died")
+
+
+async def _hangs(*args, **kwargs):
+    await asyncio.sleep(60)
+
+
+async def _choose(**kwargs):
+    return StrategyChoice(name="quiz", propensity=0.5), [1.0] * 15
+
+
+async def _respond(context):
+    info = LLMInfo(provider="p", model="m", attempts=[ProviderAttempt(provider="p", outcome="ok", latency_ms=1)])
+    return f"reply to {context.message}", info, None
+
+
+def _runner(tmp_path, **handles) -> TurnRunner:
+    defaults = dict(
+        emotion=_Handle(classify=_emotion_ok),
+        difficulty=_Handle(predict=_fails),
+        personalization=_Handle(choose=_choose),
+        router=_Handle(respond=_respond),
+    )
+    return TurnRunner(TurnHandles(**{**defaults, **handles}), SQLiteStore(tmp_path / "t.db"),
+                      stage_timeout_s=0.5)
+
+
+async def _turn(runner: TurnRunner, **request):
+    body = TutorRequest.model_validate({"learner_id": "l1", "message": "why?", **request})
+    state = await runner.prepare(body, "req-1")
+    reply, llm = await runner.reply(state)
+    return await runner.finish(state, reply, llm, {})
+
+
+async def test_healthy_turn_is_not_degraded_and_is_stored(tmp_path):
+    runner = _runner(tmp_path)
+    response = await _turn(runner)
+    assert response.degraded == []
+    assert response.reply == "reply to why?"
+    assert response.learner_state.emotion.state == "curious"
+    assert response.model_versions["emotion"] == "v9"
+    assert runner.store.get_turn(response.turn_id).request_id == "req-1"
+
+
+async def test_failing_emotion_degrades_to_an_uninformed_state(tmp_path):
+    response = await _turn(_runner(tmp_path, emotion=_Handle(classify=_fails)))
+    assert response.degraded == ["emotion: RuntimeError"]
+    emotion = response.learner_state.emotion
+    assert emotion.state == "neutral"
+    assert sum(emotion.states.values()) == pytest.approx(1.0)
+    assert response.model_versions["emotion"] == "unavailable"
+
+
+async def test_failing_difficulty_and_personalization_still_answer(tmp_path):
+    runner = _runner(tmp_path, personalization=_Handle(choose=_fails))
+    response = await _turn(runner, candidates=[{"item_id": "1", "skill_id": "2"}])
+    assert response.degraded == ["difficulty: RuntimeError", "personalization: RuntimeError"]
+    assert response.learner_state.difficulty is None
+    assert response.strategy.propensity == pytest.approx(1 / 6)
+
+
+async def test_stalled_router_times_out_to_the_offline_responder(tmp_path):
+    response = await _turn(_runner(tmp_path, router=_Handle(respond=_hangs)))
+    assert response.degraded == ["reply: timed out after 0.5s"]
+    assert response.llm.provider == "offline"
+    assert response.reply.startswith("[offline tutor")
+
+
+async def test_answer_with_the_turn_is_recorded_once(tmp_path):
+    runner = _runner(tmp_path)
+    answer = {"item_id": "1", "skill_id": "2", "correct": True}
+    await _turn(runner, turn_id="t-1", answer=answer)
+    assert [a.item_id for a in runner.store.answers("l1")] == ["1"]
