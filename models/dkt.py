@@ -1,0 +1,143 @@
+"""DKT (Piech et al., 2015): an LSTM over (skill, response) pairs with per-skill outputs.
+
+Leak-free reading: the LSTM state is computed after every row, and a row's prediction reads the
+state after its *context* row (see :func:`models.kt_data.attempt_context_index`): the last row
+before the start of its attempt, or the initial state. Training and evaluation use the same
+gather, so the model never learns to rely on a sibling row's response.
+
+Shapes: B batch, T rows (time), H hidden size, E embedding size, S number of known skills
+(model skill indices run 1..S; index 0 is "unknown skill" and padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.kt_data import (
+    StudentSequence,
+    Vocabulary,
+    attempt_context_index,
+    per_row_context_index,
+)
+
+
+@dataclass(frozen=True)
+class DKTConfig:
+    num_skills: int  # S: known skills; the output layer has S + 1 entries (0: unknown)
+    hidden_size: int = 100
+    embedding_dim: int = 64
+    dropout: float = 0.4
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DKTConfig:
+        return cls(**{k: raw[k] for k in ("num_skills", "hidden_size", "embedding_dim", "dropout")})
+
+
+class DKT(nn.Module):
+    def __init__(self, config: DKTConfig) -> None:
+        super().__init__()
+        self.config = config
+        # Input token = skill * 2 + correct; tokens 0 and 1 (unknown skill) are zeroed in encode().
+        self.embedding = nn.Embedding(2 * (config.num_skills + 1), config.embedding_dim)
+        self.lstm = nn.LSTM(config.embedding_dim, config.hidden_size, batch_first=True)
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(config.hidden_size, config.num_skills + 1)
+
+    def states(self, skills: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+        """Hidden state before any row and after each row.
+
+        skills, correct: [B, T] long -> [B, T + 1, H]; index 0 is the initial (zero) state,
+        index t + 1 the state after row t. Padding must come after the real rows (the LSTM is
+        causal, so trailing padding never changes the real rows' states).
+        """
+        if skills.shape[1] == 0:  # no rows: only the initial state (nn.LSTM rejects T = 0)
+            return self.embedding.weight.new_zeros(skills.shape[0], 1, self.config.hidden_size)
+        tokens = skills * 2 + correct  # [B, T]
+        x = self.embedding(tokens) * (skills > 0).unsqueeze(-1).to(self.embedding.weight.dtype)
+        h, _ = self.lstm(x)  # [B, T, H]
+        h0 = h.new_zeros(h.shape[0], 1, h.shape[2])  # the LSTM's own (zero) initial state
+        return torch.cat([h0, h], dim=1)  # [B, T + 1, H]
+
+    def readout(self, states: torch.Tensor) -> torch.Tensor:
+        """Per-skill logits from states: [..., H] -> [..., S + 1]."""
+        return self.output(self.dropout(states))
+
+    def forward(
+        self,
+        skills: torch.Tensor,
+        correct: torch.Tensor,
+        context_index: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logit of each row's own skill, read from the state after its context row.
+
+        skills, correct: [B, T] long (the rows' inputs; also the rows' target skills).
+        context_index: [B, T] long, -1 for the initial state (see attempt_context_index).
+        targets: [B, T] float 0/1, usually ``correct``; mask: [B, T] bool, rows that count.
+        Returns (logits [B, T], mean BCE loss over masked rows or None without targets).
+        """
+        states = self.states(skills, correct)  # [B, T + 1, H]
+        gather = (context_index + 1).unsqueeze(-1).expand(-1, -1, states.shape[-1])  # [B, T, H]
+        context_states = states.gather(1, gather)  # [B, T, H]
+        all_logits = self.readout(context_states)  # [B, T, S + 1]
+        logits = all_logits.gather(2, skills.unsqueeze(-1)).squeeze(-1)  # [B, T]
+        loss = None
+        if targets is not None:
+            if mask is None:
+                mask = torch.ones_like(targets, dtype=torch.bool)
+            mask = mask & (skills > 0)
+            loss = F.binary_cross_entropy_with_logits(logits[mask], targets[mask].float())
+        return logits, loss
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    skills: torch.Tensor  # [B, T] long, 0 for padding / unknown skill
+    correct: torch.Tensor  # [B, T] long
+    context_index: torch.Tensor  # [B, T] long, -1 = initial state
+    mask: torch.Tensor  # [B, T] bool, real rows
+
+    def to(self, device: str | torch.device) -> EncodedBatch:
+        return EncodedBatch(
+            *(t.to(device) for t in (self.skills, self.correct, self.context_index, self.mask))
+        )
+
+
+def encode_batch(
+    sequences: Sequence[StudentSequence], vocab: Vocabulary, *, protocol: str = "attempt"
+) -> EncodedBatch:
+    """Pad sequences (at the end) into tensors.
+
+    protocol "attempt" (leak-free): context from attempt_context_index; "row" (leaky, as early
+    DKT papers did): every row sees all rows before it, siblings of a multi-skill problem too.
+    """
+    if protocol not in ("attempt", "row"):
+        raise ValueError(f"protocol must be 'attempt' or 'row', got {protocol!r}")
+    width = max((len(s) for s in sequences), default=0)
+    b = len(sequences)
+    skills = torch.zeros(b, width, dtype=torch.long)
+    correct = torch.zeros(b, width, dtype=torch.long)
+    context = torch.full((b, width), -1, dtype=torch.long)
+    mask = torch.zeros(b, width, dtype=torch.bool)
+    for i, seq in enumerate(sequences):
+        n = len(seq)
+        skills[i, :n] = torch.tensor([vocab.skill_index(s) for s in seq.skill_ids])
+        correct[i, :n] = torch.tensor(seq.correct)
+        ctx = (
+            attempt_context_index(seq.item_ids)
+            if protocol == "attempt"
+            else per_row_context_index(n)
+        )
+        context[i, :n] = torch.tensor(ctx)
+        mask[i, :n] = True
+    return EncodedBatch(skills=skills, correct=correct, context_index=context, mask=mask)

@@ -1,0 +1,268 @@
+"""Train the difficulty model (v1: DKT) on one AKT fold and register it as ``difficulty``.
+
+    python -m pipelines.train_difficulty --data ../shared/data/kt [--fold 1] [--epochs 40]
+
+Trains on ``train_k``, picks the epoch with the best leak-free AUC on ``valid_k``, and reports
+on ``test_k`` the leak-free AUC/accuracy (the figure to quote), the per-row ("leaky") AUC early
+papers reported, and a skill-prior baseline, all from ``pipelines.evaluate_difficulty``'s metric
+code. Training uses the same leak-free gather as evaluation and serving. Sequences are cut into
+windows of ``--window`` rows (also the served model's ``max_history``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.dkt import DKT, DKTConfig, encode_batch
+from models.knowledge_tracing import KnowledgeTracer
+from models.kt_data import Priors, StudentSequence, Vocabulary, load_split, read_skill_names
+from models.kt_data import windows as make_windows
+from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
+from pipelines.common import code_version, setup_logging
+from pipelines.evaluate_difficulty import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_DATASET,
+    MODEL_NAME,
+    evaluate_model,
+)
+
+log = logging.getLogger("pipelines.train_difficulty")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="the kt/ data dir")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET)
+    parser.add_argument("--fold", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="stop after this many epochs without a better valid AUC",
+    )
+    parser.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_ROOT)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--window", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--hidden-size", type=int, default=100)
+    parser.add_argument("--embedding-dim", type=int, default=64)
+    parser.add_argument("--dropout", type=float, default=0.4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--limit-students",
+        type=int,
+        default=None,
+        help="use only the first N students of each split (smoke runs)",
+    )
+    parser.add_argument(
+        "--no-register", action="store_true", help="train and evaluate but register nothing"
+    )
+    return parser.parse_args(argv)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def length_bucketed_batches(
+    chunks: Sequence[StudentSequence], batch_size: int, rng: random.Random
+) -> list[list[StudentSequence]]:
+    """Batches of similar length (less padding), in random order."""
+    order = sorted(range(len(chunks)), key=lambda i: (len(chunks[i]), rng.random()))
+    batches = [
+        [chunks[i] for i in order[start : start + batch_size]]
+        for start in range(0, len(order), batch_size)
+    ]
+    rng.shuffle(batches)
+    return batches
+
+
+def train_epoch(
+    model: DKT,
+    optimizer: torch.optim.Optimizer,
+    chunks: Sequence[StudentSequence],
+    vocab: Vocabulary,
+    *,
+    batch_size: int,
+    rng: random.Random,
+) -> float:
+    model.train()
+    total_loss, total_rows = 0.0, 0
+    for batch_chunks in length_bucketed_batches(chunks, batch_size, rng):
+        batch = encode_batch(batch_chunks, vocab, protocol="attempt")
+        _, loss = model(
+            batch.skills,
+            batch.correct,
+            batch.context_index,
+            targets=batch.correct.float(),
+            mask=batch.mask,
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        rows = int(batch.mask.sum())
+        total_loss += loss.item() * rows
+        total_rows += rows
+    return total_loss / max(total_rows, 1)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    setup_logging()
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    started = time.perf_counter()
+
+    splits = {
+        split: load_split(args.data, args.dataset, split, args.fold)
+        for split in ("train", "valid", "test")
+    }
+    if args.limit_students is not None:
+        splits = {k: v[: args.limit_students] for k, v in splits.items()}
+    for split, seqs in splits.items():
+        log.info(
+            "%s%d: %d students, %d rows", split, args.fold, len(seqs), sum(len(s) for s in seqs)
+        )
+    vocab = Vocabulary.build(splits["train"])
+    priors = Priors.compute(splits["train"])
+    skill_names_path = Path(args.data) / args.dataset / "skill.json"
+    skill_names = read_skill_names(skill_names_path) if skill_names_path.is_file() else {}
+    log.info(
+        "vocabulary: %d skills, %d items; global prior %.4f; %d skill names",
+        vocab.num_skills,
+        len(vocab.items),
+        priors.global_prior,
+        len(skill_names),
+    )
+
+    config = DKTConfig(
+        num_skills=vocab.num_skills,
+        hidden_size=args.hidden_size,
+        embedding_dim=args.embedding_dim,
+        dropout=args.dropout,
+    )
+    model = DKT(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    train_chunks = make_windows(splits["train"], args.window)
+    rng = random.Random(args.seed)
+    eval_kwargs = {"window": args.window, "batch_size": args.batch_size}
+
+    best_auc, best_epoch, best_state, history = -1.0, 0, None, []
+    for epoch in range(1, args.epochs + 1):
+        t0 = time.perf_counter()
+        loss = train_epoch(
+            model, optimizer, train_chunks, vocab, batch_size=args.batch_size, rng=rng
+        )
+        valid = evaluate_model(model, vocab, priors, splits["valid"], leaky=False, **eval_kwargs)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss,
+                "valid_auc": valid["auc"],
+                "valid_acc": valid["acc"],
+            }
+        )
+        improved = valid["auc"] > best_auc
+        if improved:
+            best_auc, best_epoch = valid["auc"], epoch
+            best_state = copy.deepcopy(model.state_dict())
+        log.info(
+            "epoch %d: train loss %.4f | valid leak-free AUC %.4f ACC %.4f%s | %.1fs",
+            epoch,
+            loss,
+            valid["auc"],
+            valid["acc"],
+            " *" if improved else "",
+            time.perf_counter() - t0,
+        )
+        if epoch - best_epoch >= args.patience:
+            log.info("no better valid AUC for %d epochs: stopping", args.patience)
+            break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+
+    test = evaluate_model(model, vocab, priors, splits["test"], **eval_kwargs)
+    log.info(
+        "test%d (epoch %d): leak-free AUC %.4f ACC %.4f | per-row (leaky) AUC %.4f | "
+        "skill-prior baseline AUC %.4f",
+        args.fold,
+        best_epoch,
+        test["auc"],
+        test["acc"],
+        test["per_row_leaky_auc"],
+        test["skill_prior_auc"],
+    )
+
+    metrics = {
+        "protocol": "leak-free: rows of one problem attempt predicted from the state before it",
+        "test_auc": test["auc"],
+        "test_acc": test["acc"],
+        "test_log_loss": test["log_loss"],
+        "test_rows": test["rows"],
+        "test_students": test["students"],
+        "test_per_row_leaky_auc": test["per_row_leaky_auc"],
+        "test_skill_prior_auc": test["skill_prior_auc"],
+        "valid_auc": best_auc,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "history": history,
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }
+    result: dict[str, Any] = {"metrics": metrics}
+    if args.no_register:
+        return result
+    tracer = KnowledgeTracer(model, vocab, priors, skill_names, max_history=args.window)
+    run_config = {
+        "model": "dkt",
+        "dkt": config.to_dict(),
+        "max_history": args.window,
+        "fold": args.fold,
+        "dataset": args.dataset,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "patience": args.patience,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "window": args.window,
+        "limit_students": args.limit_students,
+        "num_items": len(vocab.items),
+        "global_prior": priors.global_prior,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        tracer.save(tmp)
+        meta = ModelRegistry(args.registry).register(
+            MODEL_NAME,
+            tmp,
+            dataset=f"{args.dataset} fold {args.fold}",
+            code_version=code_version(),
+            metrics=metrics,
+            config=run_config,
+        )
+    log.info(
+        "registered %s %s at %s",
+        MODEL_NAME,
+        meta.version,
+        Path(args.registry) / MODEL_NAME / meta.version,
+    )
+    result["version"] = meta.version
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Difficulty model v1 (DKT): leak-free grouping, trace/predict consistency, flags, recommend."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.dkt import DKT, DKTConfig, encode_batch
+from models.knowledge_tracing import (
+    COLD_START,
+    UNSEEN_ITEM,
+    UNSEEN_SKILL,
+    CandidatePrediction,
+    Interaction,
+    KnowledgeTracer,
+    recommend,
+)
+from models.kt_data import (
+    Priors,
+    StudentSequence,
+    Vocabulary,
+    attempt_context_index,
+    parse_akt_lines,
+    per_row_context_index,
+    windows,
+)
+from models.registry import ArtifactNotFoundError, ModelRegistry
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(os.environ.get("TUTOR_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+KT_DIR = DATA_DIR / "kt"
+
+# Student "s": item a (skill 1), multi-skill item b (skills 1, 2, 3: one response), c, then d.
+ITEMS = ["a", "b", "b", "b", "c", "d"]
+SKILLS = ["1", "1", "2", "3", "2", "3"]
+CORRECT = [1, 0, 0, 0, 1, 1]
+MULTI_SKILL_ROWS = [1, 2, 3]
+
+
+def small_tracer(seed: int = 0, max_history: int = 200) -> KnowledgeTracer:
+    torch.manual_seed(seed)
+    train = [StudentSequence("s", ITEMS, SKILLS, CORRECT)]
+    vocab = Vocabulary.build(train)
+    model = DKT(DKTConfig(num_skills=vocab.num_skills, hidden_size=8, embedding_dim=6))
+    names = {"1": "Addition", "2": "Subtraction", "3": "Fractions"}
+    return KnowledgeTracer(model, vocab, Priors.compute(train), names, max_history=max_history)
+
+
+def history(correct: list[int], items: list[str] = ITEMS, skills: list[str] = SKILLS):
+    return [Interaction(i, s, bool(c)) for i, s, c in zip(items, skills, correct, strict=True)]
+
+
+# ------------------------------------------------------------------------------- data parsing
+def test_parse_akt_four_line_records() -> None:
+    lines = ["12,80001", "5,5,7", "1,2,1", "1,1,0", "", "13,80002", "9", "4", "0"]
+    seqs = parse_akt_lines(lines)
+    assert [s.student for s in seqs] == ["12", "13"]
+    assert seqs[0].item_ids == ["5", "5", "7"]
+    assert seqs[0].skill_ids == ["1", "2", "1"]
+    assert seqs[0].correct == [1, 1, 0]
+    with pytest.raises(ValueError):
+        parse_akt_lines(["1,2", "5,5", "1", "1,1"])
+
+
+def test_windows_split_long_sequences() -> None:
+    seq = StudentSequence("s", [str(i) for i in range(5)], ["1"] * 5, [1, 0, 1, 0, 1])
+    assert [len(w) for w in windows([seq], 2)] == [2, 2, 1]
+
+
+def test_vocabulary_reserves_zero_for_unknown() -> None:
+    vocab = Vocabulary.build([StudentSequence("s", ITEMS, SKILLS, CORRECT)])
+    assert vocab.num_skills == 3
+    assert vocab.skill_index("zzz") == 0 and vocab.item_index("zzz") == 0
+    assert {vocab.skill_index(s) for s in SKILLS} == {1, 2, 3}
+    assert Vocabulary.from_dict(vocab.to_dict()).skills == vocab.skills
+
+
+# ------------------------------------------------------------------------------- leak-free rule
+def test_attempt_context_index_groups_consecutive_rows_of_one_item() -> None:
+    assert attempt_context_index(["a", "b", "b", "b", "c", "c", "d"]) == [-1, 0, 0, 0, 3, 3, 5]
+    assert attempt_context_index([]) == []
+    assert attempt_context_index(["a", "a"]) == [-1, -1]
+    # Only consecutive rows group: a later return to the same item is a new attempt.
+    assert attempt_context_index(["a", "b", "a"]) == [-1, 0, 1]
+    assert per_row_context_index(3) == [-1, 0, 1]
+
+
+def test_multi_skill_response_never_reaches_its_own_rows() -> None:
+    tracer = small_tracer()
+    flipped = list(CORRECT)
+    for t in MULTI_SKILL_ROWS:
+        flipped[t] = 1 - flipped[t]
+    before = [p.p_correct for p in tracer.trace(history(CORRECT))]
+    after = [p.p_correct for p in tracer.trace(history(flipped))]
+    for t in [0, *MULTI_SKILL_ROWS]:
+        assert before[t] == pytest.approx(after[t], abs=1e-7), t
+    for t in (4, 5):  # later attempts do see the response
+        assert before[t] != pytest.approx(after[t], abs=1e-6), t
+
+
+def test_training_forward_uses_the_same_leak_free_gather() -> None:
+    tracer = small_tracer()
+    flipped = list(CORRECT)
+    for t in MULTI_SKILL_ROWS:
+        flipped[t] = 1 - flipped[t]
+    logits = {}
+    for name, correct in (("orig", CORRECT), ("flip", flipped)):
+        batch = encode_batch([StudentSequence("s", ITEMS, SKILLS, correct)], tracer.vocab)
+        logits[name], loss = tracer.model(
+            batch.skills, batch.correct, batch.context_index, batch.correct.float(), batch.mask
+        )
+        assert loss is not None and torch.isfinite(loss)
+    assert torch.allclose(logits["orig"][0, :4], logits["flip"][0, :4])
+    assert not torch.allclose(logits["orig"][0, 4:], logits["flip"][0, 4:])
+    # The leaky per-row protocol, by contrast, lets row 2 see row 1's (shared) response.
+    leaky = {}
+    for name, correct in (("orig", CORRECT), ("flip", flipped)):
+        batch = encode_batch(
+            [StudentSequence("s", ITEMS, SKILLS, correct)], tracer.vocab, protocol="row"
+        )
+        leaky[name], _ = tracer.model(batch.skills, batch.correct, batch.context_index)
+    assert not torch.allclose(leaky["orig"][0, 2], leaky["flip"][0, 2])
+
+
+def test_padding_does_not_change_real_rows() -> None:
+    tracer = small_tracer()
+    short = StudentSequence("s", ITEMS[:3], SKILLS[:3], CORRECT[:3])
+    long = StudentSequence("t", ITEMS, SKILLS, CORRECT)
+    alone = encode_batch([short], tracer.vocab)
+    padded = encode_batch([short, long], tracer.vocab)
+    a, _ = tracer.model(alone.skills, alone.correct, alone.context_index)
+    b, _ = tracer.model(padded.skills, padded.correct, padded.context_index)
+    assert torch.allclose(a[0], b[0, :3], atol=1e-6)
+
+
+# ----------------------------------------------------------------------- trace / predict / API
+def test_trace_matches_predict_from_the_start_of_each_attempt() -> None:
+    tracer = small_tracer(seed=3)
+    hist = history(CORRECT)
+    traced = tracer.trace(hist)
+    assert len(traced) == len(hist)
+    starts = [c + 1 for c in attempt_context_index(ITEMS)]
+    for t, step in enumerate(hist):
+        [expected] = tracer.predict(hist[: starts[t]], [(step.item_id, step.skill_id)])
+        assert traced[t].p_correct == pytest.approx(expected.p_correct, abs=1e-6)
+        assert traced[t].flags == expected.flags
+        assert (traced[t].item_id, traced[t].skill_id) == (step.item_id, step.skill_id)
+    assert COLD_START in traced[0].flags and COLD_START not in traced[4].flags
+
+
+def test_trace_matches_batched_evaluation_forward() -> None:
+    tracer = small_tracer(seed=5)
+    batch = encode_batch([StudentSequence("s", ITEMS, SKILLS, CORRECT)], tracer.vocab)
+    logits, _ = tracer.model(batch.skills, batch.correct, batch.context_index)
+    traced = [p.p_correct for p in tracer.trace(history(CORRECT))]
+    assert traced == pytest.approx(torch.sigmoid(logits[0]).tolist(), abs=1e-6)
+
+
+def test_history_truncated_to_max_history() -> None:
+    tracer = small_tracer(max_history=4)
+    hist = history(CORRECT)
+    assert len(tracer.trace(hist)) == 4
+    full = tracer.predict(hist, [("a", "1")])[0].p_correct
+    recent = tracer.predict(hist[-4:], [("a", "1")])[0].p_correct
+    assert full == pytest.approx(recent, abs=1e-7)
+
+
+def test_predict_flags_and_fallbacks() -> None:
+    tracer = small_tracer()
+    cold = tracer.predict([], [("a", "1"), ("new", "1"), ("new", "99")])
+    assert cold[0].flags == (COLD_START,)
+    assert cold[1].flags == (COLD_START, UNSEEN_ITEM)
+    assert cold[2].flags == (COLD_START, UNSEEN_ITEM, UNSEEN_SKILL)
+    assert cold[2].p_correct == pytest.approx(tracer.priors.global_prior)
+    warm = tracer.predict(history(CORRECT), [("a", "1"), ("x", "99")])
+    assert warm[0].flags == ()
+    assert warm[1].flags == (UNSEEN_ITEM, UNSEEN_SKILL)
+    assert all(0.0 < p.p_correct < 1.0 for p in cold + warm)
+    assert tracer.predict(history(CORRECT), []) == []
+
+
+def test_mastery_covers_seen_skills() -> None:
+    tracer = small_tracer()
+    hist = history(CORRECT) + [Interaction("z", "42", True)]
+    mastery = tracer.mastery(hist)
+    assert set(mastery) == {"1", "2", "3", "42"}
+    assert mastery["42"] == pytest.approx(tracer.priors.global_prior)
+    [p] = tracer.predict(hist, [("a", "2")])
+    assert mastery["2"] == pytest.approx(p.p_correct, abs=1e-6)
+    assert tracer.mastery([]) == {}
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    tracer = small_tracer(seed=9)
+    tracer.save(tmp_path)
+    loaded = KnowledgeTracer.from_artifact(tmp_path)
+    hist = history(CORRECT)
+    assert [p.p_correct for p in loaded.trace(hist)] == pytest.approx(
+        [p.p_correct for p in tracer.trace(hist)], abs=1e-7
+    )
+    assert loaded.skill_name("3") == "Fractions" and loaded.skill_name("404") is None
+
+
+# ------------------------------------------------------------------------------------ recommend
+def _preds(*ps: float) -> list[CandidatePrediction]:
+    return [CandidatePrediction(str(i), "1", p) for i, p in enumerate(ps)]
+
+
+def test_recommend_band_logic() -> None:
+    assert recommend(_preds(0.2, 0.97, 0.6)) == 2  # 0.10 below beats 0.12 above
+    assert recommend(_preds(0.2, 0.72, 0.80)) == 2  # both inside: nearer the middle 0.775
+    assert recommend(_preds(0.90, 0.65)) == 0  # 0.05 above and below: a tie -> the first
+    assert recommend(_preds(0.65, 0.90)) == 0
+    assert recommend(_preds(0.5, 0.84, 0.71)) == 1  # inside ties at 0: 0.84 nearer 0.775
+    assert recommend(_preds(0.6, 0.6)) == 0  # full tie -> the first
+    assert recommend(_preds(0.1, 0.5), band=(0.4, 0.6)) == 1
+    with pytest.raises(ValueError):
+        recommend([])
+    with pytest.raises(ValueError):
+        recommend(_preds(0.5), band=(0.9, 0.1))
+
+
+# ------------------------------------------------------------------------- the shipped artifact
+def shipped_tracer() -> KnowledgeTracer:
+    try:
+        artifact = ModelRegistry().load("difficulty")
+    except ArtifactNotFoundError as exc:
+        pytest.skip(f"no registered difficulty model: {exc}")
+    return KnowledgeTracer.from_artifact(artifact.path)
+
+
+def test_shipped_artifact_flags_and_names() -> None:
+    tracer = shipped_tracer()
+    known_skill = tracer.vocab.skills[0]
+    known_item = tracer.vocab.items[0]
+    [cold] = tracer.predict([], [(known_item, known_skill)])
+    assert cold.flags == (COLD_START,)
+    [item, skill] = tracer.predict(
+        [Interaction(known_item, known_skill, True)],
+        [("no-such-item", known_skill), ("no-such-item", "no-such-skill")],
+    )
+    assert item.flags == (UNSEEN_ITEM,)
+    assert skill.flags == (UNSEEN_ITEM, UNSEEN_SKILL)
+    assert skill.p_correct == pytest.approx(tracer.priors.global_prior)
+    assert 0.5 < tracer.priors.global_prior < 0.8
+    assert tracer.skill_name(known_skill)
+    assert tracer.skill_name("no-such-skill") is None
+
+
+@pytest.mark.data
+def test_sample_auc_is_sane(tmp_path: Path) -> None:
+    if not (KT_DIR / "assist2009_pid").is_dir():
+        pytest.skip(f"shared data not found at {KT_DIR} (set TUTOR_DATA_DIR to the data dir)")
+    shipped_tracer()
+    from pipelines.evaluate_difficulty import main
+
+    report = main(
+        [
+            "--data", str(KT_DIR),
+            "--limit-students", "150",
+            "--out", str(tmp_path / "report.json"),
+        ]
+    )  # fmt: skip
+    metrics = report["metrics"]
+    assert metrics["rows"] > 1000
+    assert 0.65 < metrics["auc"] < 0.95
+    assert metrics["per_row_leaky_auc"] >= metrics["auc"] - 0.02
+    assert (tmp_path / "report.json").is_file()
