@@ -8,7 +8,13 @@ from pathlib import Path
 import torch
 
 from deployments.config import DifficultyUserConfig
-from deployments.schemas import DifficultyResponse, Exercise, Prediction, SkillMastery
+from deployments.schemas import (
+    MAX_HISTORY,
+    DifficultyResponse,
+    Exercise,
+    Prediction,
+    SkillMastery,
+)
 from models.knowledge_tracing import CandidatePrediction, Interaction, KnowledgeTracer, recommend
 from models.registry import ModelRegistry
 
@@ -36,7 +42,9 @@ class DifficultyDeployment:
         version = self._registry.resolve_version(MODEL_NAME, config.model_version)
         if version != self._version:
             artifact = self._registry.load(MODEL_NAME, version)
-            self._tracer = KnowledgeTracer.from_artifact(artifact.path, device=self._device)
+            self._tracer = KnowledgeTracer.from_artifact(
+                artifact.path, device=self._device, max_history=MAX_HISTORY
+            )
             self._version = version
             logger.info("difficulty model %s loaded on %s", version, self._device)
         self._band = config.target_band

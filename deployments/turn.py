@@ -249,7 +249,9 @@ class TurnRunner:
         yield {"type": "token", "text": offline_reply(context)}
         yield {"type": "done", "llm": _offline_info("router unavailable")}
 
-    async def finish(self, state: TurnState, reply: str, llm: LLMInfo, versions: dict[str, str]) -> TutorResponse:
+    async def finish(
+        self, state: TurnState, reply: str, llm: LLMInfo, other_versions: dict[str, str]
+    ) -> TutorResponse:
         state.timings_ms["total"] = round((time.time() - state.started) * 1000, 2)
         response = TutorResponse(
             turn_id=state.turn_id,
@@ -258,7 +260,7 @@ class TurnRunner:
             learner_state=state.learner_state(),
             strategy=state.strategy,
             llm=llm,
-            model_versions=versions,
+            model_versions=self.model_versions(state, other_versions),
             timings_ms=state.timings_ms,
             degraded=state.degraded,
             new_learner=state.new_learner,

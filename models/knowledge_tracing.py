@@ -89,7 +89,10 @@ class KnowledgeTracer:
 
     # ----------------------------------------------------------------------------- artifact
     @classmethod
-    def from_artifact(cls, artifact_dir: Path | str, device: str = "cpu") -> KnowledgeTracer:
+    def from_artifact(
+        cls, artifact_dir: Path | str, device: str = "cpu", *, max_history: int | None = None
+    ) -> KnowledgeTracer:
+        """``max_history`` overrides the artifact's window (the API serves up to 1000 steps)."""
         artifact_dir = Path(artifact_dir)
         raw_config = json.loads((artifact_dir / CONFIG_FILE).read_text())
         model = DKT(DKTConfig.from_dict(raw_config["model"]))
@@ -100,7 +103,7 @@ class KnowledgeTracer:
             Vocabulary.from_dict(json.loads((artifact_dir / VOCAB_FILE).read_text())),
             Priors.from_dict(json.loads((artifact_dir / PRIORS_FILE).read_text())),
             json.loads((artifact_dir / SKILL_NAMES_FILE).read_text()),
-            max_history=int(raw_config["max_history"]),
+            max_history=max_history or int(raw_config["max_history"]),
             device=device,
         )
 

@@ -1,0 +1,17 @@
+"""Persistence for learners, turns, answers, feedback and the bandit's statistics."""
+
+from store.base import StoreError, TutorStore
+from store.factory import DEFAULT_STORE_URI, open_store
+from store.records import AnswerRecord, ArmStats, FeedbackRecord, LearnerRecord, TurnRecord
+
+__all__ = [
+    "DEFAULT_STORE_URI",
+    "AnswerRecord",
+    "ArmStats",
+    "FeedbackRecord",
+    "LearnerRecord",
+    "StoreError",
+    "TurnRecord",
+    "TutorStore",
+    "open_store",
+]

@@ -1,0 +1,135 @@
+"""The storage interface every backend implements, and the checks they share.
+
+Several Ray replica processes write to one store at once, so every method that reads and then
+writes is atomic in the backend, never a read in Python followed by a separate write.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Sequence
+from types import TracebackType
+
+from store.records import AnswerRecord, ArmStats, FeedbackRecord, LearnerRecord, TurnRecord
+
+
+class StoreError(RuntimeError):
+    """The backend failed or is unreachable (as opposed to a caller error, which is ValueError)."""
+
+
+class TutorStore(abc.ABC):
+    """Learners, turns, answers, feedback and the bandit's additive statistics."""
+
+    # ---- health -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise StoreError when the backend cannot be reached."""
+
+    # ---- learners ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_learner(self, learner_id: str) -> LearnerRecord | None: ...
+
+    @abc.abstractmethod
+    def get_or_create_learner(self, learner_id: str, *, now: float) -> tuple[LearnerRecord, bool]:
+        """Return the learner and whether this call created it.
+
+        Race-safe: concurrent callers all succeed, exactly one sees True, all see one record.
+        """
+
+    # ---- answers ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_answer(self, answer: AnswerRecord) -> bool:
+        """Insert unless (learner_id, source_id) exists; False when it did (nothing changed)."""
+
+    @abc.abstractmethod
+    def answers(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRecord]:
+        """The newest `limit` answers, oldest first (ties by insertion order)."""
+
+    # ---- turns ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def save_turn(self, turn: TurnRecord) -> bool:
+        """Insert unless turn_id exists (then False and the stored turn stays as it was).
+
+        On insert only, and atomically with it where the backend allows, the learner's
+        turn_count grows by one and last_turn_at becomes max(last_turn_at, turn.ts); the learner
+        is created (created_at = turn.ts) when missing.
+        """
+
+    @abc.abstractmethod
+    def get_turn(self, turn_id: str) -> TurnRecord | None: ...
+
+    @abc.abstractmethod
+    def recent_turns(self, learner_id: str, *, limit: int = 20) -> list[TurnRecord]:
+        """The newest `limit` turns, oldest first (ties by insertion order)."""
+
+    # ---- feedback ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_feedback(self, feedback: FeedbackRecord) -> bool:
+        """One feedback per turn: a second one returns False and changes nothing."""
+
+    @abc.abstractmethod
+    def get_feedback(self, turn_id: str) -> FeedbackRecord | None: ...
+
+    # ---- bandit -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_arm_observation(
+        self, policy: str, arm: str, *, x: Sequence[float], reward: float
+    ) -> None:
+        """Atomically a += outer(x, x), b += reward * x, n += 1, reward_sum += reward.
+
+        Raises ValueError when the arm's stored dimension differs from len(x).
+        """
+
+    @abc.abstractmethod
+    def bandit_stats(self, policy: str) -> dict[str, ArmStats]:
+        """Every arm of `policy` with at least one observation."""
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections; safe to call twice."""
+
+    def __enter__(self) -> TutorStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def check_observation(x: Sequence[float], reward: float) -> list[float]:
+    """Validate a bandit observation before it reaches shared state.
+
+    A NaN or infinity would poison the arm's statistics for every replica forever, so it is
+    refused here rather than cleaned up later.
+    """
+    values = [float(v) for v in x]
+    if not values:
+        raise ValueError("a bandit observation needs a non-empty feature vector")
+    if not all(math.isfinite(v) for v in values) or not math.isfinite(float(reward)):
+        raise ValueError("bandit features and reward must be finite numbers")
+    return values
+
+
+def outer_flat(x: Sequence[float]) -> list[float]:
+    """outer(x, x) flattened row-major, the layout ArmStats.a uses."""
+    return [xi * xj for xi in x for xj in x]
+
+
+def dimension_error(policy: str, arm: str, stored: int, given: int) -> ValueError:
+    return ValueError(
+        f"bandit {policy!r}/{arm!r} holds statistics of dimension {stored}, "
+        f"got a feature vector of length {given}"
+    )

@@ -1,0 +1,78 @@
+"""Internal records the store persists (not the HTTP API: those live in deployments.schemas).
+
+Every record round-trips exactly through both backends, so a model can be rebuilt from what a
+replica wrote without caring which backend held it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    # Forbid unknown fields so a typo in a caller's keyword fails loudly instead of being dropped.
+    model_config = ConfigDict(extra="forbid")
+
+
+class LearnerRecord(_Record):
+    learner_id: str
+    created_at: float  # epoch seconds
+    turn_count: int = 0
+    last_turn_at: float | None = None
+
+
+class AnswerRecord(_Record):
+    learner_id: str
+    # Idempotency key chosen by the caller (e.g. "<turn_id>:answer"), so a retried turn cannot
+    # append the same answer twice to the history the knowledge-tracing model reads.
+    source_id: str
+    item_id: str
+    skill_id: str
+    correct: bool
+    ts: float
+
+
+class TurnRecord(_Record):
+    turn_id: str
+    learner_id: str
+    session_id: str | None = None
+    ts: float
+    request_id: str
+    message: str
+    reply: str
+    emotion: dict[str, Any]
+    difficulty: dict[str, Any]
+    strategy: str
+    propensity: float
+    context: list[float]  # the bandit's feature vector, kept for off-policy evaluation
+    provider: str
+    model: str
+    llm_attempts: list[dict[str, Any]] = Field(default_factory=list)  # each provider tried
+    model_versions: dict[str, str]
+    timings_ms: dict[str, float]
+    degraded: list[str] = Field(default_factory=list)
+
+
+class FeedbackRecord(_Record):
+    turn_id: str
+    learner_id: str
+    reward: float | None = None
+    # An exercise answer may arrive together with the feedback on the turn that asked it.
+    item_id: str | None = None
+    skill_id: str | None = None
+    correct: bool | None = None
+    ts: float
+
+
+class ArmStats(_Record):
+    arm: str
+    n: int = 0
+    reward_sum: float = 0.0
+    a: list[float] = Field(default_factory=list)  # d*d, row-major: sum of x x^T
+    b: list[float] = Field(default_factory=list)  # d: sum of reward * x
+
+    @property
+    def dim(self) -> int:
+        return len(self.b)

@@ -1,0 +1,317 @@
+"""SQLite backend: the embedded default, shared by replica processes through one file.
+
+WAL lets readers proceed while one writer holds the lock; busy_timeout makes writers queue
+instead of failing; every read-modify-write runs in BEGIN IMMEDIATE so the write lock is taken
+up front (a deferred transaction that upgrades from read to write gets SQLITE_BUSY at once in
+WAL mode, without waiting).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from store.base import (
+    StoreError,
+    TutorStore,
+    check_observation,
+    dimension_error,
+    outer_flat,
+)
+from store.records import AnswerRecord, ArmStats, FeedbackRecord, LearnerRecord, TurnRecord
+
+_BUSY_TIMEOUT_S = 10.0
+
+# `seq` is an AUTOINCREMENT key: it never reuses a value, so it is a faithful insertion order
+# across processes (writes are serialised by SQLite's write lock).
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS learners (
+    learner_id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    turn_count INTEGER NOT NULL DEFAULT 0,
+    last_turn_at REAL
+);
+CREATE TABLE IF NOT EXISTS answers (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    learner_id TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    skill_id TEXT NOT NULL,
+    correct INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    UNIQUE (learner_id, source_id)
+);
+CREATE INDEX IF NOT EXISTS answers_by_learner ON answers (learner_id, ts, seq);
+CREATE TABLE IF NOT EXISTS turns (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    turn_id TEXT NOT NULL UNIQUE,
+    learner_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS turns_by_learner ON turns (learner_id, ts, seq);
+CREATE TABLE IF NOT EXISTS feedback (
+    turn_id TEXT PRIMARY KEY,
+    learner_id TEXT NOT NULL,
+    reward REAL,
+    item_id TEXT,
+    skill_id TEXT,
+    correct INTEGER,
+    ts REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bandit (
+    policy TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    reward_sum REAL NOT NULL,
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    PRIMARY KEY (policy, arm)
+);
+"""
+
+
+class SQLiteStore(TutorStore):
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # One connection behind a lock: the store is I/O-light and this keeps transactions from
+        # interleaving between threads of one replica. isolation_level=None hands transaction
+        # control to us (explicit BEGIN IMMEDIATE) instead of the module's implicit BEGINs.
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=_BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._conn = conn
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL is durable across application crashes in WAL mode; only an OS crash can
+            # lose the last commits, which is acceptable for tutoring logs.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            with self._transaction() as conn:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+        except (sqlite3.Error, StoreError) as exc:
+            self.close()
+            raise StoreError(f"cannot open SQLite store at {self.path}: {exc}") from exc
+
+    # ---- plumbing ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._conn is None:
+                raise StoreError("the SQLite store is closed")
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may already have rolled back on its own (e.g. disk full); a second
+                # ROLLBACK would then raise and hide the original error.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    # ---- health -----------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        with self._connection() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    # ---- learners ---------------------------------------------------------------------------
+
+    def get_learner(self, learner_id: str) -> LearnerRecord | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT * FROM learners WHERE learner_id = ?", (learner_id,)
+            ).fetchone()
+        return None if row is None else LearnerRecord(**dict(row))
+
+    def get_or_create_learner(self, learner_id: str, *, now: float) -> tuple[LearnerRecord, bool]:
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO learners (learner_id, created_at) VALUES (?, ?) "
+                "ON CONFLICT (learner_id) DO NOTHING",
+                (learner_id, now),
+            )
+            created = cursor.rowcount == 1
+            row = conn.execute(
+                "SELECT * FROM learners WHERE learner_id = ?", (learner_id,)
+            ).fetchone()
+        return LearnerRecord(**dict(row)), created
+
+    # ---- answers ----------------------------------------------------------------------------
+
+    def add_answer(self, answer: AnswerRecord) -> bool:
+        with self._connection() as conn:
+            cursor = conn.execute(
+                "INSERT INTO answers (learner_id, source_id, item_id, skill_id, correct, ts) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (learner_id, source_id) DO NOTHING",
+                (
+                    answer.learner_id,
+                    answer.source_id,
+                    answer.item_id,
+                    answer.skill_id,
+                    int(answer.correct),
+                    answer.ts,
+                ),
+            )
+        return cursor.rowcount == 1
+
+    def answers(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRecord]:
+        if limit <= 0:
+            return []
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT learner_id, source_id, item_id, skill_id, correct, ts FROM answers "
+                "WHERE learner_id = ? ORDER BY ts DESC, seq DESC LIMIT ?",
+                (learner_id, limit),
+            ).fetchall()
+        return [
+            AnswerRecord(**{**dict(row), "correct": bool(row["correct"])}) for row in reversed(rows)
+        ]
+
+    # ---- turns ------------------------------------------------------------------------------
+
+    def save_turn(self, turn: TurnRecord) -> bool:
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO turns (turn_id, learner_id, ts, record) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (turn_id) DO NOTHING",
+                (turn.turn_id, turn.learner_id, turn.ts, turn.model_dump_json()),
+            )
+            if cursor.rowcount != 1:
+                return False
+            # max() rather than a plain set so a late-arriving older turn cannot move it back;
+            # SQLite's scalar max() returns NULL if any argument is NULL, hence the COALESCE.
+            conn.execute(
+                "INSERT INTO learners (learner_id, created_at, turn_count, last_turn_at) "
+                "VALUES (?, ?, 1, ?) ON CONFLICT (learner_id) DO UPDATE SET "
+                "turn_count = turn_count + 1, "
+                "last_turn_at = max(coalesce(last_turn_at, excluded.last_turn_at), "
+                "excluded.last_turn_at)",
+                (turn.learner_id, turn.ts, turn.ts),
+            )
+        return True
+
+    def get_turn(self, turn_id: str) -> TurnRecord | None:
+        with self._connection() as conn:
+            row = conn.execute("SELECT record FROM turns WHERE turn_id = ?", (turn_id,)).fetchone()
+        return None if row is None else TurnRecord.model_validate_json(row["record"])
+
+    def recent_turns(self, learner_id: str, *, limit: int = 20) -> list[TurnRecord]:
+        if limit <= 0:
+            return []
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT record FROM turns WHERE learner_id = ? ORDER BY ts DESC, seq DESC LIMIT ?",
+                (learner_id, limit),
+            ).fetchall()
+        return [TurnRecord.model_validate_json(row["record"]) for row in reversed(rows)]
+
+    # ---- feedback ---------------------------------------------------------------------------
+
+    def add_feedback(self, feedback: FeedbackRecord) -> bool:
+        with self._connection() as conn:
+            cursor = conn.execute(
+                "INSERT INTO feedback (turn_id, learner_id, reward, item_id, skill_id, correct, ts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (turn_id) DO NOTHING",
+                (
+                    feedback.turn_id,
+                    feedback.learner_id,
+                    feedback.reward,
+                    feedback.item_id,
+                    feedback.skill_id,
+                    None if feedback.correct is None else int(feedback.correct),
+                    feedback.ts,
+                ),
+            )
+        return cursor.rowcount == 1
+
+    def get_feedback(self, turn_id: str) -> FeedbackRecord | None:
+        with self._connection() as conn:
+            row = conn.execute("SELECT * FROM feedback WHERE turn_id = ?", (turn_id,)).fetchone()
+        if row is None:
+            return None
+        values: dict[str, Any] = dict(row)
+        if values["correct"] is not None:
+            values["correct"] = bool(values["correct"])
+        return FeedbackRecord(**values)
+
+    # ---- bandit -----------------------------------------------------------------------------
+
+    def add_arm_observation(
+        self, policy: str, arm: str, *, x: Sequence[float], reward: float
+    ) -> None:
+        values = check_observation(x, reward)
+        reward = float(reward)
+        dim = len(values)
+        # Read-modify-write of JSON arrays, safe because BEGIN IMMEDIATE holds the file's write
+        # lock from the read to the commit: no other process can interleave an update.
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT n, reward_sum, a, b FROM bandit WHERE policy = ? AND arm = ?",
+                (policy, arm),
+            ).fetchone()
+            if row is None:
+                n, reward_sum, a, b = 0, 0.0, [0.0] * (dim * dim), [0.0] * dim
+            else:
+                n, reward_sum = row["n"], row["reward_sum"]
+                a, b = json.loads(row["a"]), json.loads(row["b"])
+                if len(b) != dim:
+                    raise dimension_error(policy, arm, len(b), dim)
+            a = [old + inc for old, inc in zip(a, outer_flat(values), strict=True)]
+            b = [old + reward * xi for old, xi in zip(b, values, strict=True)]
+            conn.execute(
+                "INSERT INTO bandit (policy, arm, n, reward_sum, a, b) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (policy, arm) DO UPDATE SET n = excluded.n, "
+                "reward_sum = excluded.reward_sum, a = excluded.a, b = excluded.b",
+                (policy, arm, n + 1, reward_sum + reward, json.dumps(a), json.dumps(b)),
+            )
+
+    def bandit_stats(self, policy: str) -> dict[str, ArmStats]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT arm, n, reward_sum, a, b FROM bandit WHERE policy = ? AND n > 0",
+                (policy,),
+            ).fetchall()
+        return {
+            row["arm"]: ArmStats(
+                arm=row["arm"],
+                n=row["n"],
+                reward_sum=row["reward_sum"],
+                a=json.loads(row["a"]),
+                b=json.loads(row["b"]),
+            )
+            for row in rows
+        }
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
