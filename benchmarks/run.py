@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import platform
-import statistics
 import tempfile
 import time
 import uuid
@@ -78,8 +77,13 @@ def bench_emotion_in_process(version: str, threads: int, seconds: float) -> dict
         t0 = time.perf_counter()
         classifier.predict([text])
         single.append((time.perf_counter() - t0) * 1000)
-    return {"texts_per_s": round(throughput, 1), "single_text": _percentiles(single),
-            "torch_threads": threads, "batch_size": 32, "model_version": artifact.metadata.version}
+    return {
+        "texts_per_s": round(throughput, 1),
+        "single_text": _percentiles(single),
+        "torch_threads": threads,
+        "batch_size": 32,
+        "model_version": artifact.metadata.version,
+    }
 
 
 def bench_difficulty_in_process(version: str, threads: int, history_len: int = 200) -> dict:
@@ -87,8 +91,10 @@ def bench_difficulty_in_process(version: str, threads: int, history_len: int = 2
     tracer = KnowledgeTracer.from_artifact(ModelRegistry().load("difficulty", version).path)
     rng = np.random.default_rng(0)
     skills = [str(s) for s in (9, 15, 7, 34, 68)]
-    history = [Interaction(str(1000 + i), skills[i % 5], bool(rng.random() < 0.7))
-               for i in range(history_len)]
+    history = [
+        Interaction(str(1000 + i), skills[i % 5], bool(rng.random() < 0.7))
+        for i in range(history_len)
+    ]
     candidates = [(str(2000 + i), skills[i % 5]) for i in range(20)]
     tracer.predict(history, candidates)
     samples = []
@@ -124,18 +130,28 @@ async def _closed_loop(base_url: str, clients: int, seconds: float, make_request
         started = time.perf_counter()
         await asyncio.gather(*(one_client(c) for c in range(clients)))
         elapsed = time.perf_counter() - started
-    return {"clients": clients, "requests_per_s": round(len(latencies) / elapsed, 1),
-            "errors": errors, **_percentiles(latencies)}
+    return {
+        "clients": clients,
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "errors": errors,
+        **_percentiles(latencies),
+    }
 
 
 def _tutor_request(client_index: int, i: int):
-    return "POST", "/v1/tutor", {
-        "learner_id": f"bench-{client_index}",
-        "message": LEARNER_TEXTS[i % len(LEARNER_TEXTS)],
-        "answer": {"item_id": str(1366 + i), "skill_id": "9", "correct": i % 3 != 0},
-        "candidates": [{"item_id": str(2000 + k), "skill_id": s}
-                       for k, s in enumerate(("9", "15", "7", "34"))],
-    }
+    return (
+        "POST",
+        "/v1/tutor",
+        {
+            "learner_id": f"bench-{client_index}",
+            "message": LEARNER_TEXTS[i % len(LEARNER_TEXTS)],
+            "answer": {"item_id": str(1366 + i), "skill_id": "9", "correct": i % 3 != 0},
+            "candidates": [
+                {"item_id": str(2000 + k), "skill_id": s}
+                for k, s in enumerate(("9", "15", "7", "34"))
+            ],
+        },
+    )
 
 
 def _emotion_request(client_index: int, i: int):
@@ -158,19 +174,36 @@ def _table(results: dict) -> str:
     e32 = served["emotion_32_clients"]
     rows = [
         ("emotion raw in-process, batch 32", f"{raw['emotion']['texts_per_s']} texts/s", "1.00"),
-        ("/v1/emotion, 32 clients, 1 text each", f"{e32['requests_per_s']} texts/s",
-         f"{results['emotion_served_over_raw']:.2f}"),
+        (
+            "/v1/emotion, 32 clients, 1 text each",
+            f"{e32['requests_per_s']} texts/s",
+            f"{results['emotion_served_over_raw']:.2f}",
+        ),
         ("emotion raw single text", f"p50 {raw['emotion']['single_text']['p50_ms']} ms", ""),
-        ("/v1/emotion, 1 client", f"p50 {served['emotion_1_client']['p50_ms']} ms / "
-         f"p99 {served['emotion_1_client']['p99_ms']} ms", ""),
+        (
+            "/v1/emotion, 1 client",
+            f"p50 {served['emotion_1_client']['p50_ms']} ms / "
+            f"p99 {served['emotion_1_client']['p99_ms']} ms",
+            "",
+        ),
     ]
     for key, label in (("tutor_1_client", "1 client"), ("tutor_16_clients", "16 clients")):
         r = served[key]
-        rows.append((f"/v1/tutor, {label}", f"p50 {r['p50_ms']} ms / p99 {r['p99_ms']} ms",
-                     f"{r['requests_per_s']} turns/s"))
+        rows.append(
+            (
+                f"/v1/tutor, {label}",
+                f"p50 {r['p50_ms']} ms / p99 {r['p99_ms']} ms",
+                f"{r['requests_per_s']} turns/s",
+            )
+        )
     d = raw["difficulty"]
-    rows.append((f"difficulty in-process, {d['history_steps']}-step history",
-                 f"p50 {d['p50_ms']} ms / p99 {d['p99_ms']} ms", f"{d['candidates']} candidates"))
+    rows.append(
+        (
+            f"difficulty in-process, {d['history_steps']}-step history",
+            f"p50 {d['p50_ms']} ms / p99 {d['p99_ms']} ms",
+            f"{d['candidates']} candidates",
+        )
+    )
     width = max(len(r[0]) for r in rows)
     lines = [f"{'measure'.ljust(width)} | value | ratio / note", "-" * (width + 40)]
     lines += [f"{name.ljust(width)} | {value} | {note}" for name, value, note in rows]
@@ -192,7 +225,9 @@ def main(argv: list[str] | None = None) -> dict:
         "config": str(args.config),
         "in_process": {
             "emotion": bench_emotion_in_process(
-                _user_config(config, "Emotion").get("model_version", "latest"), threads, args.seconds
+                _user_config(config, "Emotion").get("model_version", "latest"),
+                threads,
+                args.seconds,
             ),
             "difficulty": bench_difficulty_in_process(
                 _user_config(config, "Difficulty").get("model_version", "latest"),
@@ -202,13 +237,19 @@ def main(argv: list[str] | None = None) -> dict:
     }
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
-        bench_config = write_config(Path(tmp) / "serve_config.yaml", port=port, base=args.config,
-                                    store_uri=f"sqlite:///{tmp}/bench-{uuid.uuid4().hex}.db")
+        bench_config = write_config(
+            Path(tmp) / "serve_config.yaml",
+            port=port,
+            base=args.config,
+            store_uri=f"sqlite:///{tmp}/bench-{uuid.uuid4().hex}.db",
+        )
         with serve_running(bench_config, port=port, log_path=Path(tmp) / "serve.log") as url:
             results["served"] = asyncio.run(bench_served(url, args.seconds))
     results["emotion_served_over_raw"] = round(
         results["served"]["emotion_32_clients"]["requests_per_s"]
-        / results["in_process"]["emotion"]["texts_per_s"], 3)
+        / results["in_process"]["emotion"]["texts_per_s"],
+        3,
+    )
     print(_table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

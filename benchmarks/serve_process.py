@@ -52,17 +52,29 @@ def write_config(
 
 @contextlib.contextmanager
 def serve_running(
-    config: Path, *, port: int, log_path: Path, env: dict[str, str] | None = None,
+    config: Path,
+    *,
+    port: int,
+    log_path: Path,
+    env: dict[str, str] | None = None,
     timeout_s: float = 180.0,
 ) -> Iterator[str]:
     """Run `serve run config` until the block ends; yields the base URL once /healthz is ok."""
     serve_bin = Path(sys.executable).parent / "serve"
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+    full_env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        **(env or {}),
+    }
     log = log_path.open("w")
     process = subprocess.Popen(
         [str(serve_bin), "run", str(config)],
-        cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     base_url = f"http://127.0.0.1:{port}"

@@ -55,9 +55,9 @@ def build_app(raw_args: dict[str, Any]) -> Application:
     difficulty = _deployment(DifficultyDeployment, "Difficulty", args, use_gpu).bind(
         registry_dir=registry, torch_threads=args.placement["Difficulty"].torch_threads
     )
-    personalization = _deployment(
-        PersonalizationDeployment, "Personalization", args, use_gpu
-    ).bind(store_uri=store_uri)
+    personalization = _deployment(PersonalizationDeployment, "Personalization", args, use_gpu).bind(
+        store_uri=store_uri
+    )
     router = _deployment(LLMRouterDeployment, "LLMRouter", args, use_gpu).bind()
     return _deployment(Ingress, "Ingress", args, use_gpu).bind(
         emotion, difficulty, personalization, router, store_uri=store_uri

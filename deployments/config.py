@@ -122,7 +122,9 @@ class Placement(_Strict):
     @classmethod
     def _no_gpu_on_cpu_profile(cls, options: dict[str, Any]) -> dict[str, Any]:
         if options.get("num_gpus"):
-            raise ValueError("ray_actor_options is the CPU profile: put GPUs in gpu_ray_actor_options")
+            raise ValueError(
+                "ray_actor_options is the CPU profile: put GPUs in gpu_ray_actor_options"
+            )
         return options
 
 
@@ -142,7 +144,9 @@ class AppArgs(_Strict):
     def _known_deployments(cls, placement: dict[str, Placement]) -> dict[str, Placement]:
         unknown = sorted(set(placement) - set(ALL_DEPLOYMENTS))
         if unknown:
-            raise ValueError(f"unknown deployments in placement: {unknown}; known: {ALL_DEPLOYMENTS}")
+            raise ValueError(
+                f"unknown deployments in placement: {unknown}; known: {ALL_DEPLOYMENTS}"
+            )
         return placement
 
     @model_validator(mode="after")

@@ -42,7 +42,10 @@ def error_response(status: int, message: str, fields: list[dict] | None = None) 
 
 def _describe(error: dict) -> dict:
     # Drop the echoed input: it can be a 4000-character message or a secret a client pasted.
-    location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+    loc = list(error.get("loc", ()))
+    if loc[:1] in (["body"], ["path"], ["query"]) and len(loc) > 1:
+        loc = loc[1:]  # "body.message" reads worse than "message"
+    location = ".".join(str(part) for part in loc) or "body"
     return {"field": location, "problem": error.get("msg", "invalid"), "type": error.get("type")}
 
 

@@ -1,6 +1,7 @@
 """Ingress deployment: the HTTP API. HTTP concerns only: validation, status codes, streaming."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Serve re-wraps the route methods, and FastAPI
+# must see the real annotation objects to know a pydantic body from a query parameter.
 
 import asyncio
 import json
@@ -31,13 +32,12 @@ from deployments.schemas import (
 )
 from deployments.telemetry import TurnMetrics
 from deployments.turn import TurnHandles, TurnRunner
+from models.emotion_states import emotion_trend
 from models.knowledge_tracing import Interaction
-from models.vocab import LEARNING_STATES
 from store import StoreError, TutorStore, open_store
 
 logger = logging.getLogger("ray.serve")
 LearnerId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
-EMOTION_TREND_DECAY = 0.8  # weight of a turn one step older in the learner's emotion trend
 
 api = FastAPI(
     title="Adaptive tutor",
@@ -205,7 +205,7 @@ class Ingress:
             created_at=learner.created_at,
             last_turn_at=learner.last_turn_at,
             mastery=mastery,
-            emotion_trend=_emotion_trend([t.emotion.get("states", {}) for t in turns]),
+            emotion_trend=emotion_trend([t.emotion.get("states", {}) for t in turns]),
             strategies=strategies,
             model_version=await self._handles.difficulty.model_version.remote(),
         )
@@ -248,17 +248,3 @@ class Ingress:
             model_versions=versions,
         )
         return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())
-
-
-def _emotion_trend(distributions: list[dict[str, float]]) -> dict[str, float]:
-    """Decayed average of the turns' state distributions, newest weighted most."""
-    totals = dict.fromkeys(LEARNING_STATES, 0.0)
-    weight_sum = 0.0
-    for age, states in enumerate(reversed(distributions)):
-        weight = EMOTION_TREND_DECAY**age
-        weight_sum += weight
-        for state in LEARNING_STATES:
-            totals[state] += weight * float(states.get(state, 0.0))
-    if weight_sum == 0:
-        return totals
-    return {state: round(v / weight_sum, 4) for state, v in totals.items()}

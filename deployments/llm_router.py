@@ -72,13 +72,20 @@ class LLMRouterDeployment:
                 logger.warning("provider %s failed: %s", provider.name, exc)
                 if sent_any:
                     info = LLMInfo(provider=provider.name, model=provider.model, attempts=attempts)
-                    yield {"type": "error", "message": f"{provider.name} failed mid-reply", "llm": info}
+                    yield {
+                        "type": "error",
+                        "message": f"{provider.name} failed mid-reply",
+                        "llm": info,
+                    }
                     return
                 continue
             attempts.append(
                 ProviderAttempt(provider=provider.name, outcome="ok", latency_ms=_ms_since(started))
             )
-            yield {"type": "done", "llm": LLMInfo(provider=provider.name, model=provider.model, attempts=attempts)}
+            yield {
+                "type": "done",
+                "llm": LLMInfo(provider=provider.name, model=provider.model, attempts=attempts),
+            }
             return
         started = time.perf_counter()
         for token in offline_tokens(context):
@@ -86,7 +93,10 @@ class LLMRouterDeployment:
         attempts.append(
             ProviderAttempt(provider=OFFLINE_PROVIDER, outcome="ok", latency_ms=_ms_since(started))
         )
-        yield {"type": "done", "llm": LLMInfo(provider=OFFLINE_PROVIDER, model=OFFLINE_MODEL, attempts=attempts)}
+        yield {
+            "type": "done",
+            "llm": LLMInfo(provider=OFFLINE_PROVIDER, model=OFFLINE_MODEL, attempts=attempts),
+        }
 
     async def _provider_stream(
         self, provider: ProviderConfig, messages: list[dict[str, str]], api_key: str | None

@@ -95,7 +95,9 @@ class PersonalizationDeployment:
         if turn is None:
             raise UnknownTurnError(turn_id)
         accepted = self._store.add_feedback(
-            FeedbackRecord(turn_id=turn_id, learner_id=turn.learner_id, reward=reward, ts=now, **(answer or {}))
+            FeedbackRecord(
+                turn_id=turn_id, learner_id=turn.learner_id, reward=reward, ts=now, **(answer or {})
+            )
         )
         if accepted and answer is not None:
             self._store.add_answer(

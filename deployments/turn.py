@@ -170,9 +170,7 @@ class TurnRunner:
         state.difficulty = await self._stage(
             state,
             "difficulty",
-            lambda: self.handles.difficulty.predict.remote(
-                state.history, state.request.candidates
-            ),
+            lambda: self.handles.difficulty.predict.remote(state.history, state.request.candidates),
             None,
         )
 
@@ -180,7 +178,9 @@ class TurnRunner:
         emotion = state.emotion or unknown_emotion()
         predictions = state.difficulty.predictions if state.difficulty else []
         session_turns = sum(
-            1 for t in state.recent if state.request.session_id and t.session_id == state.request.session_id
+            1
+            for t in state.recent
+            if state.request.session_id and t.session_id == state.request.session_id
         )
         last_turn_at = state.recent[-1].ts if state.recent else None
         activity = LearnerActivity(
@@ -188,8 +188,9 @@ class TurnRunner:
             session_turns=session_turns,
             seconds_since_last_turn=(state.started - last_turn_at) if last_turn_at else None,
         )
-        uniform = StrategyChoice(name=STRATEGIES[int(time.time_ns()) % len(STRATEGIES)],
-                                 propensity=1.0 / len(STRATEGIES))
+        uniform = StrategyChoice(
+            name=STRATEGIES[int(time.time_ns()) % len(STRATEGIES)], propensity=1.0 / len(STRATEGIES)
+        )
         chosen = await self._stage(
             state,
             "personalization",
@@ -197,7 +198,9 @@ class TurnRunner:
                 states=emotion.states,
                 p_correct_next=state.difficulty.recommended.p_correct if state.difficulty else None,
                 mastery_mean=(
-                    sum(p.p_correct for p in predictions) / len(predictions) if predictions else None
+                    sum(p.p_correct for p in predictions) / len(predictions)
+                    if predictions
+                    else None
                 ),
                 activity=activity,
             ),
@@ -266,7 +269,9 @@ class TurnRunner:
             new_learner=state.new_learner,
         )
         record = record_from_response(response, state)
-        saved = await self._stage(state, "save", lambda: asyncio.to_thread(self.store.save_turn, record), None)
+        saved = await self._stage(
+            state, "save", lambda: asyncio.to_thread(self.store.save_turn, record), None
+        )
         if saved is None:
             response.degraded.append("store: the turn was not saved")
         response.timings_ms = state.timings_ms
@@ -284,7 +289,9 @@ def _offline_info(reason: str) -> LLMInfo:
     return LLMInfo(
         provider=OFFLINE_PROVIDER,
         model=OFFLINE_MODEL,
-        attempts=[ProviderAttempt(provider="router", outcome="error", latency_ms=0.0, detail=reason)],
+        attempts=[
+            ProviderAttempt(provider="router", outcome="error", latency_ms=0.0, detail=reason)
+        ],
     )
 
 
@@ -298,7 +305,9 @@ def record_from_response(response: TutorResponse, state: TurnState) -> TurnRecor
         message=state.request.message,
         reply=response.reply,
         emotion=response.learner_state.emotion.model_dump(),
-        difficulty=response.learner_state.difficulty.model_dump() if response.learner_state.difficulty else {},
+        difficulty=response.learner_state.difficulty.model_dump()
+        if response.learner_state.difficulty
+        else {},
         strategy=response.strategy.name,
         propensity=response.strategy.propensity,
         context=state.context,
@@ -318,7 +327,9 @@ def response_from_record(record: TurnRecord) -> TutorResponse:
         reply=record.reply,
         learner_state=LearnerState(
             emotion=EmotionResult.model_validate(record.emotion),
-            difficulty=DifficultyResponse.model_validate(record.difficulty) if record.difficulty else None,
+            difficulty=DifficultyResponse.model_validate(record.difficulty)
+            if record.difficulty
+            else None,
         ),
         strategy=StrategyChoice(name=record.strategy, propensity=record.propensity),
         llm=LLMInfo(

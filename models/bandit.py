@@ -26,7 +26,9 @@ class ArmStatistics:
     @classmethod
     def from_flat(cls, a: Sequence[float], b: Sequence[float], n: int, reward_sum: float):
         dim = len(b)
-        return cls(np.asarray(a, dtype=np.float64).reshape(dim, dim), np.asarray(b, float), n, reward_sum)
+        return cls(
+            np.asarray(a, dtype=np.float64).reshape(dim, dim), np.asarray(b, float), n, reward_sum
+        )
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,9 @@ class LinearThompsonSampling:
         # Laplace smoothing keeps a logged propensity above zero for inverse weighting.
         propensity = (counts[chosen] + 1) / (len(winners) - 1 + len(self.arms))
         expected = {arm: float(self._posteriors[arm][0] @ context) for arm in self.arms}
-        return Choice(arm=self.arms[chosen], propensity=float(propensity), expected_rewards=expected)
+        return Choice(
+            arm=self.arms[chosen], propensity=float(propensity), expected_rewards=expected
+        )
 
     def preferred_arm(self, context: np.ndarray) -> str:
         means = [float(self._posteriors[arm][0] @ context) for arm in self.arms]

@@ -25,10 +25,21 @@ _OPENERS = {
 }
 
 _MOVES = {
-    "socratic": "What do you already know about this problem, and what is the next step you could try?",
-    "worked_example": "Try a similar, smaller problem first and write out each step; then apply the same steps here.",
-    "hint": "Hint: look at what the question is really asking, and write down the quantities it gives you.",
-    "analogy": "Think of it like something familiar: relate each part of the problem to an everyday situation.",
+    "socratic": (
+        "What do you already know about this problem, and what is the next step you could try?"
+    ),
+    "worked_example": (
+        "Try a similar, smaller problem first and write out each step; "
+        "then apply the same steps here."
+    ),
+    "hint": (
+        "Hint: look at what the question is really asking, "
+        "and write down the quantities it gives you."
+    ),
+    "analogy": (
+        "Think of it like something familiar: "
+        "relate each part of the problem to an everyday situation."
+    ),
     "quiz": "Quick check: can you explain the key idea of this skill in one sentence?",
     "review": "Let's review the idea this builds on before tackling it again.",
 }

@@ -14,7 +14,9 @@ import httpx
 class ProviderError(RuntimeError):
     """A provider answered with an error, or not at all, before or during the stream."""
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after

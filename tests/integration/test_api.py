@@ -68,7 +68,11 @@ def test_health_reports_every_deployment_store_and_versions(client):
     body = response.json()
     assert body["status"] == "ok"
     assert set(body["deployments"]) == {
-        "Ingress", "Emotion", "Difficulty", "Personalization", "LLMRouter"
+        "Ingress",
+        "Emotion",
+        "Difficulty",
+        "Personalization",
+        "LLMRouter",
     }
     assert body["store"]["ok"] is True
     assert body["model_versions"]["emotion"] == "v1"
@@ -79,8 +83,11 @@ def test_tutor_turn_returns_reply_state_strategy_and_timings(client):
     learner = _learner()
     response = client.post(
         "/v1/tutor",
-        json={"learner_id": learner, "message": "I don't get fractions at all, this is so confusing",
-              "candidates": CANDIDATES},
+        json={
+            "learner_id": learner,
+            "message": "I don't get fractions at all, this is so confusing",
+            "candidates": CANDIDATES,
+        },
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -111,8 +118,12 @@ def test_tutor_turn_returns_reply_state_strategy_and_timings(client):
 
 def test_turn_id_makes_a_retry_idempotent(client):
     learner, turn_id = _learner(), f"turn-{uuid.uuid4().hex}"
-    payload = {"learner_id": learner, "message": "Why is 1/2 bigger than 1/3?", "turn_id": turn_id,
-               "answer": {"item_id": "1366", "skill_id": "9", "correct": True}}
+    payload = {
+        "learner_id": learner,
+        "message": "Why is 1/2 bigger than 1/3?",
+        "turn_id": turn_id,
+        "answer": {"item_id": "1366", "skill_id": "9", "correct": True},
+    }
     first = client.post("/v1/tutor", json=payload).json()
     second = client.post("/v1/tutor", json=payload).json()
     assert first["turn_id"] == second["turn_id"] == turn_id
@@ -128,18 +139,23 @@ def test_streaming_sends_state_then_tokens_then_summary(client):
     learner = _learner()
     events = []
     with client.stream(
-        "POST", "/v1/tutor",
-        json={"learner_id": learner, "message": "Oh wow, I finally get it!", "stream": True,
-              "candidates": CANDIDATES[:2]},
+        "POST",
+        "/v1/tutor",
+        json={
+            "learner_id": learner,
+            "message": "Oh wow, I finally get it!",
+            "stream": True,
+            "candidates": CANDIDATES[:2],
+        },
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         event = None
         for line in response.iter_lines():
             if line.startswith("event: "):
-                event = line[len("event: "):]
+                event = line[len("event: ") :]
             elif line.startswith("data: "):
-                events.append((event, json.loads(line[len("data: "):])))
+                events.append((event, json.loads(line[len("data: ") :])))
     kinds = [kind for kind, _ in events]
     assert kinds[0] == "state" and kinds[-1] == "summary"
     assert set(kinds[1:-1]) == {"token"}
@@ -172,8 +188,11 @@ def test_difficulty_with_history_and_trace(client):
     ]
     response = client.post(
         "/v1/difficulty",
-        json={"history": history, "candidates": CANDIDATES + [{"item_id": "x", "skill_id": "no-such-skill"}],
-              "trace": True},
+        json={
+            "history": history,
+            "candidates": CANDIDATES + [{"item_id": "x", "skill_id": "no-such-skill"}],
+            "trace": True,
+        },
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -185,8 +204,14 @@ def test_difficulty_with_history_and_trace(client):
 
 def test_difficulty_reads_stored_history_by_learner_id(client):
     learner = _learner()
-    client.post("/v1/tutor", json={"learner_id": learner, "message": "done",
-                                   "answer": {"item_id": "1366", "skill_id": "9", "correct": True}})
+    client.post(
+        "/v1/tutor",
+        json={
+            "learner_id": learner,
+            "message": "done",
+            "answer": {"item_id": "1366", "skill_id": "9", "correct": True},
+        },
+    )
     response = client.post("/v1/difficulty", json={"learner_id": learner, "candidates": CANDIDATES})
     assert response.json()["history_length"] == 1
 
@@ -196,8 +221,12 @@ def test_feedback_is_idempotent_and_unknown_turns_are_404(client):
     turn = client.post("/v1/tutor", json={"learner_id": learner, "message": "hi"}).json()
     first = client.post("/v1/feedback", json={"turn_id": turn["turn_id"], "reward": 1.0})
     assert first.status_code == 200, first.text
-    assert first.json() == {"turn_id": turn["turn_id"], "accepted": True, "reward": 1.0,
-                            "strategy": turn["strategy"]["name"]}
+    assert first.json() == {
+        "turn_id": turn["turn_id"],
+        "accepted": True,
+        "reward": 1.0,
+        "strategy": turn["strategy"]["name"],
+    }
     again = client.post("/v1/feedback", json={"turn_id": turn["turn_id"], "reward": 0.0})
     assert again.json()["accepted"] is False
     assert again.json()["reward"] == 1.0
@@ -212,10 +241,14 @@ def test_feedback_is_idempotent_and_unknown_turns_are_404(client):
 def test_learner_profile(client):
     learner = _learner()
     for i, correct in enumerate([True, False, True]):
-        client.post("/v1/tutor", json={
-            "learner_id": learner, "message": f"attempt {i}",
-            "answer": {"item_id": str(1366 + i), "skill_id": "9", "correct": correct},
-        })
+        client.post(
+            "/v1/tutor",
+            json={
+                "learner_id": learner,
+                "message": f"attempt {i}",
+                "answer": {"item_id": str(1366 + i), "skill_id": "9", "correct": correct},
+            },
+        )
     response = client.get(f"/v1/learners/{learner}")
     assert response.status_code == 200, response.text
     profile = response.json()
@@ -229,8 +262,9 @@ def test_learner_profile(client):
 
 
 def test_request_id_is_echoed(client):
-    response = client.post("/v1/emotion", json={"texts": ["hello"]},
-                           headers={"X-Request-ID": "req-abc-123"})
+    response = client.post(
+        "/v1/emotion", json={"texts": ["hello"]}, headers={"X-Request-ID": "req-abc-123"}
+    )
     assert response.headers.get("x-request-id") == "req-abc-123"
 
 
@@ -243,18 +277,36 @@ BAD_REQUESTS = [
     ("post", "/v1/tutor", {"message": "hi"}, "learner_id"),
     ("post", "/v1/tutor", {"learner_id": "a", "message": "hi", "mood": "x"}, "mood"),
     ("post", "/v1/tutor", {"learner_id": "a", "message": 5}, "message"),
-    ("post", "/v1/tutor", {"learner_id": "a", "message": "hi",
-                           "candidates": [{"item_id": "1", "skill_id": "1"}] * 101}, "candidates"),
-    ("post", "/v1/tutor", {"learner_id": "a", "message": "hi",
-                           "answer": {"item_id": "1", "skill_id": "1"}}, "correct"),
+    (
+        "post",
+        "/v1/tutor",
+        {
+            "learner_id": "a",
+            "message": "hi",
+            "candidates": [{"item_id": "1", "skill_id": "1"}] * 101,
+        },
+        "candidates",
+    ),
+    (
+        "post",
+        "/v1/tutor",
+        {"learner_id": "a", "message": "hi", "answer": {"item_id": "1", "skill_id": "1"}},
+        "correct",
+    ),
     ("post", "/v1/tutor", [1, 2, 3], "body"),
     ("post", "/v1/emotion", {"texts": []}, "texts"),
     ("post", "/v1/emotion", {"texts": ["a"] * 65}, "texts"),
     ("post", "/v1/emotion", {"texts": [""]}, "texts"),
     ("post", "/v1/difficulty", {"candidates": []}, "candidates"),
-    ("post", "/v1/difficulty", {"candidates": [{"item_id": "1", "skill_id": "1"}],
-                                "history": [{"item_id": "1", "skill_id": "1", "correct": True}] * 1001},
-     "history"),
+    (
+        "post",
+        "/v1/difficulty",
+        {
+            "candidates": [{"item_id": "1", "skill_id": "1"}],
+            "history": [{"item_id": "1", "skill_id": "1", "correct": True}] * 1001,
+        },
+        "history",
+    ),
     ("post", "/v1/feedback", {"turn_id": "t"}, "reward"),
     ("post", "/v1/feedback", {"turn_id": "t", "reward": 1.5}, "reward"),
     ("post", "/v1/feedback", {"turn_id": "t", "reward": -0.1}, "reward"),

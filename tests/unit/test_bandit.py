@@ -14,7 +14,9 @@ def _stats_favouring(best: str, dim: int, n: int = 200) -> dict[str, ArmStatisti
     stats = {}
     for arm in ARMS:
         reward = 1.0 if arm == best else 0.0
-        stats[arm] = ArmStatistics(a=n * np.outer(x, x), b=n * reward * x, n=n, reward_sum=n * reward)
+        stats[arm] = ArmStatistics(
+            a=n * np.outer(x, x), b=n * reward * x, n=n, reward_sum=n * reward
+        )
     return stats
 
 
@@ -45,8 +47,9 @@ def test_context_is_bounded_and_named():
         states={"confused": 0.7, "neutral": 0.3},
         p_correct_next=0.8,
         mastery_mean=0.6,
-        activity=LearnerActivity(recent_correct=[False, True, True, True], session_turns=40,
-                                 seconds_since_last_turn=1e7),
+        activity=LearnerActivity(
+            recent_correct=[False, True, True, True], session_turns=40, seconds_since_last_turn=1e7
+        ),
     )
     assert context.shape == (CONTEXT_DIM,) == (len(FEATURE_NAMES),)
     named = dict(zip(FEATURE_NAMES, context, strict=True))
@@ -58,8 +61,9 @@ def test_context_is_bounded_and_named():
 
 
 def test_cold_context_uses_neutral_priors():
-    context = build_context(states={}, p_correct_next=None, mastery_mean=None,
-                            activity=LearnerActivity())
+    context = build_context(
+        states={}, p_correct_next=None, mastery_mean=None, activity=LearnerActivity()
+    )
     named = dict(zip(FEATURE_NAMES, context, strict=True))
     assert named["p_correct_next"] == named["mastery_mean"] == named["recent_accuracy"] == 0.5
     assert named["streak"] == named["minutes_since_last_turn"] == 0.0

@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _app() -> dict:
-    config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "serve_config.yaml").read_text()))
+    config = ServeDeploySchema.model_validate(
+        yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    )
     assert config.http_options.host == "127.0.0.1", "bind to loopback by default"
     return yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]
 
@@ -24,7 +26,9 @@ def test_serve_config_args_and_user_configs_validate():
     assert {d["name"] for d in app["deployments"]} == set(USER_CONFIG_MODELS)
     for deployment in app["deployments"]:
         USER_CONFIG_MODELS[deployment["name"]].model_validate(deployment["user_config"])
-        assert {"autoscaling_config", "max_ongoing_requests", "max_queued_requests"} <= set(deployment)
+        assert {"autoscaling_config", "max_ongoing_requests", "max_queued_requests"} <= set(
+            deployment
+        )
     emotion = next(d for d in app["deployments"] if d["name"] == "Emotion")
     assert emotion["max_ongoing_requests"] >= emotion["user_config"]["max_batch_size"]
     # The neural deployments ask for GPUs only when the cluster has them.

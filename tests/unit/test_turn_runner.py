@@ -37,9 +37,12 @@ class _Handle:
 
 
 async def _emotion_ok(texts):
-    result = EmotionResult(state="curious", confidence=0.9,
-                           states={"curious": 0.9, "neutral": 0.1},
-                           goemotions=GoEmotionsScores(scores={"curiosity": 0.9}, predicted=["curiosity"]))
+    result = EmotionResult(
+        state="curious",
+        confidence=0.9,
+        states={"curious": 0.9, "neutral": 0.1},
+        goemotions=GoEmotionsScores(scores={"curiosity": 0.9}, predicted=["curiosity"]),
+    )
     return EmotionResponse(results=[result] * len(texts), model_version="v9")
 
 
@@ -56,7 +59,11 @@ async def _choose(**kwargs):
 
 
 async def _respond(context):
-    info = LLMInfo(provider="p", model="m", attempts=[ProviderAttempt(provider="p", outcome="ok", latency_ms=1)])
+    info = LLMInfo(
+        provider="p",
+        model="m",
+        attempts=[ProviderAttempt(provider="p", outcome="ok", latency_ms=1)],
+    )
     return f"reply to {context.message}", info, None
 
 
@@ -67,8 +74,9 @@ def _runner(tmp_path, **handles) -> TurnRunner:
         personalization=_Handle(choose=_choose),
         router=_Handle(respond=_respond),
     )
-    return TurnRunner(TurnHandles(**{**defaults, **handles}), SQLiteStore(tmp_path / "t.db"),
-                      stage_timeout_s=0.5)
+    return TurnRunner(
+        TurnHandles(**{**defaults, **handles}), SQLiteStore(tmp_path / "t.db"), stage_timeout_s=0.5
+    )
 
 
 async def _turn(runner: TurnRunner, **request):

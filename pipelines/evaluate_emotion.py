@@ -1,0 +1,149 @@
+"""Evaluate a registered emotion version end to end (texts -> encoder -> head -> thresholds).
+
+    python -m pipelines.evaluate_emotion --data ../shared/data/goemotions [--version v1]
+        [--split test] [--limit N] [--out reports/emotion_v1.json]
+
+Prints the metrics and writes a JSON report. ``--limit N`` evaluates the first N rows of the
+split (file order). On the full test split, and on the first rows that training fingerprinted,
+the figures are compared with those registered in the version's metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.emotion import EmotionClassifier
+from models.emotion_metrics import (
+    EKMAN_METHOD,
+    ekman_targets,
+    evaluate_scores,
+    summarize_per_label,
+)
+from models.emotion_states import EKMAN_LABELS
+from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
+from pipelines.common import REPO_ROOT, setup_logging
+from pipelines.train_emotion import DEFAULT_DATA, FINGERPRINT_ROWS, MODEL_NAME, read_split
+
+logger = logging.getLogger("evaluate_emotion")
+# Registered and re-measured figures may differ only by float noise in the embeddings.
+REPRODUCE_TOLERANCE = 1e-3
+
+
+def check_ekman_files(data_dir: Path, split: str, targets: np.ndarray) -> dict:
+    """Compare the 28 -> 7 grouping with the dataset's own ``ekman/`` files for these rows."""
+    labels_path = Path(data_dir) / "ekman" / "labels.txt"
+    split_path = Path(data_dir) / "ekman" / f"{split}.tsv"
+    if not (labels_path.is_file() and split_path.is_file()):
+        return {"checked": False, "reason": f"no {split_path}"}
+    order_ok = tuple(labels_path.read_text().split()) == EKMAN_LABELS
+    expected = np.zeros((len(targets), len(EKMAN_LABELS)), dtype=bool)
+    with split_path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i >= len(targets):
+                break
+            ids = [int(x) for x in line.rstrip("\n").split("\t")[1].split(",")]
+            expected[i, ids] = True
+    mismatched = int((expected != ekman_targets(targets)).any(axis=1).sum())
+    return {"checked": True, "labels_order_matches": order_ok, "rows_mismatched": mismatched}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="GoEmotions folder")
+    p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_ROOT)
+    p.add_argument("--version", default="latest")
+    p.add_argument("--split", choices=("test", "dev"), default="test")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows")
+    p.add_argument("--out", type=Path, default=None, help="default: reports/emotion_<version>.json")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    setup_logging()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.set_num_threads(max(1, args.threads))
+
+    artifact = ModelRegistry(args.registry).load(MODEL_NAME, args.version)
+    version = artifact.metadata.version
+    texts, targets = read_split(args.data, args.split)
+    if args.limit is not None:
+        texts, targets = texts[: args.limit], targets[: args.limit]
+    logger.info("evaluating %s %s on %d %s rows", MODEL_NAME, version, len(texts), args.split)
+
+    started = time.perf_counter()
+    classifier = EmotionClassifier.from_artifact(artifact.path)
+    loaded_s = time.perf_counter() - started
+    started = time.perf_counter()
+    chunk = 1024
+    parts = []
+    for i in range(0, len(texts), chunk):
+        parts.append(classifier.predict_scores(texts[i : i + chunk]))
+        logger.info("predicted %d/%d", min(i + chunk, len(texts)), len(texts))
+    scores = np.concatenate(parts) if parts else np.zeros((0, targets.shape[1]))
+    predict_s = time.perf_counter() - started
+
+    metrics = evaluate_scores(scores, targets, classifier.thresholds, classifier.ekman_thresholds)
+    registered = artifact.metadata.metrics
+    full = args.limit is None or args.limit >= len(read_split(args.data, args.split)[0])
+    reference = None
+    if full:
+        reference = {
+            "macro_f1": registered.get(f"{args.split}_macro_f1"),
+            "ekman_macro_f1": registered.get(f"{args.split}_ekman_macro_f1"),
+        }
+    elif args.split == "test" and args.limit == FINGERPRINT_ROWS:
+        reference = registered.get(f"test_first{FINGERPRINT_ROWS}")
+    reproduces = None
+    if reference:
+        # Registered headline figures are rounded to 4 decimals.
+        reproduces = all(
+            v is None or abs(metrics[k] - v) <= REPRODUCE_TOLERANCE for k, v in reference.items()
+        )
+
+    report = {
+        "model": MODEL_NAME,
+        "version": version,
+        "split": args.split,
+        "limit": args.limit,
+        "n": len(texts),
+        "data": str(args.data),
+        "ekman_method": EKMAN_METHOD,
+        "metrics": metrics,
+        "per_label_summary": summarize_per_label(metrics["per_label_f1"]) if len(texts) else {},
+        "registered_reference": reference,
+        "reproduces_registered": reproduces,
+        "ekman_files_check": check_ekman_files(args.data, args.split, targets),
+        "load_seconds": round(loaded_s, 2),
+        "predict_seconds": round(predict_s, 2),
+        "texts_per_second": round(len(texts) / predict_s, 1) if predict_s > 0 else None,
+    }
+    out = args.out or REPO_ROOT / "reports" / f"emotion_{version}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+    print(
+        f"{MODEL_NAME} {version} on {args.split} (n={len(texts)}): "
+        f"macro-F1 {metrics['macro_f1']:.4f} (28 labels), "
+        f"Ekman macro-F1 {metrics['ekman_macro_f1']:.4f}, micro-F1 {metrics['micro_f1']:.4f}"
+    )
+    if reference:
+        print(f"registered: {reference} -> reproduces: {reproduces}")
+    print(f"report: {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
