@@ -66,6 +66,8 @@ def serve_running(
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "RAY_USAGE_STATS_ENABLED": "0",
+        # A Ray of its own: never join a cluster that happens to run on this machine.
+        "RAY_ADDRESS": "local",
         **(env or {}),
     }
     log = log_path.open("w")

@@ -52,6 +52,33 @@ def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
+def _state_event(turn_id, learner_state, strategy, versions, degraded) -> str:
+    """The stream's first event: what the models found, before any reply token."""
+    return _sse(
+        "state",
+        {
+            "turn_id": turn_id,
+            "learner_state": learner_state.model_dump(),
+            "strategy": strategy.model_dump(),
+            "model_versions": versions,
+            "degraded": list(degraded),
+        },
+    )
+
+
+async def _replay_events(stored: TutorResponse) -> AsyncIterator[str]:
+    """A retried streaming turn: the stored turn as the same three kinds of event."""
+    yield _state_event(
+        stored.turn_id,
+        stored.learner_state,
+        stored.strategy,
+        stored.model_versions,
+        stored.degraded,
+    )
+    yield _sse("token", {"text": stored.reply})
+    yield _sse("summary", stored.model_dump())
+
+
 @serve.ingress(api)
 class Ingress:
     def __init__(
@@ -90,6 +117,8 @@ class Ingress:
         except PermissionError as exc:
             return error_response(409, str(exc))
         if replayed is not None:
+            if body.stream:
+                return StreamingResponse(_replay_events(replayed), media_type="text/event-stream")
             return replayed
         state = await self._runner.prepare(body, current_request_id())
         versions = self._runner.model_versions(state, await self._versions())
@@ -103,15 +132,8 @@ class Ingress:
         return response
 
     async def _stream_turn(self, state, versions: dict[str, str]) -> AsyncIterator[str]:
-        yield _sse(
-            "state",
-            {
-                "turn_id": state.turn_id,
-                "learner_state": state.learner_state().model_dump(),
-                "strategy": state.strategy.model_dump(),
-                "model_versions": versions,
-                "degraded": list(state.degraded),
-            },
+        yield _state_event(
+            state.turn_id, state.learner_state(), state.strategy, versions, state.degraded
         )
         pieces: list[str] = []
         first_token_at: float | None = None

@@ -7,7 +7,9 @@ exercises the fallback to the offline responder (no network is reachable from CI
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -165,6 +167,18 @@ def test_streaming_sends_state_then_tokens_then_summary(client):
     assert events[0][1]["learner_state"]["emotion"]["state"] in LEARNING_STATES
     stored = client.get(f"/v1/learners/{learner}").json()
     assert stored["turn_count"] == 1
+    # A retried streaming turn replays the stored turn as the same kinds of event.
+    replay = client.post(
+        "/v1/tutor",
+        json={
+            "learner_id": learner,
+            "message": "Oh wow, I finally get it!",
+            "stream": True,
+            "turn_id": summary["turn_id"],
+        },
+    )
+    assert replay.text.count("event: token") == 1
+    assert json.dumps(summary["reply"]) in replay.text
 
 
 def test_emotion_endpoint_batches_texts(client):
@@ -266,6 +280,28 @@ def test_request_id_is_echoed(client):
         "/v1/emotion", json={"texts": ["hello"]}, headers={"X-Request-ID": "req-abc-123"}
     )
     assert response.headers.get("x-request-id") == "req-abc-123"
+
+
+def test_request_id_is_on_the_log_lines_of_every_stage(client):
+    logs = Path("/tmp/ray/session_latest/logs/serve")
+    if not logs.is_dir():
+        pytest.skip(f"Ray's log folder {logs} is not where this test looks")
+    request_id = f"req-{uuid.uuid4().hex}"
+    client.post(
+        "/v1/tutor",
+        json={"learner_id": _learner(), "message": "hello", "candidates": CANDIDATES},
+        headers={"X-Request-ID": request_id},
+    )
+    time.sleep(1.0)  # replica logs are flushed asynchronously
+    lines = [
+        (path.name, line)
+        for path in logs.glob("replica_tutor_*.log")
+        for line in path.read_text(errors="replace").splitlines()
+        if request_id in line
+    ]
+    deployments = {name.split("_")[2] for name, _ in lines}
+    assert {"Ingress", "Emotion", "Difficulty", "Personalization", "LLMRouter"} <= deployments
+    assert any("turn " in line and "strategy=" in line for _, line in lines)
 
 
 BAD_REQUESTS = [
