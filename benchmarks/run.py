@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import tempfile
 import time
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
     placement = config["applications"][0]["args"].get("placement", {})
     threads = placement.get("Emotion", {}).get("torch_threads", 1)
     results: dict = {
-        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "config": str(args.config),
         "in_process": {
             "emotion": bench_emotion_in_process(

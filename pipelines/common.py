@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -33,3 +34,18 @@ def code_version() -> str:
 
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def shared_data_dir() -> Path:
+    """The public datasets: ``$TUTOR_DATA_DIR``, else ``../shared/data`` beside the repo."""
+    return Path(os.environ.get("TUTOR_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+def use_offline_models(torch_threads: int) -> None:
+    """Never reach for a model hub (weights come from packages) and bound torch's threads."""
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.set_num_threads(max(1, torch_threads))

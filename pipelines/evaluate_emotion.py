@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from models.emotion import EmotionClassifier
 from models.emotion_metrics import (
@@ -29,7 +27,7 @@ from models.emotion_metrics import (
 )
 from models.emotion_states import EKMAN_LABELS
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
-from pipelines.common import REPO_ROOT, setup_logging
+from pipelines.common import REPO_ROOT, setup_logging, use_offline_models
 from pipelines.train_emotion import DEFAULT_DATA, FINGERPRINT_ROWS, MODEL_NAME, read_split
 
 logger = logging.getLogger("evaluate_emotion")
@@ -71,10 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     setup_logging()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    torch.set_num_threads(max(1, args.threads))
+    use_offline_models(args.threads)
 
     artifact = ModelRegistry(args.registry).load(MODEL_NAME, args.version)
     version = artifact.metadata.version

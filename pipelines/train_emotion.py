@@ -38,7 +38,7 @@ from models.emotion_metrics import (
 from models.encoder import DEFAULT_MAX_LENGTH, ENCODER_NAME, SentenceEncoder, minilm_dir
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.vocab import GOEMOTIONS_LABELS
-from pipelines.common import REPO_ROOT, code_version, setup_logging
+from pipelines.common import REPO_ROOT, code_version, setup_logging, use_offline_models
 
 logger = logging.getLogger("train_emotion")
 
@@ -221,10 +221,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     setup_logging()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    torch.set_num_threads(max(1, args.threads))
+    use_offline_models(args.threads)
     np.random.seed(args.seed)
     data_dir = args.data.resolve()
     if not (data_dir / "original").is_dir():

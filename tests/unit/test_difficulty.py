@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -28,9 +27,10 @@ from models.kt_data import (
     windows,
 )
 from models.registry import ArtifactNotFoundError, ModelRegistry
+from pipelines.common import shared_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = Path(os.environ.get("TUTOR_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+DATA_DIR = shared_data_dir()
 KT_DIR = DATA_DIR / "kt"
 
 # Student "s": item a (skill 1), multi-skill item b (skills 1, 2, 3: one response), c, then d.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +33,10 @@ from models.emotion_states import (
 )
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.vocab import GOEMOTIONS_LABELS, LEARNING_STATES
+from pipelines.common import shared_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = Path(os.environ.get("TUTOR_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+DATA_DIR = shared_data_dir()
 GOEMOTIONS_DIR = DATA_DIR / "goemotions"
 REGISTRY = ModelRegistry(DEFAULT_REGISTRY_ROOT)
 ARTIFACT_MAX_BYTES = 1_000_000
