@@ -28,7 +28,12 @@ _CODES = {
 ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 404, 409, 422, 503)}
 
 
-def error_response(status: int, message: str, fields: list[dict] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    fields: list[dict] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = ErrorResponse(
         error=ErrorDetail(
             code=_CODES.get(status, "error"),
@@ -37,7 +42,7 @@ def error_response(status: int, message: str, fields: list[dict] | None = None) 
             fields=fields or [],
         )
     )
-    return JSONResponse(status_code=status, content=body.model_dump())
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
 
 
 def _describe(error: dict) -> dict:
@@ -59,7 +64,8 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return error_response(exc.status_code, str(exc.detail))
+    # Keep the exception's headers: a 405 must say which methods are allowed (`Allow`).
+    return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
 async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:

@@ -110,7 +110,26 @@ class Ingress:
 
     # ---- /v1/tutor ------------------------------------------------------------------------
 
-    @api.post("/v1/tutor", response_model=TutorResponse)
+    @api.post(
+        "/v1/tutor",
+        response_model=TutorResponse,
+        responses={
+            200: {
+                "content": {
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "description": "With stream=true: state, token..., summary.",
+                            "properties": {
+                                "event": {"enum": ["state", "token", "error", "summary"]},
+                                "data": {"type": "string", "description": "a JSON object"},
+                            },
+                        }
+                    }
+                }
+            }
+        },
+    )
     async def tutor(self, body: TutorRequest):
         try:
             replayed = await self._runner.replay(body)

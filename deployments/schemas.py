@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StringConstraints,
+    model_validator,
+)
 
 from models.vocab import LEARNING_STATES, STRATEGIES
 
@@ -35,7 +43,8 @@ class Exercise(_Request):
 
 
 class Answer(Exercise):
-    correct: bool = Field(description="Whether the learner answered the exercise correctly.")
+    # Strict: 0/1 or "true" are refused rather than guessed at.
+    correct: StrictBool = Field(description="Whether the learner answered correctly.")
 
 
 # ---- errors -------------------------------------------------------------------------------
@@ -87,7 +96,7 @@ class DifficultyRequest(_Request):
     )
     history: list[Answer] = Field(default_factory=list, max_length=MAX_HISTORY)
     candidates: list[Exercise] = Field(min_length=1, max_length=MAX_CANDIDATES)
-    trace: bool = Field(default=False, description="Also predict every history step.")
+    trace: StrictBool = Field(default=False, description="Also predict every history step.")
 
 
 class Prediction(BaseModel):
@@ -122,7 +131,7 @@ class TutorRequest(_Request):
     )
     answer: Answer | None = Field(default=None, description="Answer to the last exercise.")
     candidates: list[Exercise] = Field(default_factory=list, max_length=MAX_CANDIDATES)
-    stream: bool = False
+    stream: StrictBool = Field(default=False, description="Answer with server-sent events.")
 
 
 class LearnerState(BaseModel):
@@ -170,8 +179,19 @@ class TutorResponse(BaseModel):
 
 
 class FeedbackRequest(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["reward"], "properties": {"reward": {"type": "number"}}},
+                {"required": ["answer"], "properties": {"answer": {"type": "object"}}},
+            ]
+        },
+    )
+
     turn_id: Identifier
-    reward: float | None = Field(default=None, ge=0, le=1)
+    # Strict: true or "0.5" are refused; integers 0 and 1 are numbers and accepted.
+    reward: StrictFloat | None = Field(default=None, ge=0, le=1)
     answer: Answer | None = None
 
     @model_validator(mode="after")
