@@ -101,13 +101,6 @@ class Ingress:
         self._config = IngressUserConfig.model_validate(user_config)
         self._runner.stage_timeout_s = self._config.stage_timeout_s
 
-    async def _versions(self) -> dict[str, str]:
-        """Versions of the deployments that a turn does not report itself."""
-        try:
-            return {"personalization": await self._handles.personalization.model_version.remote()}
-        except Exception:
-            return {"personalization": "unavailable"}
-
     # ---- /v1/tutor ------------------------------------------------------------------------
 
     @api.post(
@@ -140,13 +133,13 @@ class Ingress:
                 return StreamingResponse(_replay_events(replayed), media_type="text/event-stream")
             return replayed
         state = await self._runner.prepare(body, current_request_id())
-        versions = self._runner.model_versions(state, await self._versions())
+        versions = self._runner.model_versions(state)
         if body.stream:
             return StreamingResponse(
                 self._stream_turn(state, versions), media_type="text/event-stream"
             )
         reply, llm = await self._runner.reply(state)
-        response = await self._runner.finish(state, reply, llm, versions)
+        response = await self._runner.finish(state, reply, llm)
         self._record(response, stream=False)
         return response
 
@@ -170,7 +163,7 @@ class Ingress:
                     yield _sse("error", {"message": event["message"]})
         if first_token_at is not None:
             state.timings_ms["first_token"] = round((first_token_at - started) * 1000, 2)
-        response = await self._runner.finish(state, "".join(pieces), llm, versions)
+        response = await self._runner.finish(state, "".join(pieces), llm)
         self._record(response, stream=True)
         yield _sse("summary", response.model_dump())
 

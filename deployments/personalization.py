@@ -68,7 +68,8 @@ class PersonalizationDeployment:
         p_correct_next: float | None,
         mastery_mean: float | None,
         activity: LearnerActivity,
-    ) -> tuple[StrategyChoice, list[float]]:
+    ) -> tuple[StrategyChoice, list[float], str]:
+        """The strategy, the context it was chosen in (logged for learning) and the policy."""
         self._refresh()
         context = build_context(
             states=states,
@@ -77,7 +78,11 @@ class PersonalizationDeployment:
             activity=activity,
         )
         choice = self._policy.choose(context, self._rng)
-        return StrategyChoice(name=choice.arm, propensity=choice.propensity), context.tolist()
+        return (
+            StrategyChoice(name=choice.arm, propensity=choice.propensity),
+            context.tolist(),
+            self._config.policy,
+        )
 
     def preferred(self, context: list[float]) -> str:
         self._refresh()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -78,6 +79,7 @@ class TurnState:
     difficulty: DifficultyResponse | None = None
     strategy: StrategyChoice | None = None
     context: list[float] = field(default_factory=list)
+    policy_version: str = "unavailable"
 
     def learner_state(self) -> LearnerState:
         return LearnerState(emotion=self.emotion or unknown_emotion(), difficulty=self.difficulty)
@@ -188,9 +190,7 @@ class TurnRunner:
             session_turns=session_turns,
             seconds_since_last_turn=(state.started - last_turn_at) if last_turn_at else None,
         )
-        uniform = StrategyChoice(
-            name=STRATEGIES[int(time.time_ns()) % len(STRATEGIES)], propensity=1.0 / len(STRATEGIES)
-        )
+        uniform = StrategyChoice(name=random.choice(STRATEGIES), propensity=1.0 / len(STRATEGIES))
         chosen = await self._stage(
             state,
             "personalization",
@@ -204,9 +204,9 @@ class TurnRunner:
                 ),
                 activity=activity,
             ),
-            (uniform, []),
+            (uniform, [], "unavailable"),
         )
-        state.strategy, state.context = chosen
+        state.strategy, state.context, state.policy_version = chosen
 
     def reply_context(self, state: TurnState) -> ReplyContext:
         emotion = state.emotion or unknown_emotion()
@@ -252,9 +252,7 @@ class TurnRunner:
         yield {"type": "token", "text": offline_reply(context)}
         yield {"type": "done", "llm": _offline_info("router unavailable")}
 
-    async def finish(
-        self, state: TurnState, reply: str, llm: LLMInfo, other_versions: dict[str, str]
-    ) -> TutorResponse:
+    async def finish(self, state: TurnState, reply: str, llm: LLMInfo) -> TutorResponse:
         state.timings_ms["total"] = round((time.time() - state.started) * 1000, 2)
         response = TutorResponse(
             turn_id=state.turn_id,
@@ -263,7 +261,7 @@ class TurnRunner:
             learner_state=state.learner_state(),
             strategy=state.strategy,
             llm=llm,
-            model_versions=self.model_versions(state, other_versions),
+            model_versions=self.model_versions(state),
             timings_ms=state.timings_ms,
             degraded=state.degraded,
             new_learner=state.new_learner,
@@ -277,9 +275,8 @@ class TurnRunner:
         response.timings_ms = state.timings_ms
         return response
 
-    def model_versions(self, state: TurnState, others: dict[str, str]) -> dict[str, str]:
-        versions = dict(others)
-        versions["emotion"] = state.emotion_version
+    def model_versions(self, state: TurnState) -> dict[str, str]:
+        versions = {"emotion": state.emotion_version, "personalization": state.policy_version}
         if state.difficulty is not None:
             versions["difficulty"] = state.difficulty.model_version
         return versions

@@ -55,7 +55,7 @@ async def _hangs(*args, **kwargs):
 
 
 async def _choose(**kwargs):
-    return StrategyChoice(name="quiz", propensity=0.5), [1.0] * 15
+    return StrategyChoice(name="quiz", propensity=0.5), [1.0] * 15, "policy-x"
 
 
 async def _respond(context):
@@ -83,7 +83,7 @@ async def _turn(runner: TurnRunner, **request):
     body = TutorRequest.model_validate({"learner_id": "l1", "message": "why?", **request})
     state = await runner.prepare(body, "req-1")
     reply, llm = await runner.reply(state)
-    return await runner.finish(state, reply, llm, {})
+    return await runner.finish(state, reply, llm)
 
 
 async def test_healthy_turn_is_not_degraded_and_is_stored(tmp_path):
@@ -92,7 +92,7 @@ async def test_healthy_turn_is_not_degraded_and_is_stored(tmp_path):
     assert response.degraded == []
     assert response.reply == "reply to why?"
     assert response.learner_state.emotion.state == "curious"
-    assert response.model_versions["emotion"] == "v9"
+    assert response.model_versions == {"emotion": "v9", "personalization": "policy-x"}
     assert runner.store.get_turn(response.turn_id).request_id == "req-1"
 
 
