@@ -7,6 +7,8 @@ exercises the fallback to the offline responder (no network is reachable from CI
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,7 +30,16 @@ CANDIDATES = [
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory):
+def ray_dir():
+    # Ray's temp dir of our own (short: it holds unix sockets), so logs and metric targets
+    # found there are this module's, whatever else runs Ray on the machine.
+    path = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory, ray_dir):
     tmp = tmp_path_factory.mktemp("serve")
     port = free_port()
     dead_port = free_port()  # nothing listens here: the provider fails to connect
@@ -50,7 +61,7 @@ def base_url(tmp_path_factory):
             }
         },
     )
-    env = {"TUTOR_TEST_PROVIDER_KEY": "sk-test-secret-never-logged"}
+    env = {"TUTOR_TEST_PROVIDER_KEY": "sk-test-secret-never-logged", "RAY_TMPDIR": str(ray_dir)}
     with serve_running(config, port=port, log_path=tmp / "serve.log", env=env) as url:
         yield url
 
@@ -283,10 +294,8 @@ def test_request_id_is_echoed(client):
     assert response.headers.get("x-request-id") == "req-abc-123"
 
 
-def test_request_id_is_on_the_log_lines_of_every_stage(client):
-    logs = Path("/tmp/ray/session_latest/logs/serve")
-    if not logs.is_dir():
-        pytest.skip(f"Ray's log folder {logs} is not where this test looks")
+def test_request_id_is_on_the_log_lines_of_every_stage(client, ray_dir):
+    logs = ray_dir / "ray" / "session_latest" / "logs" / "serve"
     request_id = f"req-{uuid.uuid4().hex}"
     client.post(
         "/v1/tutor",
@@ -303,6 +312,38 @@ def test_request_id_is_on_the_log_lines_of_every_stage(client):
     deployments = {name.split("_")[2] for name, _ in lines}
     assert {"Ingress", "Emotion", "Difficulty", "Personalization", "LLMRouter"} <= deployments
     assert any("turn " in line and "strategy=" in line for _, line in lines)
+
+
+def _scrape_ray_metrics(ray_dir: Path) -> str:
+    discovery = ray_dir / "ray" / "session_latest" / "prom_metrics_service_discovery.json"
+    targets = json.loads(discovery.read_text())[0]["targets"]
+    texts = []
+    for target in targets:
+        port = target.rsplit(":", 1)[1]  # the agents listen on all interfaces: ask loopback
+        try:
+            texts.append(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+        except httpx.HTTPError:
+            continue  # not every agent answers at every moment
+    return "\n".join(texts)
+
+
+def test_turn_metrics_reach_prometheus(client, ray_dir):
+    client.post("/v1/tutor", json={"learner_id": _learner(), "message": "hello"})
+    deadline = time.monotonic() + 60  # Ray exports metrics every few seconds
+    wanted = (
+        "ray_tutor_turns_total",
+        "ray_tutor_stage_latency_ms_bucket",
+        "ray_tutor_learning_state_total",
+        "ray_tutor_strategy_total",
+    )
+    while time.monotonic() < deadline:
+        scraped = _scrape_ray_metrics(ray_dir)
+        if all(name in scraped for name in wanted):
+            break
+        time.sleep(2)
+    missing = [name for name in wanted if name not in scraped]
+    assert not missing, f"not exported: {missing}"
+    assert 'stage="emotion"' in scraped
 
 
 BAD_REQUESTS = [
