@@ -10,7 +10,6 @@ Figures (all on this machine, in this run):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -19,11 +18,11 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
 import yaml
 
+from benchmarks.load import closed_loop
 from benchmarks.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
 from models.emotion import EmotionClassifier
 from models.knowledge_tracing import Interaction, KnowledgeTracer
@@ -109,36 +108,6 @@ def bench_difficulty_in_process(version: str, threads: int, history_len: int = 2
 # ---- served -------------------------------------------------------------------------------
 
 
-async def _closed_loop(base_url: str, clients: int, seconds: float, make_request) -> dict:
-    """`clients` concurrent clients, each sending its next request when the last one returns."""
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
-
-        async def one_client(index: int) -> None:
-            nonlocal errors
-            i = 0
-            while time.perf_counter() < deadline:
-                method, path, body = make_request(index, i)
-                t0 = time.perf_counter()
-                response = await client.request(method, path, json=body)
-                latencies.append((time.perf_counter() - t0) * 1000)
-                errors += response.status_code != 200
-                i += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client(c) for c in range(clients)))
-        elapsed = time.perf_counter() - started
-    return {
-        "clients": clients,
-        "requests_per_s": round(len(latencies) / elapsed, 1),
-        "errors": errors,
-        **_percentiles(latencies),
-    }
-
-
 def _tutor_request(client_index: int, i: int):
     return (
         "POST",
@@ -159,14 +128,14 @@ def _emotion_request(client_index: int, i: int):
     return "POST", "/v1/emotion", {"texts": [f"{LEARNER_TEXTS[(client_index + i) % 8]} {i}"]}
 
 
-async def bench_served(base_url: str, seconds: float) -> dict:
-    await _closed_loop(base_url, 4, 3, _tutor_request)  # warm-up
-    await _closed_loop(base_url, 32, 3, _emotion_request)
+def bench_served(base_url: str, seconds: float) -> dict:
+    closed_loop(base_url, 4, 3, _tutor_request)  # warm-up
+    closed_loop(base_url, 32, 3, _emotion_request)
     return {
-        "tutor_1_client": await _closed_loop(base_url, 1, seconds, _tutor_request),
-        "tutor_16_clients": await _closed_loop(base_url, 16, seconds, _tutor_request),
-        "emotion_1_client": await _closed_loop(base_url, 1, seconds, _emotion_request),
-        "emotion_32_clients": await _closed_loop(base_url, 32, seconds, _emotion_request),
+        "tutor_1_client": closed_loop(base_url, 1, seconds, _tutor_request),
+        "tutor_16_clients": closed_loop(base_url, 16, seconds, _tutor_request),
+        "emotion_1_client": closed_loop(base_url, 1, seconds, _emotion_request),
+        "emotion_32_clients": closed_loop(base_url, 32, seconds, _emotion_request),
     }
 
 
@@ -206,7 +175,12 @@ def _table(results: dict) -> str:
         )
     )
     width = max(len(r[0]) for r in rows)
-    lines = [f"{'measure'.ljust(width)} | value | ratio / note", "-" * (width + 40)]
+    generator = results["served"]["emotion_32_clients"]["generator"]
+    lines = [
+        f"load generator: {generator}",
+        f"{'measure'.ljust(width)} | value | ratio / note",
+        "-" * (width + 40),
+    ]
     lines += [f"{name.ljust(width)} | {value} | {note}" for name, value, note in rows]
     return "\n".join(lines)
 
@@ -245,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
             store_uri=f"sqlite:///{tmp}/bench-{uuid.uuid4().hex}.db",
         )
         with serve_running(bench_config, port=port, log_path=Path(tmp) / "serve.log") as url:
-            results["served"] = asyncio.run(bench_served(url, args.seconds))
+            results["served"] = bench_served(url, args.seconds)
     results["emotion_served_over_raw"] = round(
         results["served"]["emotion_32_clients"]["requests_per_s"]
         / results["in_process"]["emotion"]["texts_per_s"],
