@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,8 +14,28 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.request_context import current_request_id
 from deployments.schemas import ErrorDetail, ErrorResponse
+from store import StoreError
 
 logger = logging.getLogger("ray.serve")
+T = TypeVar("T")
+
+
+class UnavailableError(RuntimeError):
+    """A dependency the endpoint cannot answer without failed: a 503, not a 500."""
+
+    def __init__(self, dependency: str, cause: BaseException) -> None:
+        super().__init__(f"the {dependency} is unavailable ({type(cause).__name__})")
+        self.dependency = dependency
+
+
+async def required(dependency: str, call: Awaitable[T], *, timeout_s: float) -> T:
+    """Await a deployment call whose failure leaves nothing to answer with."""
+    try:
+        return await asyncio.wait_for(call, timeout=timeout_s)
+    except Exception as exc:
+        logger.warning("%s failed: %r", dependency, exc)
+        raise UnavailableError(dependency, exc) from exc
+
 
 _CODES = {
     400: "bad_request",
@@ -68,6 +91,11 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
+async def _unavailable(_: Request, exc: UnavailableError | StoreError) -> JSONResponse:
+    message = str(exc) if isinstance(exc, UnavailableError) else f"the store is unavailable: {exc}"
+    return error_response(503, message, headers={"Retry-After": "5"})
+
+
 async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error")
     return error_response(500, f"internal error ({type(exc).__name__}); it has been logged")
@@ -76,4 +104,6 @@ async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(UnavailableError, _unavailable)
+    app.add_exception_handler(StoreError, _unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
 from deployments.config import IngressUserConfig
-from deployments.errors import ERROR_RESPONSES, error_response, install_error_handlers
+from deployments.errors import ERROR_RESPONSES, error_response, install_error_handlers, required
 from deployments.request_context import current_request_id
 from deployments.schemas import (
     ComponentHealth,
@@ -34,7 +34,7 @@ from deployments.telemetry import TurnMetrics
 from deployments.turn import TurnHandles, TurnRunner
 from models.emotion_states import emotion_trend
 from models.knowledge_tracing import Interaction
-from store import StoreError, TutorStore, open_store
+from store import TutorStore, open_store
 
 logger = logging.getLogger("ray.serve")
 LearnerId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -190,20 +190,23 @@ class Ingress:
 
     @api.post("/v1/emotion", response_model=EmotionResponse)
     async def emotion(self, body: EmotionRequest):
-        return await self._handles.emotion.classify.remote(body.texts)
+        return await required(
+            "emotion model",
+            self._handles.emotion.classify.remote(body.texts),
+            timeout_s=self._config.stage_timeout_s,
+        )
 
     @api.post("/v1/difficulty", response_model=DifficultyResponse)
     async def difficulty(self, body: DifficultyRequest):
         history: list[Interaction] = []
         if body.learner_id is not None:
-            try:
-                stored = await asyncio.to_thread(self._store.answers, body.learner_id, limit=1000)
-            except StoreError as exc:
-                return error_response(503, f"the store is unavailable: {exc}")
+            stored = await asyncio.to_thread(self._store.answers, body.learner_id, limit=1000)
             history = [Interaction(a.item_id, a.skill_id, a.correct) for a in stored]
         history += [Interaction(h.item_id, h.skill_id, h.correct) for h in body.history]
-        return await self._handles.difficulty.predict.remote(
-            history[-1000:], body.candidates, body.trace
+        return await required(
+            "difficulty model",
+            self._handles.difficulty.predict.remote(history[-1000:], body.candidates, body.trace),
+            timeout_s=self._config.stage_timeout_s,
         )
 
     # ---- feedback and profiles ------------------------------------------------------------
@@ -213,11 +216,15 @@ class Ingress:
         turn = await asyncio.to_thread(self._store.get_turn, body.turn_id)
         if turn is None:
             return error_response(404, f"unknown turn_id {body.turn_id!r}")
-        return await self._handles.personalization.feedback.remote(
-            turn_id=body.turn_id,
-            reward=body.reward,
-            answer=body.answer.model_dump() if body.answer else None,
-            now=time.time(),
+        return await required(
+            "personalization model",
+            self._handles.personalization.feedback.remote(
+                turn_id=body.turn_id,
+                reward=body.reward,
+                answer=body.answer.model_dump() if body.answer else None,
+                now=time.time(),
+            ),
+            timeout_s=self._config.stage_timeout_s,
         )
 
     @api.get("/v1/learners/{learner_id}", response_model=LearnerProfile)
@@ -228,9 +235,23 @@ class Ingress:
         answers = await asyncio.to_thread(self._store.answers, learner_id, limit=1000)
         turns = await asyncio.to_thread(self._store.recent_turns, learner_id, limit=200)
         history = [Interaction(a.item_id, a.skill_id, a.correct) for a in answers]
-        mastery, strategies = await asyncio.gather(
-            self._handles.difficulty.mastery.remote(history),
-            self._handles.personalization.strategy_stats.remote(learner_id),
+        degraded: list[str] = []
+
+        async def optional(name: str, call, fallback):
+            try:
+                return await asyncio.wait_for(call, timeout=self._config.stage_timeout_s)
+            except Exception as exc:  # the rest of the profile is still worth answering
+                degraded.append(f"{name}: {type(exc).__name__}")
+                return fallback
+
+        mastery, strategies, version = await asyncio.gather(
+            optional("difficulty", self._handles.difficulty.mastery.remote(history), []),
+            optional(
+                "personalization",
+                self._handles.personalization.strategy_stats.remote(learner_id),
+                {},
+            ),
+            optional("difficulty", self._handles.difficulty.model_version.remote(), "unavailable"),
         )
         return LearnerProfile(
             learner_id=learner_id,
@@ -241,7 +262,8 @@ class Ingress:
             mastery=mastery,
             emotion_trend=emotion_trend([t.emotion.get("states", {}) for t in turns]),
             strategies=strategies,
-            model_version=await self._handles.difficulty.model_version.remote(),
+            model_version=version,
+            degraded=sorted(set(degraded)),
         )
 
     # ---- health ---------------------------------------------------------------------------

@@ -235,7 +235,10 @@ class LearnerProfile(BaseModel):
         description="Exponentially decayed average of the eight state distributions."
     )
     strategies: dict[str, StrategyStats]
-    model_version: str
+    model_version: str = Field(description="Version of the difficulty model behind `mastery`.")
+    degraded: list[str] = Field(
+        default_factory=list, description="Parts left out because a dependency failed."
+    )
 
 
 # ---- /healthz -----------------------------------------------------------------------------

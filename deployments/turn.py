@@ -31,7 +31,7 @@ from models.knowledge_tracing import Interaction
 from models.llm.offline import OFFLINE_MODEL, OFFLINE_PROVIDER, offline_reply
 from models.llm.prompts import ReplyContext
 from models.vocab import LEARNING_STATES, STRATEGIES
-from store import TutorStore
+from store import StoreError, TutorStore
 from store.records import AnswerRecord, TurnRecord
 
 logger = logging.getLogger("ray.serve")
@@ -111,7 +111,12 @@ class TurnRunner:
         """The stored answer of a retried turn (same ``turn_id``), or None for a new turn."""
         if request.turn_id is None:
             return None
-        stored = await asyncio.to_thread(self.store.get_turn, request.turn_id)
+        try:
+            stored = await asyncio.to_thread(self.store.get_turn, request.turn_id)
+        except StoreError:
+            # Without the store a retry cannot be recognised; answering (degraded) beats a 503.
+            logger.warning("store unavailable: turn %s answered as new", request.turn_id)
+            return None
         if stored is None:
             return None
         if stored.learner_id != request.learner_id:

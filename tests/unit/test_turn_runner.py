@@ -14,6 +14,7 @@ from deployments.schemas import (
     TutorRequest,
 )
 from deployments.turn import TurnHandles, TurnRunner
+from store import StoreError
 from store.sqlite_store import SQLiteStore
 
 
@@ -125,3 +126,29 @@ async def test_answer_with_the_turn_is_recorded_once(tmp_path):
     answer = {"item_id": "1", "skill_id": "2", "correct": True}
     await _turn(runner, turn_id="t-1", answer=answer)
     assert [a.item_id for a in runner.store.answers("l1")] == ["1"]
+
+
+class _DownStore:
+    """A store whose backend is unreachable: every call raises StoreError."""
+
+    def __getattr__(self, name):
+        def fail(*args, **kwargs):
+            raise StoreError("connection refused")
+
+        return fail
+
+
+async def test_unreachable_store_still_answers_and_says_the_turn_was_not_saved():
+    handles = dict(
+        emotion=_Handle(classify=_emotion_ok),
+        difficulty=_Handle(predict=_fails),
+        personalization=_Handle(choose=_choose),
+        router=_Handle(respond=_respond),
+    )
+    runner = TurnRunner(TurnHandles(**handles), _DownStore(), stage_timeout_s=0.5)
+    body = TutorRequest.model_validate({"learner_id": "l1", "message": "why?", "turn_id": "t-9"})
+    assert await runner.replay(body) is None
+    response = await _turn(runner, turn_id="t-9")
+    assert response.reply == "reply to why?"
+    assert "store: StoreError" in response.degraded
+    assert "store: the turn was not saved" in response.degraded
