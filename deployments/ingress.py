@@ -100,6 +100,7 @@ class Ingress:
     def reconfigure(self, user_config: dict) -> None:
         self._config = IngressUserConfig.model_validate(user_config)
         self._runner.stage_timeout_s = self._config.stage_timeout_s
+        self._runner.reply_timeout_s = self._config.reply_timeout_s
 
     # ---- /v1/tutor ------------------------------------------------------------------------
 

@@ -86,20 +86,34 @@ class TurnState:
 
 
 class TurnRunner:
-    def __init__(self, handles: TurnHandles, store: TutorStore, *, stage_timeout_s: float) -> None:
+    def __init__(
+        self,
+        handles: TurnHandles,
+        store: TutorStore,
+        *,
+        stage_timeout_s: float,
+        reply_timeout_s: float = 60.0,
+    ) -> None:
         self.handles = handles
         self.store = store
         self.stage_timeout_s = stage_timeout_s
+        self.reply_timeout_s = reply_timeout_s  # an LLM's whole reply takes longer than a model
 
     async def _stage(
-        self, state: TurnState, name: str, call: Callable[[], Awaitable[T]], fallback: T
+        self,
+        state: TurnState,
+        name: str,
+        call: Callable[[], Awaitable[T]],
+        fallback: T,
+        timeout_s: float | None = None,
     ) -> T:
         """Run one stage with a timeout; on failure record it in ``degraded`` and fall back."""
+        timeout_s = timeout_s or self.stage_timeout_s
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(call(), timeout=self.stage_timeout_s)
+            return await asyncio.wait_for(call(), timeout=timeout_s)
         except TimeoutError:
-            state.degraded.append(f"{name}: timed out after {self.stage_timeout_s}s")
+            state.degraded.append(f"{name}: timed out after {timeout_s}s")
         except Exception as exc:  # a failing dependency degrades the answer, never the turn
             state.degraded.append(f"{name}: {type(exc).__name__}")
             logger.exception("stage %s failed", name)
@@ -229,7 +243,11 @@ class TurnRunner:
         context = self.reply_context(state)
         fallback = (offline_reply(context), _offline_info("router unavailable"), None)
         text, llm, error = await self._stage(
-            state, "reply", lambda: self.handles.router.respond.remote(context), fallback
+            state,
+            "reply",
+            lambda: self.handles.router.respond.remote(context),
+            fallback,
+            timeout_s=self.reply_timeout_s,
         )
         if error:
             state.degraded.append(f"reply: {error}")

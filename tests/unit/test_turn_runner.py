@@ -76,7 +76,10 @@ def _runner(tmp_path, **handles) -> TurnRunner:
         router=_Handle(respond=_respond),
     )
     return TurnRunner(
-        TurnHandles(**{**defaults, **handles}), SQLiteStore(tmp_path / "t.db"), stage_timeout_s=0.5
+        TurnHandles(**{**defaults, **handles}),
+        SQLiteStore(tmp_path / "t.db"),
+        stage_timeout_s=0.5,
+        reply_timeout_s=0.7,
     )
 
 
@@ -116,7 +119,7 @@ async def test_failing_difficulty_and_personalization_still_answer(tmp_path):
 
 async def test_stalled_router_times_out_to_the_offline_responder(tmp_path):
     response = await _turn(_runner(tmp_path, router=_Handle(respond=_hangs)))
-    assert response.degraded == ["reply: timed out after 0.5s"]
+    assert response.degraded == ["reply: timed out after 0.7s"]
     assert response.llm.provider == "offline"
     assert response.reply.startswith("[offline tutor")
 
