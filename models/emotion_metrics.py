@@ -101,6 +101,7 @@ def evaluate_scores(
         "ekman_macro_f1": float(e_per_label.mean()),
         "ekman_micro_f1": micro_f1(e_predicted, e_targets),
         "ekman_macro_f1_grouped_predictions": float(e_grouped.mean()),
+        "ece": expected_calibration_error(scores, targets),
         "per_label_f1": {
             label: round(float(v), 4) for label, v in zip(GOEMOTIONS_LABELS, per_label, strict=True)
         },
@@ -124,3 +125,62 @@ def summarize_per_label(per_label_f1: dict[str, float], k: int = 5) -> dict[str,
         "min": float(values.min()),
         "max": float(values.max()),
     }
+
+
+# -- calibration ----------------------------------------------------------------------------
+
+ECE_BINS = 15
+ECE_METHOD = (
+    f"expected calibration error over every (text, label) score as a binary probability, "
+    f"{ECE_BINS} equal-width bins: sum over bins of |mean score - positive rate| x bin share"
+)
+
+
+def expected_calibration_error(
+    scores: np.ndarray, targets: np.ndarray, n_bins: int = ECE_BINS
+) -> float:
+    """ECE of multi-label scores [n, k], each (row, label) counted as one binary prediction."""
+    p = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(targets, dtype=bool).ravel().astype(np.float64)
+    if p.size == 0:
+        return 0.0
+    bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    conf = np.bincount(bins, weights=p, minlength=n_bins)
+    pos = np.bincount(bins, weights=y, minlength=n_bins)
+    nonempty = count > 0
+    gap = np.abs(conf[nonempty] - pos[nonempty]) / count[nonempty]
+    return float((gap * count[nonempty]).sum() / p.size)
+
+
+def bce_at_temperature(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
+    """Mean binary cross-entropy of ``sigmoid(logits / temperature)`` against the targets."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    y = np.asarray(targets, dtype=bool)
+    # log(1 + exp(-|z|)) + max(z, 0) - y z: the stable form of BCE-with-logits.
+    loss = np.logaddexp(0.0, -np.abs(z)) + np.maximum(z, 0.0) - np.where(y, z, 0.0)
+    return float(loss.mean())
+
+
+def fit_temperature(
+    logits: np.ndarray, targets: np.ndarray, lo: float = 0.05, hi: float = 20.0
+) -> float:
+    """The single temperature T > 0 minimising dev BCE of sigmoid(logits / T).
+
+    Golden-section search over log T (BCE is unimodal in T for fixed logits).
+    """
+    a, b = np.log(lo), np.log(hi)
+    g = (np.sqrt(5.0) - 1.0) / 2.0
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc = bce_at_temperature(logits, targets, float(np.exp(c)))
+    fd = bce_at_temperature(logits, targets, float(np.exp(d)))
+    for _ in range(80):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = bce_at_temperature(logits, targets, float(np.exp(c)))
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = bce_at_temperature(logits, targets, float(np.exp(d)))
+    return float(np.exp((a + b) / 2.0))

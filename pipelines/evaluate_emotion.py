@@ -1,4 +1,8 @@
-"""Evaluate a registered emotion version end to end (texts -> encoder -> head -> thresholds).
+"""Evaluate a registered emotion version end to end (texts -> model -> temperature -> thresholds).
+
+Works for both artifact formats: v1 (frozen encoder + head) and v2 (LoRA adapter merged into the
+encoder + head + temperature). Reports macro-F1 (28 labels), Ekman macro-F1, micro-F1,
+per-label F1 and the expected calibration error before (temperature 1) and after calibration.
 
     python -m pipelines.evaluate_emotion --data ../shared/data/goemotions [--version v1]
         [--split test] [--limit N] [--out reports/emotion_v1.json]
@@ -20,9 +24,11 @@ import numpy as np
 
 from models.emotion import EmotionClassifier
 from models.emotion_metrics import (
+    ECE_METHOD,
     EKMAN_METHOD,
     ekman_targets,
     evaluate_scores,
+    expected_calibration_error,
     summarize_per_label,
 )
 from models.emotion_states import EKMAN_LABELS
@@ -85,10 +91,17 @@ def main(argv: list[str] | None = None) -> dict:
     chunk = 1024
     parts = []
     for i in range(0, len(texts), chunk):
-        parts.append(classifier.predict_scores(texts[i : i + chunk]))
+        parts.append(classifier.predict_logits(texts[i : i + chunk]))
         logger.info("predicted %d/%d", min(i + chunk, len(texts)), len(texts))
-    scores = np.concatenate(parts) if parts else np.zeros((0, targets.shape[1]))
+    logits = np.concatenate(parts) if parts else np.zeros((0, targets.shape[1]))
+    scores = classifier.calibrate(logits)
     predict_s = time.perf_counter() - started
+    calibration = {
+        "temperature": classifier.temperature,
+        "ece_before": expected_calibration_error(1.0 / (1.0 + np.exp(-logits)), targets),
+        "ece_after": expected_calibration_error(scores, targets),
+        "ece_method": ECE_METHOD,
+    }
 
     metrics = evaluate_scores(scores, targets, classifier.thresholds, classifier.ekman_thresholds)
     registered = artifact.metadata.metrics
@@ -98,6 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
         reference = {
             "macro_f1": registered.get(f"{args.split}_macro_f1"),
             "ekman_macro_f1": registered.get(f"{args.split}_ekman_macro_f1"),
+            "micro_f1": registered.get(f"{args.split}_micro_f1"),
+            "ece": registered.get(f"{args.split}_ece_after"),
         }
     elif args.split == "test" and args.limit == FINGERPRINT_ROWS:
         reference = registered.get(f"test_first{FINGERPRINT_ROWS}")
@@ -116,7 +131,9 @@ def main(argv: list[str] | None = None) -> dict:
         "n": len(texts),
         "data": str(args.data),
         "ekman_method": EKMAN_METHOD,
+        "artifact_format": classifier.artifact_format,
         "metrics": metrics,
+        "calibration": calibration,
         "per_label_summary": summarize_per_label(metrics["per_label_f1"]) if len(texts) else {},
         "registered_reference": reference,
         "reproduces_registered": reproduces,
@@ -132,7 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"{MODEL_NAME} {version} on {args.split} (n={len(texts)}): "
         f"macro-F1 {metrics['macro_f1']:.4f} (28 labels), "
-        f"Ekman macro-F1 {metrics['ekman_macro_f1']:.4f}, micro-F1 {metrics['micro_f1']:.4f}"
+        f"Ekman macro-F1 {metrics['ekman_macro_f1']:.4f}, micro-F1 {metrics['micro_f1']:.4f}; "
+        f"ECE {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f} "
+        f"(temperature {classifier.temperature:.3f})"
     )
     if reference:
         print(f"registered: {reference} -> reproduces: {reproduces}")

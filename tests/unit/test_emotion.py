@@ -1,4 +1,5 @@
-"""Unit tests for the emotion model: mappings, metrics, head I/O and the shipped artifact."""
+"""Unit tests for the emotion model: mappings, metrics, calibration, head/adapter I/O and every
+shipped artifact (v1: frozen encoder + head; v2: LoRA adapter + head + temperature)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,29 @@ import pytest
 import torch
 
 from models.emotion import (
+    ADAPTER_FILE,
     EmotionClassifier,
     EmotionHead,
     EmotionHeadConfig,
+    EmotionModel,
+    EmotionModelConfig,
     EmotionPrediction,
+    LoraSettings,
     load_head,
+    model_logits,
     save_artifact,
+    save_v2_artifact,
+    sigmoid,
 )
 from models.emotion_metrics import (
     THRESHOLD_GRID,
+    bce_at_temperature,
     ekman_scores,
     ekman_targets,
     evaluate_scores,
+    expected_calibration_error,
     f1_per_label,
+    fit_temperature,
     tune_thresholds,
 )
 from models.emotion_states import (
@@ -39,7 +50,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = shared_data_dir()
 GOEMOTIONS_DIR = DATA_DIR / "goemotions"
 REGISTRY = ModelRegistry(DEFAULT_REGISTRY_ROOT)
-ARTIFACT_MAX_BYTES = 1_000_000
+# v1 (head only) is under 1 MB; v2 adds the LoRA adapter (r=16: ~2.7 MB in float32).
+ARTIFACT_MAX_BYTES = 5_000_000
+VERSIONS = REGISTRY.versions("emotion")
 
 
 # -- mappings -------------------------------------------------------------------------------
@@ -127,6 +140,33 @@ def test_ekman_grouping_of_scores_and_targets() -> None:
     assert 0.0 <= report["ekman_macro_f1"] <= 1.0
 
 
+# -- calibration ----------------------------------------------------------------------------
+
+
+def test_expected_calibration_error() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.random((20000, 4))
+    calibrated = rng.random((20000, 4)) < p
+    assert expected_calibration_error(p, calibrated) < 0.01
+    # Always 0.9 where the positive rate is 0.5: a gap of 0.4 everywhere.
+    assert expected_calibration_error(
+        np.full((1000, 2), 0.9), np.arange(2000).reshape(1000, 2) % 2 == 0
+    ) == (pytest.approx(0.4))
+    assert expected_calibration_error(np.array([[1.0, 0.0]]), np.array([[True, False]])) == 0.0
+
+
+def test_fit_temperature_recovers_the_true_temperature() -> None:
+    rng = np.random.default_rng(4)
+    logits = rng.normal(0.0, 4.0, (20000, 3))
+    targets = rng.random((20000, 3)) < sigmoid(logits / 2.5)  # overconfident logits: T = 2.5
+    t = fit_temperature(logits, targets)
+    assert t == pytest.approx(2.5, rel=0.05)
+    assert bce_at_temperature(logits, targets, t) < bce_at_temperature(logits, targets, 1.0)
+    assert expected_calibration_error(sigmoid(logits / t), targets) < expected_calibration_error(
+        sigmoid(logits), targets
+    )
+
+
 # -- head and artifact I/O ------------------------------------------------------------------
 
 
@@ -146,17 +186,81 @@ def test_head_forward_and_save_load_roundtrip(tmp_path: Path, hidden_dim: int) -
     torch.testing.assert_close(loaded(x)[0], logits)
 
 
-# -- the shipped artifact -------------------------------------------------------------------
-
-needs_artifact = pytest.mark.skipif(
-    not REGISTRY.versions("emotion"), reason="no emotion version in models/artifacts/emotion"
-)
+SMALL_LORA = EmotionModelConfig(lora=LoraSettings(r=4, alpha=8, dropout=0.0), max_length=64)
 
 
 @pytest.fixture(scope="module")
-def classifier() -> EmotionClassifier:
+def trained_like_v2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EmotionModel]:
+    """A v2 artifact with random (non-zero) LoRA weights, head, thresholds and temperature."""
+    torch.manual_seed(0)
     torch.set_num_threads(2)
-    return EmotionClassifier.from_artifact(REGISTRY.load("emotion").path)
+    model = EmotionModel(SMALL_LORA).eval()
+    with torch.no_grad():
+        for name, p in model.encoder.named_parameters():
+            if "lora_" in name:
+                p.normal_(0.0, 0.05)  # lora_B starts at 0: make the adapter change something
+    directory = tmp_path_factory.mktemp("emotion_v2")
+    thresholds = np.linspace(0.1, 0.9, 28)
+    save_v2_artifact(
+        directory, model.config, model.adapter_state(), model.head, thresholds,
+        np.full(7, 0.4), temperature=1.7,
+    )  # fmt: skip
+    return directory, model
+
+
+def test_emotion_model_forward_and_trainable_parameters() -> None:
+    torch.manual_seed(1)
+    model = EmotionModel(SMALL_LORA)
+    lora, head = model.trainable_parameters()
+    assert lora and all(p.requires_grad for p in lora)
+    frozen = [p for n, p in model.encoder.named_parameters() if "lora_" not in n]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    ids = torch.tensor([[101, 2023, 2003, 2307, 102], [101, 7592, 102, 0, 0]])
+    mask = (ids != 0).long()
+    logits, loss = model(ids, mask)
+    assert logits.shape == (2, 28) and loss is None
+    _, loss = model(ids, mask, torch.zeros(2, 28))
+    loss.backward()
+    assert all(p.grad is not None for p in lora + head)
+
+
+def test_v2_artifact_roundtrip_merged(trained_like_v2: tuple[Path, EmotionModel]) -> None:
+    directory, model = trained_like_v2
+    assert {p.name for p in directory.iterdir()} == {ADAPTER_FILE, "head.pt", "thresholds.json"}
+    clf = EmotionClassifier.from_artifact(directory)
+    assert clf.artifact_format == 2 and clf.temperature == pytest.approx(1.7)
+    assert clf.scorer.model.merged
+    from models.encoder import load_tokenizer
+
+    expected = model_logits(model, load_tokenizer(), TEXTS, max_length=64)  # unmerged LoRA
+    np.testing.assert_allclose(clf.predict_logits(TEXTS), expected, atol=1e-4)
+    np.testing.assert_allclose(clf.predict_scores(TEXTS), sigmoid(expected / 1.7), atol=1e-4)
+    predictions = clf.predict(TEXTS)
+    for text, together in zip(TEXTS, predictions, strict=True):
+        (alone,) = clf.predict([text])
+        assert alone.predicted == together.predicted
+        for label in GOEMOTIONS_LABELS:
+            assert alone.scores[label] == pytest.approx(together.scores[label], abs=1e-5)
+        assert all(0.0 <= v <= 1.0 for v in together.scores.values())
+        assert together.predicted == [
+            lb for lb, t in zip(GOEMOTIONS_LABELS, clf.thresholds, strict=True)
+            if together.scores[lb] >= t
+        ]  # fmt: skip
+
+
+# -- the shipped artifacts ------------------------------------------------------------------
+
+needs_artifact = pytest.mark.skipif(
+    not VERSIONS, reason="no emotion version in models/artifacts/emotion"
+)
+
+
+@pytest.fixture(scope="module", params=VERSIONS or ["none"])
+def classifier(request: pytest.FixtureRequest) -> EmotionClassifier:
+    if not VERSIONS:
+        pytest.skip("no emotion version in models/artifacts/emotion")
+    torch.set_num_threads(2)
+    return EmotionClassifier.from_artifact(REGISTRY.load("emotion", request.param).path)
 
 
 TEXTS = [
@@ -172,14 +276,18 @@ TEXTS = [
 
 
 @needs_artifact
-def test_shipped_artifact_is_small_and_complete() -> None:
-    artifact = REGISTRY.load("emotion")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_shipped_artifact_is_small_and_complete(version: str) -> None:
+    artifact = REGISTRY.load("emotion", version)
     files = {p.name: p.stat().st_size for p in artifact.path.iterdir() if p.is_file()}
     assert {"head.pt", "thresholds.json", "metadata.json"} <= set(files)
     assert sum(files.values()) < ARTIFACT_MAX_BYTES, files
     metrics = artifact.metadata.metrics
     for key in ("test_macro_f1", "test_ekman_macro_f1", "dev_macro_f1", "test_micro_f1"):
         assert 0.0 < metrics[key] < 1.0
+    if ADAPTER_FILE in files:  # v2: calibrated on dev
+        assert metrics["temperature"] > 0
+        assert 0.0 <= metrics["test_ece_after"] < 1.0
 
 
 @needs_artifact
@@ -251,14 +359,16 @@ def test_ekman_grouping_matches_the_datasets_ekman_files() -> None:
 @pytest.mark.data
 @needs_data
 @needs_artifact
-def test_evaluate_reproduces_the_registered_fingerprint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", VERSIONS)
+def test_evaluate_reproduces_the_registered_fingerprint(tmp_path: Path, version: str) -> None:
     from pipelines.evaluate_emotion import main
     from pipelines.train_emotion import FINGERPRINT_ROWS
 
     out = tmp_path / "report.json"
     report = main(
-        ["--data", str(GOEMOTIONS_DIR), "--limit", str(FINGERPRINT_ROWS), "--out", str(out)]
-    )
+        ["--data", str(GOEMOTIONS_DIR), "--limit", str(FINGERPRINT_ROWS), "--out", str(out),
+         "--version", version]
+    )  # fmt: skip
     assert out.is_file()
     assert report["n"] == FINGERPRINT_ROWS
     assert report["registered_reference"], "metadata lacks the test_first200 fingerprint"

@@ -97,3 +97,38 @@ def test_latest_model_reproduces_its_report() -> None:
     assert fresh["n"] == stored["n"]
     assert abs(fresh["accuracy"] - stored["accuracy"]) <= 1e-9
     assert abs(fresh["macro_f1"] - stored["macro_f1"]) <= 1e-9
+
+
+def test_state_calibration_keeps_the_top_state_and_recovers_a_known_temperature():
+    from models.emotion_states import calibrate_states, fit_state_temperature
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 8)) * 2.0
+    true_p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    gold = np.array([rng.choice(8, p=row) for row in true_p])
+    # Distributions that are too soft by a factor of 2 in log space: the fit must find T ~ 0.5.
+    too_soft = calibrate_states(true_p, 2.0)
+    assert np.array_equal(too_soft.argmax(1), true_p.argmax(1))
+    assert np.allclose(calibrate_states(true_p, 1.0), true_p)
+    assert fit_state_temperature(too_soft, gold) == pytest.approx(0.5, rel=0.1)
+
+
+def test_calibrated_version_serves_its_state_temperature():
+    from models.emotion import STATE_CALIBRATION_FILE, EmotionClassifier
+    from models.registry import ModelRegistry
+
+    registry = ModelRegistry()
+    calibrated = [
+        v
+        for v in registry.versions("emotion")
+        if (registry.load("emotion", v).path / STATE_CALIBRATION_FILE).is_file()
+    ]
+    if not calibrated:
+        pytest.skip("no state-calibrated emotion version is registered")
+    artifact = registry.load("emotion", calibrated[-1])
+    expected = json.loads((artifact.path / STATE_CALIBRATION_FILE).read_text())["temperature"]
+    classifier = EmotionClassifier.from_artifact(artifact.path)
+    assert classifier.state_temperature == expected
+    (prediction,) = classifier.predict(["I finally get it, thanks!"])
+    assert sum(prediction.states.values()) == pytest.approx(1.0)
+    assert prediction.confidence == max(prediction.states.values())
