@@ -16,11 +16,22 @@ from pathlib import Path
 import httpx
 import hypothesis
 import pytest
+import yaml
 
-from benchmarks.serve_process import free_port, serve_running, write_config
+from benchmarks.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
 from models.vocab import LEARNING_STATES, STRATEGIES
 
 pytestmark = pytest.mark.integration
+
+
+def _configured_version(deployment: str) -> str:
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    deployments = config["applications"][0]["deployments"]
+    return next(d for d in deployments if d["name"] == deployment)["user_config"]["model_version"]
+
+
+EMOTION_VERSION = _configured_version("Emotion")
+DIFFICULTY_VERSION = _configured_version("Difficulty")
 
 CANDIDATES = [
     {"item_id": "1366", "skill_id": "9"},
@@ -89,8 +100,8 @@ def test_health_reports_every_deployment_store_and_versions(client):
         "LLMRouter",
     }
     assert body["store"]["ok"] is True
-    assert body["model_versions"]["emotion"] == "v1"
-    assert body["model_versions"]["difficulty"] == "v1"
+    assert body["model_versions"]["emotion"] == EMOTION_VERSION
+    assert body["model_versions"]["difficulty"] == DIFFICULTY_VERSION
 
 
 def test_tutor_turn_returns_reply_state_strategy_and_timings(client):
@@ -126,7 +137,7 @@ def test_tutor_turn_returns_reply_state_strategy_and_timings(client):
     assert {"load", "emotion", "difficulty", "personalization", "reply", "total"} <= set(
         body["timings_ms"]
     )
-    assert body["model_versions"]["emotion"] == "v1"
+    assert body["model_versions"]["emotion"] == EMOTION_VERSION
     assert body["degraded"] == []
 
 
@@ -198,7 +209,7 @@ def test_emotion_endpoint_batches_texts(client):
     response = client.post("/v1/emotion", json={"texts": texts})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model_version"] == "v1"
+    assert body["model_version"] == EMOTION_VERSION
     assert len(body["results"]) == 3
     for result in body["results"]:
         assert result["state"] in LEARNING_STATES
