@@ -34,6 +34,7 @@ from models.emotion_metrics import (
 from models.emotion_states import EKMAN_LABELS
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from pipelines.common import REPO_ROOT, setup_logging, use_offline_models
+from pipelines.plots import plot_per_label_f1
 from pipelines.train_emotion import DEFAULT_DATA, FINGERPRINT_ROWS, MODEL_NAME, read_split
 
 logger = logging.getLogger("evaluate_emotion")
@@ -145,6 +146,14 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or REPO_ROOT / "reports" / f"emotion_{version}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
+    if len(texts) and args.split == "test":
+        chart = plot_per_label_f1(
+            metrics["per_label_f1"],
+            metrics["macro_f1"],
+            f"emotion {version}: GoEmotions test F1 per label (n={len(texts)})",
+            out.with_name(out.stem + "_per_label_f1.png"),
+        )
+        logger.info("wrote %s", chart)
 
     print(
         f"{MODEL_NAME} {version} on {args.split} (n={len(texts)}): "
