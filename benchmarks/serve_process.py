@@ -121,8 +121,15 @@ def _wait_healthy(base_url: str, process: subprocess.Popen, log_path: Path, time
 
 def _stop(process: subprocess.Popen) -> None:
     """SIGINT first (serve run shuts Serve and its local Ray down), then escalate, by our pid."""
-    if process.poll() is not None:
-        return
+    if process.poll() is None:
+        _signal_until_exit(process)
+    # serve run's shutdown can leave children behind (seen: the HAProxy process, reparented
+    # to init): end whatever is left of the process group we created, and nothing else.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+
+
+def _signal_until_exit(process: subprocess.Popen) -> None:
     for sig, wait_s in ((signal.SIGINT, 60), (signal.SIGTERM, 15), (signal.SIGKILL, 5)):
         with contextlib.suppress(ProcessLookupError):
             if sig == signal.SIGINT:

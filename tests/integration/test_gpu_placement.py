@@ -25,7 +25,8 @@ def gpu_cluster():
     gpu_node = cluster.add_node(num_cpus=2, num_gpus=1)
     cluster.wait_for_nodes()
     cluster.connect()
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+    # One proxy, on the head: two on one machine would contend for the same ports.
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": free_port()})
     try:
         yield gpu_node.node_id
     finally:
