@@ -123,10 +123,25 @@ def _stop(process: subprocess.Popen) -> None:
     """SIGINT first (serve run shuts Serve and its local Ray down), then escalate, by our pid."""
     if process.poll() is None:
         _signal_until_exit(process)
-    # serve run's shutdown can leave children behind (seen: the HAProxy process, reparented
-    # to init): end whatever is left of the process group we created, and nothing else.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGTERM)
+    # A shutdown cut short (SIGTERM/SIGKILL) can leave children behind, e.g. HAProxy reparented
+    # to init in a process group of its own: end what is left of the session we created.
+    for pid in _session_members(process.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _session_members(session_id: int) -> list[int]:
+    """Processes of the session that ``serve run`` led (Linux /proc; elsewhere, none)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # Fields after the parenthesised command: state ppid pgrp session ...
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == session_id:
+            members.append(int(stat.parent.name))
+    return members
 
 
 def _signal_until_exit(process: subprocess.Popen) -> None:
