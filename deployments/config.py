@@ -95,6 +95,12 @@ class RouterUserConfig(_Strict):
 class IngressUserConfig(_Strict):
     stage_timeout_s: float = Field(default=10.0, gt=0, description="Per model stage.")
     reply_timeout_s: float = Field(default=60.0, gt=0)
+    emotion_batch_max_texts: int = Field(
+        default=64, ge=1, le=1024, description="/v1/emotion: texts per coalesced Emotion call."
+    )
+    emotion_calls_in_flight: int = Field(
+        default=2, ge=1, le=64, description="/v1/emotion: concurrent coalesced Emotion calls."
+    )
 
 
 USER_CONFIG_MODELS: dict[str, type[BaseModel]] = {

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
 from deployments.config import IngressUserConfig
+from deployments.emotion_batching import CoalescedEmotion
 from deployments.errors import ERROR_RESPONSES, error_response, install_error_handlers, required
 from deployments.request_context import current_request_id
 from deployments.schemas import (
@@ -96,11 +97,20 @@ class Ingress:
         self._config = IngressUserConfig()
         self._metrics = TurnMetrics()
         self._runner = TurnRunner(self._handles, self._store, stage_timeout_s=10.0)
+        self._emotion = CoalescedEmotion(
+            emotion,
+            max_texts=self._config.emotion_batch_max_texts,
+            calls_in_flight=self._config.emotion_calls_in_flight,
+        )
 
     def reconfigure(self, user_config: dict) -> None:
         self._config = IngressUserConfig.model_validate(user_config)
         self._runner.stage_timeout_s = self._config.stage_timeout_s
         self._runner.reply_timeout_s = self._config.reply_timeout_s
+        self._emotion.configure(
+            max_texts=self._config.emotion_batch_max_texts,
+            calls_in_flight=self._config.emotion_calls_in_flight,
+        )
 
     # ---- /v1/tutor ------------------------------------------------------------------------
 
@@ -193,7 +203,7 @@ class Ingress:
     async def emotion(self, body: EmotionRequest):
         return await required(
             "emotion model",
-            self._handles.emotion.classify.remote(body.texts),
+            self._emotion.classify(body.texts),
             timeout_s=self._config.stage_timeout_s,
         )
 

@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from fake_handles import FakeHandle as _Handle
 
 from deployments.schemas import (
     EmotionResponse,
@@ -16,25 +17,6 @@ from deployments.schemas import (
 from deployments.turn import TurnHandles, TurnRunner
 from store import StoreError
 from store.sqlite_store import SQLiteStore
-
-
-class _Method:
-    def __init__(self, fn):
-        self._fn = fn
-
-    def remote(self, *args, **kwargs):
-        return self._fn(*args, **kwargs)
-
-
-class _Handle:
-    """Quacks like a DeploymentHandle: ``handle.method.remote(...)`` returns an awaitable."""
-
-    def __init__(self, **methods):
-        for name, fn in methods.items():
-            setattr(self, name, _Method(fn))
-
-    def options(self, **_):
-        return self
 
 
 async def _emotion_ok(texts):
