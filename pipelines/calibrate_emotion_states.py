@@ -24,7 +24,6 @@ from models.emotion_states import (
     calibrate_states,
     fit_state_temperature,
     state_nll,
-    states_from_scores,
     top_state_ece,
 )
 from models.registry import DEFAULT_REGISTRY_ROOT, METADATA_FILE, ModelRegistry
@@ -40,7 +39,7 @@ def _uncalibrated_states(
     classifier: EmotionClassifier, path: Path
 ) -> tuple[np.ndarray, np.ndarray]:
     texts, gold = read_set(path)
-    states = states_from_scores(classifier.predict_scores(texts), classifier.thresholds)
+    _, states = classifier.predict_states(texts)
     return states, np.array([LEARNING_STATES.index(g) for g in gold])
 
 

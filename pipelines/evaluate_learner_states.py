@@ -1,4 +1,4 @@
-"""Evaluate the 28 -> 8 learning-state mapping on labelled learner messages.
+"""Evaluate an emotion version's learning-state decisions on labelled learner messages.
 
     python -m pipelines.evaluate_learner_states [--version latest]
         [--set tests/data/learner_messages_test.jsonl] [--out reports/learner_states_<v>.json]
@@ -6,13 +6,14 @@
 The default ``--out`` for a set other than the test set is
 ``reports/learner_states_<v>_<set stem>.json``, so a dev run never overwrites the test report.
 
-Each line of the set is ``{"text": ..., "state": ...}``. The version's classifier scores the
-texts; ``states_from_scores(scores, thresholds)`` (the calibrated rule of
-``models.emotion_states``) picks the state. Prints and writes the state accuracy, macro-F1 over
-the 8 states, per-state recall, the confusion matrix (also drawn as a PNG beside the JSON,
-``<out stem>_confusion.png``), the errors, and for comparison the accuracy of the legacy
-share-out (raw scores, no thresholds). The test set is held out: tune only on
-``tests/data/learner_messages_dev.jsonl``.
+Each line of the set is ``{"text": ..., "state": ...}``. The version's classifier picks the
+state as it does in service: with its state head when the artifact has one
+(``models.state_head``), else with the fixed rule ``states_from_scores(scores, thresholds)`` of
+``models.emotion_states``. Prints and writes the state accuracy, macro-F1 over the 8 states,
+per-state recall, the confusion matrix (also drawn as a PNG beside the JSON,
+``<out stem>_confusion.png``), the errors, and for comparison the accuracy of the fixed rule and
+of the legacy share-out (raw scores, no thresholds) on the same scores. The test set is held
+out: train on ``tests/data/learner_messages_train.jsonl``, tune on ``..._dev.jsonl``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from models.emotion import EmotionClassifier
 from models.emotion_states import STATE_GAINS, states_from_scores
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
+from models.state_head import FEATURES
 from models.vocab import LEARNING_STATES
 from pipelines.common import REPO_ROOT, setup_logging, use_offline_models
 
@@ -34,6 +36,7 @@ logger = logging.getLogger("evaluate_learner_states")
 MODEL_NAME = "emotion"
 DEFAULT_SET = REPO_ROOT / "tests" / "data" / "learner_messages_test.jsonl"
 RULE = "calibrated: scores / thresholds, shared out by STATE_WEIGHTS, times STATE_GAINS"
+STATE_HEAD_RULE = f"state head (models/state_head.py): logistic regression over {FEATURES}"
 
 
 def read_set(path: Path | str) -> tuple[list[str], list[str]]:
@@ -101,23 +104,25 @@ def evaluate(
     artifact = ModelRegistry(registry).load(MODEL_NAME, version)
     clf = classifier or EmotionClassifier.from_artifact(artifact.path)
     texts, gold = read_set(set_path)
-    scores = clf.predict_scores(texts)
-    states = states_from_scores(scores, clf.thresholds)
+    scores, states = clf.predict_states(texts)
     predicted = [LEARNING_STATES[i] for i in states.argmax(axis=1)]
-    legacy = [LEARNING_STATES[i] for i in states_from_scores(scores).argmax(axis=1)]
+
+    def accuracy_of(rule_states: np.ndarray) -> dict:
+        decided = [LEARNING_STATES[i] for i in rule_states.argmax(axis=1)]
+        metrics = state_metrics(gold, decided)
+        return {k: metrics[k] for k in ("accuracy", "macro_f1", "per_state_recall")}
+
     report = {
         "model": MODEL_NAME,
         "version": artifact.metadata.version,
         "set": _display_path(set_path),
-        "rule": RULE,
+        "rule": STATE_HEAD_RULE if clf.state_head is not None else RULE,
         "state_gains": dict(STATE_GAINS),
         **state_metrics(gold, predicted),
         "labels": list(LEARNING_STATES),
-        "legacy_share_out": {
-            k: v
-            for k, v in state_metrics(gold, legacy).items()
-            if k in ("accuracy", "macro_f1", "per_state_recall")
-        },
+        # The same label scores through the fixed rules, for comparison.
+        "fixed_rule": accuracy_of(states_from_scores(scores, clf.thresholds)),
+        "legacy_share_out": accuracy_of(states_from_scores(scores)),
         "errors": [
             {"text": t, "gold": g, "predicted": p, "confidence": round(float(row.max()), 4)}
             for t, g, p, row in zip(texts, gold, predicted, states, strict=True)
@@ -192,14 +197,18 @@ def main(argv: list[str] | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     png = plot_confusion(report, out.with_name(f"{out.stem}_confusion.png"))
-    legacy = report["legacy_share_out"]
+    fixed, legacy = report["fixed_rule"], report["legacy_share_out"]
     logger.info(
-        "%s %s on %s: accuracy %.4f, macro-F1 %.4f (legacy share-out: %.4f / %.4f)",
+        "%s %s on %s: accuracy %.4f, macro-F1 %.4f (%s); fixed rule %.4f / %.4f; "
+        "legacy share-out %.4f / %.4f",
         MODEL_NAME,
         version,
         args.set,
         report["accuracy"],
         report["macro_f1"],
+        report["rule"],
+        fixed["accuracy"],
+        fixed["macro_f1"],
         legacy["accuracy"],
         legacy["macro_f1"],
     )
