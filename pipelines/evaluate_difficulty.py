@@ -33,12 +33,12 @@ from models.dkt import DKT, encode_batch
 from models.knowledge_tracing import KnowledgeTracer
 from models.kt_data import Priors, StudentSequence, Vocabulary, load_split, windows
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
-from pipelines.common import REPO_ROOT, code_version, setup_logging
+from pipelines.common import code_version, setup_logging, shared_data_dir
 
 log = logging.getLogger("pipelines.evaluate_difficulty")
 
 MODEL_NAME = "difficulty"
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "kt"
+DEFAULT_DATA_DIR = shared_data_dir() / "kt"
 DEFAULT_DATASET = "assist2009_pid"
 
 

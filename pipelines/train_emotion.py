@@ -67,14 +67,20 @@ from models.emotion_metrics import (
 from models.encoder import EMBEDDING_DIM, ENCODER_NAME, load_tokenizer
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.vocab import GOEMOTIONS_LABELS
-from pipelines.common import REPO_ROOT, code_version, setup_logging, use_offline_models
+from pipelines.common import (
+    REPO_ROOT,
+    code_version,
+    setup_logging,
+    shared_data_dir,
+    use_offline_models,
+)
 
 logger = logging.getLogger("train_emotion")
 
 MODEL_NAME = "emotion"
 DATASET = "goemotions (original splits)"
 SPLITS = ("train", "dev", "test")
-DEFAULT_DATA = Path("../shared/data/goemotions")
+DEFAULT_DATA = shared_data_dir() / "goemotions"
 DEFAULT_STORAGE = REPO_ROOT / "var" / "ray_results"
 # Rows of the test split (in file order) whose metrics are registered too, so that
 # ``evaluate_emotion --limit`` with this many rows can check the artifact end to end.

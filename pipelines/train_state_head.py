@@ -42,7 +42,8 @@ from pipelines.evaluate_learner_states import read_set
 
 logger = logging.getLogger("train_state_head")
 DATA = REPO_ROOT / "tests" / "data"
-L2_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # scikit-learn's C: smaller = stronger L2
+# scikit-learn's C: smaller = stronger L2.
+L2_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 SEED = 0
 
 
