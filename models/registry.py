@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,3 +115,32 @@ class ModelRegistry:
         )
         (target / METADATA_FILE).write_text(json.dumps(asdict(metadata), indent=2) + "\n")
         return metadata
+
+    def register_derived(
+        self,
+        source: Artifact,
+        add_files: Callable[[Path], object],
+        *,
+        drop: tuple[str, ...] = (),
+        dataset: str,
+        code_version: str,
+        metrics: dict[str, Any],
+        config: dict[str, Any],
+    ) -> ArtifactMetadata:
+        """A new version made of ``source``'s files (less ``drop``) plus what ``add_files`` writes.
+
+        For versions that change one part of a model (a calibration, a head) and keep the rest.
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in source.metadata.files:
+                if name != METADATA_FILE and name not in drop:
+                    shutil.copy2(source.path / name, Path(tmp) / name)
+            add_files(Path(tmp))
+            return self.register(
+                source.metadata.name,
+                tmp,
+                dataset=dataset,
+                code_version=code_version,
+                metrics=metrics,
+                config=config,
+            )

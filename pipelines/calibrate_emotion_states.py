@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from models.emotion_states import (
     state_nll,
     top_state_ece,
 )
-from models.registry import DEFAULT_REGISTRY_ROOT, METADATA_FILE, ModelRegistry
+from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.vocab import LEARNING_STATES
 from pipelines.common import REPO_ROOT, code_version, setup_logging, use_offline_models
 from pipelines.evaluate_learner_states import read_set
@@ -82,19 +81,16 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("state calibration of emotion %s: %s", source.metadata.version, report)
     if args.no_register:
         return report
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in source.metadata.files:
-            if name != METADATA_FILE:
-                (Path(tmp) / name).write_bytes((source.path / name).read_bytes())
-        (Path(tmp) / STATE_CALIBRATION_FILE).write_text(json.dumps(report, indent=2) + "\n")
-        metadata = registry.register(
-            "emotion",
-            tmp,
-            dataset=source.metadata.dataset + " + learner messages (state calibration)",
-            code_version=code_version(),
-            metrics={**source.metadata.metrics, "learner_state_calibration": report},
-            config={**source.metadata.config, "state_calibrated_from": source.metadata.version},
-        )
+    metadata = registry.register_derived(
+        source,
+        lambda directory: (directory / STATE_CALIBRATION_FILE).write_text(
+            json.dumps(report, indent=2) + "\n"
+        ),
+        dataset=source.metadata.dataset + " + learner messages (state calibration)",
+        code_version=code_version(),
+        metrics={**source.metadata.metrics, "learner_state_calibration": report},
+        config={**source.metadata.config, "state_calibrated_from": source.metadata.version},
+    )
     logger.info(
         "registered emotion %s (%s + state calibration)", metadata.version, source.metadata.version
     )

@@ -23,7 +23,6 @@ import difflib
 import json
 import logging
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from models.emotion import STATE_CALIBRATION_FILE, EmotionClassifier, FineTunedScorer
-from models.registry import DEFAULT_REGISTRY_ROOT, METADATA_FILE, ModelRegistry
+from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.state_head import FEATURES, STATE_HEAD_FILE, StateHead, state_features
 from models.vocab import LEARNING_STATES
 from pipelines.calibrate_emotion_states import calibration_report
@@ -161,24 +160,24 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("state head on emotion %s: %s", source.metadata.version, report)
     if args.no_register:
         return report
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in source.metadata.files:
-            if name not in (METADATA_FILE, STATE_CALIBRATION_FILE, STATE_HEAD_FILE):
-                (Path(tmp) / name).write_bytes((source.path / name).read_bytes())
-        head.save(tmp)
-        (Path(tmp) / STATE_CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
-        metadata = registry.register(
-            "emotion",
-            tmp,
-            dataset=source.metadata.dataset.split(" + ")[0]
-            + " + learner messages (state head: train; state temperature: dev)",
-            code_version=code_version(),
-            metrics={
-                **{k: v for k, v in source.metadata.metrics.items() if "state" not in k},
-                "learner_state_head": report,
-            },
-            config={**source.metadata.config, "state_head_from": source.metadata.version},
-        )
+
+    def add_files(directory: Path) -> None:
+        head.save(directory)
+        (directory / STATE_CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
+
+    metadata = registry.register_derived(
+        source,
+        add_files,
+        drop=(STATE_CALIBRATION_FILE, STATE_HEAD_FILE),
+        dataset=source.metadata.dataset.split(" + ")[0]
+        + " + learner messages (state head: train; state temperature: dev)",
+        code_version=code_version(),
+        metrics={
+            **{k: v for k, v in source.metadata.metrics.items() if "state" not in k},
+            "learner_state_head": report,
+        },
+        config={**source.metadata.config, "state_head_from": source.metadata.version},
+    )
     logger.info(
         "registered emotion %s (%s + state head)", metadata.version, source.metadata.version
     )
