@@ -7,9 +7,13 @@ per-label F1 and the expected calibration error before (temperature 1) and after
     python -m pipelines.evaluate_emotion --data ../shared/data/goemotions [--version v1]
         [--split test] [--limit N] [--out reports/emotion_v1.json]
 
-Prints the metrics and writes a JSON report. ``--limit N`` evaluates the first N rows of the
-split (file order). On the full test split, and on the first rows that training fingerprinted,
-the figures are compared with those registered in the version's metadata.
+Prints the metrics and writes a JSON report. On the full test split it also evaluates the
+eight learning states on the learner test set (``pipelines.evaluate_learner_states``: accuracy,
+confidence ECE, ``reports/learner_states_<v>.json`` and its confusion-matrix PNG), so this one
+command reproduces every figure of the README's emotion section. ``--limit N`` evaluates the
+first N rows of the split (file order). On the full test split, and on the first rows that
+training fingerprinted, the figures are compared with those registered in the version's
+metadata.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ from models.emotion_metrics import (
 from models.emotion_states import EKMAN_LABELS
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from pipelines.common import REPO_ROOT, setup_logging, use_offline_models
+from pipelines.evaluate_learner_states import DEFAULT_SET as LEARNER_TEST_SET
+from pipelines.evaluate_learner_states import default_out as default_learner_states_out
+from pipelines.evaluate_learner_states import evaluate as evaluate_learner_states
+from pipelines.evaluate_learner_states import plot_confusion
 from pipelines.plots import plot_per_label_f1
 from pipelines.train_emotion import DEFAULT_DATA, FINGERPRINT_ROWS, MODEL_NAME, read_split
 
@@ -143,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
         "predict_seconds": round(predict_s, 2),
         "texts_per_second": round(len(texts) / predict_s, 1) if predict_s > 0 else None,
     }
+    if full and args.split == "test" and args.registry == DEFAULT_REGISTRY_ROOT:
+        report["learner_states"] = learner_state_figures(version, classifier)
     out = args.out or REPO_ROOT / "reports" / f"emotion_{version}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -166,6 +176,22 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"registered: {reference} -> reproduces: {reproduces}")
     print(f"report: {out}")
     return report
+
+
+def learner_state_figures(version: str, classifier: EmotionClassifier) -> dict:
+    """The eight-state figures on the learner test set, with their report and confusion PNG."""
+    states = evaluate_learner_states(version, classifier=classifier)
+    out = default_learner_states_out(version, LEARNER_TEST_SET)
+    out.write_text(json.dumps(states, indent=2) + "\n")
+    png = plot_confusion(states, out.with_name(f"{out.stem}_confusion.png"))
+    calibration = states["confidence_calibration"]
+    print(
+        f"{MODEL_NAME} {version} on {states['set']} (n={states['n']}): state accuracy "
+        f"{states['accuracy']:.4f}, macro-F1 {states['macro_f1']:.4f}; confidence ECE "
+        f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}\n"
+        f"report: {out}, confusion matrix: {png}"
+    )
+    return {k: states[k] for k in ("set", "n", "accuracy", "macro_f1", "confidence_calibration")}
 
 
 if __name__ == "__main__":

@@ -26,7 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from models.emotion import EmotionClassifier
-from models.emotion_states import STATE_GAINS, states_from_scores
+from models.emotion_states import (
+    STATE_GAINS,
+    calibrate_states,
+    states_from_scores,
+    top_state_ece,
+)
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.state_head import FEATURES
 from models.vocab import LEARNING_STATES
@@ -112,6 +117,8 @@ def evaluate(
         metrics = state_metrics(gold, decided)
         return {k: metrics[k] for k in ("accuracy", "macro_f1", "per_state_recall")}
 
+    gold_index = np.array([LEARNING_STATES.index(g) for g in gold])
+    served = calibrate_states(states, clf.state_temperature)  # what the API's confidence is
     report = {
         "model": MODEL_NAME,
         "version": artifact.metadata.version,
@@ -120,12 +127,18 @@ def evaluate(
         "state_gains": dict(STATE_GAINS),
         **state_metrics(gold, predicted),
         "labels": list(LEARNING_STATES),
+        "confidence_calibration": {
+            "state_temperature": clf.state_temperature,
+            "ece_before": round(top_state_ece(states, gold_index), 4),
+            "ece_after": round(top_state_ece(served, gold_index), 4),
+            "method": "top state's probability, 10 equal-width bins",
+        },
         # The same label scores through the fixed rules, for comparison.
         "fixed_rule": accuracy_of(states_from_scores(scores, clf.thresholds)),
         "legacy_share_out": accuracy_of(states_from_scores(scores)),
         "errors": [
             {"text": t, "gold": g, "predicted": p, "confidence": round(float(row.max()), 4)}
-            for t, g, p, row in zip(texts, gold, predicted, states, strict=True)
+            for t, g, p, row in zip(texts, gold, predicted, served, strict=True)
             if g != p
         ],
     }
