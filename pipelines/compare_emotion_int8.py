@@ -20,7 +20,7 @@ from models.emotion import EmotionClassifier
 from models.emotion_metrics import evaluate_scores
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from pipelines.common import REPO_ROOT, setup_logging, shared_data_dir, use_offline_models
-from pipelines.train_emotion import read_split
+from pipelines.goemotions import read_split
 
 logger = logging.getLogger("compare_emotion_int8")
 BENCH_TEXTS = [

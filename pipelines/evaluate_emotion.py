@@ -42,8 +42,8 @@ from pipelines.evaluate_learner_states import DEFAULT_SET as LEARNER_TEST_SET
 from pipelines.evaluate_learner_states import default_out as default_learner_states_out
 from pipelines.evaluate_learner_states import evaluate as evaluate_learner_states
 from pipelines.evaluate_learner_states import plot_confusion
+from pipelines.goemotions import DEFAULT_DATA, FINGERPRINT_ROWS, MODEL_NAME, read_split
 from pipelines.plots import plot_per_label_f1
-from pipelines.train_emotion import DEFAULT_DATA, FINGERPRINT_ROWS, MODEL_NAME, read_split
 
 logger = logging.getLogger("evaluate_emotion")
 # Registered and re-measured figures may differ only by float noise in the embeddings.

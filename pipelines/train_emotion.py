@@ -71,51 +71,21 @@ from pipelines.common import (
     REPO_ROOT,
     code_version,
     setup_logging,
-    shared_data_dir,
     use_offline_models,
+)
+from pipelines.goemotions import (
+    DATASET,
+    DEFAULT_DATA,
+    FINGERPRINT_ROWS,
+    MODEL_NAME,
+    check_labels_file,
+    read_split,
 )
 
 logger = logging.getLogger("train_emotion")
 
-MODEL_NAME = "emotion"
-DATASET = "goemotions (original splits)"
-SPLITS = ("train", "dev", "test")
-DEFAULT_DATA = shared_data_dir() / "goemotions"
 DEFAULT_STORAGE = REPO_ROOT / "var" / "ray_results"
-# Rows of the test split (in file order) whose metrics are registered too, so that
-# ``evaluate_emotion --limit`` with this many rows can check the artifact end to end.
-FINGERPRINT_ROWS = 200
 STATE_FILE = "state.pt"
-
-
-def read_split(data_dir: Path, split: str) -> tuple[list[str], np.ndarray]:
-    """``original/<split>.tsv`` -> (texts, multi-hot targets [n, 28] as bool)."""
-    path = Path(data_dir) / "original" / f"{split}.tsv"
-    texts: list[str] = []
-    rows: list[list[int]] = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            parts = line.split("\t")
-            if len(parts) != 3:
-                raise ValueError(f"{path}:{line_no}: expected 3 tab-separated fields")
-            texts.append(parts[0])
-            rows.append([int(x) for x in parts[1].split(",")])
-    targets = np.zeros((len(texts), len(GOEMOTIONS_LABELS)), dtype=bool)
-    for i, ids in enumerate(rows):
-        targets[i, ids] = True
-    return texts, targets
-
-
-def check_labels_file(data_dir: Path) -> None:
-    """The dataset's label names must be ``GOEMOTIONS_LABELS`` in the same order."""
-    path = Path(data_dir) / "original" / "labels.txt"
-    if path.is_file():
-        names = tuple(path.read_text().split())
-        if names != GOEMOTIONS_LABELS:
-            raise ValueError(f"{path} does not match models.vocab.GOEMOTIONS_LABELS")
 
 
 # -- the Ray Train worker ---------------------------------------------------------------------

@@ -349,7 +349,7 @@ needs_data = pytest.mark.skipif(
 @needs_data
 def test_ekman_grouping_matches_the_datasets_ekman_files() -> None:
     from pipelines.evaluate_emotion import check_ekman_files
-    from pipelines.train_emotion import read_split
+    from pipelines.goemotions import read_split
 
     _, targets = read_split(GOEMOTIONS_DIR, "dev")
     check = check_ekman_files(GOEMOTIONS_DIR, "dev", targets)
@@ -362,7 +362,7 @@ def test_ekman_grouping_matches_the_datasets_ekman_files() -> None:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_evaluate_reproduces_the_registered_fingerprint(tmp_path: Path, version: str) -> None:
     from pipelines.evaluate_emotion import main
-    from pipelines.train_emotion import FINGERPRINT_ROWS
+    from pipelines.goemotions import FINGERPRINT_ROWS
 
     out = tmp_path / "report.json"
     report = main(
