@@ -78,6 +78,7 @@ class DKT(nn.Module):
         context_index: torch.Tensor,
         targets: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
+        items: torch.Tensor | None = None,  # accepted for a common interface; DKT is skill-level
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logit of each row's own skill, read from the state after its context row.
 
@@ -91,13 +92,19 @@ class DKT(nn.Module):
         context_states = states.gather(1, gather)  # [B, T, H]
         all_logits = self.readout(context_states)  # [B, T, S + 1]
         logits = all_logits.gather(2, skills.unsqueeze(-1)).squeeze(-1)  # [B, T]
-        loss = None
-        if targets is not None:
-            if mask is None:
-                mask = torch.ones_like(targets, dtype=torch.bool)
-            mask = mask & (skills > 0)
-            loss = F.binary_cross_entropy_with_logits(logits[mask], targets[mask].float())
+        loss = None if targets is None else masked_bce(logits, targets, mask, skills)
         return logits, loss
+
+
+def masked_bce(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor | None,
+    skills: torch.Tensor,
+) -> torch.Tensor:
+    """Mean binary cross-entropy over the real rows (``mask``) whose skill is known."""
+    keep = skills > 0 if mask is None else mask & (skills > 0)
+    return F.binary_cross_entropy_with_logits(logits[keep], targets[keep].float())
 
 
 @dataclass(frozen=True)
@@ -106,10 +113,14 @@ class EncodedBatch:
     correct: torch.Tensor  # [B, T] long
     context_index: torch.Tensor  # [B, T] long, -1 = initial state
     mask: torch.Tensor  # [B, T] bool, real rows
+    items: torch.Tensor  # [B, T] long, 0 for padding / unknown item (DKT ignores them)
 
     def to(self, device: str | torch.device) -> EncodedBatch:
         return EncodedBatch(
-            *(t.to(device) for t in (self.skills, self.correct, self.context_index, self.mask))
+            *(
+                t.to(device)
+                for t in (self.skills, self.correct, self.context_index, self.mask, self.items)
+            )
         )
 
 
@@ -127,12 +138,14 @@ def encode_batch(
     b = len(sequences)
     skills = torch.zeros(b, width, dtype=torch.long)
     correct = torch.zeros(b, width, dtype=torch.long)
+    items = torch.zeros(b, width, dtype=torch.long)
     context = torch.full((b, width), -1, dtype=torch.long)
     mask = torch.zeros(b, width, dtype=torch.bool)
     for i, seq in enumerate(sequences):
         n = len(seq)
         skills[i, :n] = torch.tensor([vocab.skill_index(s) for s in seq.skill_ids])
         correct[i, :n] = torch.tensor(seq.correct)
+        items[i, :n] = torch.tensor([vocab.item_index(item) for item in seq.item_ids])
         ctx = (
             attempt_context_index(seq.item_ids)
             if protocol == "attempt"
@@ -140,4 +153,6 @@ def encode_batch(
         )
         context[i, :n] = torch.tensor(ctx)
         mask[i, :n] = True
-    return EncodedBatch(skills=skills, correct=correct, context_index=context, mask=mask)
+    return EncodedBatch(
+        skills=skills, correct=correct, context_index=context, mask=mask, items=items
+    )

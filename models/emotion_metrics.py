@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from models.calibration import binary_ece
 from models.emotion_states import EKMAN_LABELS, ekman_index
 from models.vocab import GOEMOTIONS_LABELS
 
@@ -140,17 +141,7 @@ def expected_calibration_error(
     scores: np.ndarray, targets: np.ndarray, n_bins: int = ECE_BINS
 ) -> float:
     """ECE of multi-label scores [n, k], each (row, label) counted as one binary prediction."""
-    p = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(targets, dtype=bool).ravel().astype(np.float64)
-    if p.size == 0:
-        return 0.0
-    bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins).astype(np.float64)
-    conf = np.bincount(bins, weights=p, minlength=n_bins)
-    pos = np.bincount(bins, weights=y, minlength=n_bins)
-    nonempty = count > 0
-    gap = np.abs(conf[nonempty] - pos[nonempty]) / count[nonempty]
-    return float((gap * count[nonempty]).sum() / p.size)
+    return binary_ece(scores, np.asarray(targets, dtype=bool), n_bins)
 
 
 def bce_at_temperature(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:

@@ -1,8 +1,9 @@
 """Serving-side knowledge tracing: P(correct) for candidate items given a learner's history.
 
 The API (``Interaction``, ``CandidatePrediction``, ``KnowledgeTracer``, ``recommend``) does not
-expose the network; v1 wraps DKT (``models.dkt``), which models skills. Items are in the
-vocabulary only so that items never seen in training can be flagged.
+expose the network. Two architectures load: DKT (``models.dkt``, v1), which models skills only
+(items are in its vocabulary so that unseen ones can be flagged), and the attentive tracer
+(``models.akt``), which also reads each item's learned difficulty.
 
 Leak-free rule (same as training and evaluation): consecutive history rows with the same item id
 are one attempt (a multi-skill problem is logged once per skill), and a prediction for a row
@@ -30,11 +31,14 @@ from typing import Any
 
 import torch
 
+from models.akt import AKT, AKTConfig
 from models.dkt import DKT, DKTConfig
 from models.kt_data import Priors, Vocabulary, attempt_context_index
 
+# File names kept from v1 (DKT); the config's "architecture" says which network the weights are.
 WEIGHTS_FILE = "dkt.pt"
 CONFIG_FILE = "dkt_config.json"
+ARCHITECTURES: dict[str, tuple[type, type]] = {"dkt": (DKT, DKTConfig), "akt": (AKT, AKTConfig)}
 VOCAB_FILE = "vocab.json"
 PRIORS_FILE = "priors.json"
 SKILL_NAMES_FILE = "skill_names.json"
@@ -66,7 +70,7 @@ class CandidatePrediction:
 class KnowledgeTracer:
     def __init__(
         self,
-        model: DKT,
+        model: DKT | AKT,
         vocab: Vocabulary,
         priors: Priors,
         skill_names: dict[str, str] | None = None,
@@ -95,7 +99,8 @@ class KnowledgeTracer:
         """``max_history`` overrides the artifact's window (the API serves up to 1000 steps)."""
         artifact_dir = Path(artifact_dir)
         raw_config = json.loads((artifact_dir / CONFIG_FILE).read_text())
-        model = DKT(DKTConfig.from_dict(raw_config["model"]))
+        network, network_config = ARCHITECTURES[raw_config.get("architecture", "dkt")]
+        model = network(network_config.from_dict(raw_config["model"]))
         state = torch.load(artifact_dir / WEIGHTS_FILE, map_location=device, weights_only=True)
         model.load_state_dict(state)
         return cls(
@@ -113,7 +118,11 @@ class KnowledgeTracer:
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         torch.save(state, directory / WEIGHTS_FILE)
-        config = {"model": self.model.config.to_dict(), "max_history": self.max_history}
+        config = {
+            "architecture": self.architecture,
+            "model": self.model.config.to_dict(),
+            "max_history": self.max_history,
+        }
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         (directory / VOCAB_FILE).write_text(json.dumps(self.vocab.to_dict()) + "\n")
         (directory / PRIORS_FILE).write_text(json.dumps(self.priors.to_dict(), indent=1) + "\n")
@@ -126,26 +135,64 @@ class KnowledgeTracer:
     def _recent(self, history: Sequence[Interaction]) -> Sequence[Interaction]:
         return history[-self.max_history :] if len(history) > self.max_history else history
 
+    @property
+    def architecture(self) -> str:
+        return "akt" if isinstance(self.model, AKT) else "dkt"
+
+    def _tensors(self, history: Sequence[Interaction]) -> tuple[torch.Tensor, ...]:
+        """(skills, items, correct) as [1, T] long tensors."""
+        rows = [
+            (self.vocab.skill_index(h.skill_id), self.vocab.item_index(h.item_id), int(h.correct))
+            for h in history
+        ]
+        table = torch.tensor(rows, dtype=torch.long, device=self.device).view(-1, 3)
+        return tuple(table[:, i].unsqueeze(0) for i in range(3))
+
     @torch.inference_mode()
-    def _states(self, history: Sequence[Interaction]) -> torch.Tensor:
-        """[T + 1, H]: the initial state, then the state after each history row."""
-        skills = torch.tensor(
-            [[self.vocab.skill_index(h.skill_id) for h in history]],
+    def _next_attempt_probabilities(
+        self, history: Sequence[Interaction], targets: Sequence[tuple[str, str]]
+    ) -> list[float]:
+        """P(correct) of each ``(item_id, skill_id)`` as the attempt after the whole history.
+
+        Unknown skills give a meaningless value here; callers replace it with a prior.
+        """
+        skills, items, correct = self._tensors(history)
+        target_skills = torch.tensor(
+            [[self.vocab.skill_index(s) for _, s in targets]], device=self.device
+        )
+        if isinstance(self.model, DKT):
+            state = self.model.states(skills, correct)[0, -1]  # after the whole history
+            probs = torch.sigmoid(self.model.readout(state))  # [S + 1]
+            return probs[target_skills[0]].cpu().tolist()
+        target_items = torch.tensor(
+            [[self.vocab.item_index(i) for i, _ in targets]], device=self.device
+        )
+        t, n = skills.shape[1], len(targets)
+        context = torch.tensor(
+            [attempt_context_index([h.item_id for h in history])],
             dtype=torch.long,
             device=self.device,
-        )
-        correct = torch.tensor(
-            [[int(bool(h.correct)) for h in history]], dtype=torch.long, device=self.device
-        )
-        return self.model.states(skills, correct)[0]
+        ).view(1, -1)
+        x, questions, answers = self.model.encode_history(skills, items, correct, context)
+        target_questions = self.model.encode_next_questions(x, target_skills, target_items)
+        visible = torch.ones(1, n, t, dtype=torch.bool, device=self.device)
+        distance = (t - torch.arange(t, device=self.device)).float().expand(1, n, t)
+        knowledge = self.model.retriever(target_questions, questions, answers, visible, distance)
+        logits = self.model.logits_for(knowledge, target_questions, target_items)
+        return torch.sigmoid(logits)[0].cpu().tolist()
 
     @torch.inference_mode()
-    def _skill_probabilities(self, states: torch.Tensor) -> torch.Tensor:
-        """[..., H] -> [..., S + 1] P(correct) for every skill index."""
-        return torch.sigmoid(self.model.readout(states))
+    def _trace_probabilities(self, history: Sequence[Interaction]) -> list[float]:
+        """Each row's leak-free P(correct), as in training and evaluation."""
+        skills, items, correct = self._tensors(history)
+        context = torch.tensor(
+            [attempt_context_index([h.item_id for h in history])], device=self.device
+        )
+        logits, _ = self.model(skills, correct, context, items=items)
+        return torch.sigmoid(logits)[0].cpu().tolist()
 
     def _prediction(
-        self, item_id: str, skill_id: str, probs: torch.Tensor, cold: bool
+        self, item_id: str, skill_id: str, p_model: float, cold: bool
     ) -> CandidatePrediction:
         flags = []
         if cold:
@@ -153,7 +200,7 @@ class KnowledgeTracer:
         if not self.vocab.has_item(item_id):
             flags.append(UNSEEN_ITEM)
         if self.vocab.has_skill(skill_id):
-            p = float(probs[self.vocab.skill_index(skill_id)])
+            p = float(p_model)
         else:
             flags.append(UNSEEN_SKILL)
             p = self.priors.for_skill(skill_id)
@@ -165,29 +212,29 @@ class KnowledgeTracer:
     ) -> list[CandidatePrediction]:
         """P(correct) for each ``(item_id, skill_id)`` candidate as the learner's next attempt.
 
-        One LSTM pass over the (truncated) history, one output read shared by all candidates.
+        One pass over the (truncated) history shared by all candidates.
         """
         history = self._recent(history)
         if not candidates:
             return []
-        probs = self._skill_probabilities(self._states(history)[-1]).cpu()  # [S + 1]
+        probs = self._next_attempt_probabilities(history, candidates)
         cold = len(history) == 0
-        return [self._prediction(item, skill, probs, cold) for item, skill in candidates]
+        return [
+            self._prediction(item, skill, p, cold)
+            for (item, skill), p in zip(candidates, probs, strict=True)
+        ]
 
     def trace(self, history: Sequence[Interaction]) -> list[CandidatePrediction]:
         """The leak-free prediction of every (recent) history row from the attempts before it.
 
         Row t's prediction equals ``predict(h[:s], [(item, skill)])`` where ``h`` is the
-        truncated history and ``s`` the first row of row t's attempt. One LSTM pass.
+        truncated history and ``s`` the first row of row t's attempt. One pass.
         """
         history = self._recent(history)
         if not history:
             return []
-        states = self._states(history)  # [T + 1, H]
         context = attempt_context_index([h.item_id for h in history])
-        probs = self._skill_probabilities(
-            states[torch.tensor(context, device=states.device) + 1]
-        ).cpu()  # [T, S + 1]
+        probs = self._trace_probabilities(history)
         return [
             self._prediction(h.item_id, h.skill_id, probs[t], context[t] == -1)
             for t, h in enumerate(history)
@@ -196,28 +243,25 @@ class KnowledgeTracer:
     def mastery(self, history: Sequence[Interaction]) -> dict[str, float]:
         """P(correct) on each skill in the (truncated) history, after the whole history.
 
-        Skills the model does not know get their prior (else the global prior).
+        Read on an average item of the skill (no item difficulty). Skills the model does not
+        know get their prior (else the global prior).
         """
         history = self._recent(history)
         if not history:
             return {}
-        probs = self._skill_probabilities(self._states(history)[-1]).cpu()
-        out: dict[str, float] = {}
-        for h in history:
-            if h.skill_id not in out:
-                out[h.skill_id] = (
-                    float(probs[self.vocab.skill_index(h.skill_id)])
-                    if self.vocab.has_skill(h.skill_id)
-                    else self.priors.for_skill(h.skill_id)
-                )
-        return out
+        skills = list(dict.fromkeys(h.skill_id for h in history))
+        probs = self._next_attempt_probabilities(history, [("", s) for s in skills])
+        return {
+            skill: float(p) if self.vocab.has_skill(skill) else self.priors.for_skill(skill)
+            for skill, p in zip(skills, probs, strict=True)
+        }
 
     def skill_name(self, skill_id: str) -> str | None:
         return self.skill_names.get(str(skill_id))
 
     def describe(self) -> dict[str, Any]:
         return {
-            "model": "dkt",
+            "model": self.architecture,
             "num_skills": self.vocab.num_skills,
             "num_items": len(self.vocab.items),
             "max_history": self.max_history,

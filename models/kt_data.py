@@ -95,8 +95,13 @@ def split_path(data_dir: Path | str, dataset: str, split: str, fold: int) -> Pat
     return Path(data_dir) / dataset / f"{dataset}_{split}{fold}.csv"
 
 
+def has_item_ids(dataset: str) -> bool:
+    """Whether the dataset's files carry problem ids (4 lines per student): ``*_pid``."""
+    return dataset.endswith("_pid")
+
+
 def load_split(data_dir: Path | str, dataset: str, split: str, fold: int) -> list[StudentSequence]:
-    lines_per_student = 4 if dataset.endswith("_pid") else 3
+    lines_per_student = 4 if has_item_ids(dataset) else 3
     return read_akt_file(
         split_path(data_dir, dataset, split, fold), lines_per_student=lines_per_student
     )
@@ -149,12 +154,14 @@ class Vocabulary:
         self._item_index = {s: i + 1 for i, s in enumerate(self.items)}
 
     @classmethod
-    def build(cls, sequences: Iterable[StudentSequence]) -> Vocabulary:
+    def build(cls, sequences: Iterable[StudentSequence], *, with_items: bool = True) -> Vocabulary:
+        """``with_items=False`` for datasets without item ids (rows carry made-up ones)."""
         skills: set[str] = set()
         items: set[str] = set()
         for seq in sequences:
             skills.update(seq.skill_ids)
-            items.update(seq.item_ids)
+            if with_items:
+                items.update(seq.item_ids)
         return cls(skills=sorted(skills, key=_id_sort_key), items=sorted(items, key=_id_sort_key))
 
     @property

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from models.akt import AKT
+from models.calibration import reliability
 from models.dkt import DKT, encode_batch
 from models.knowledge_tracing import KnowledgeTracer
 from models.kt_data import Priors, StudentSequence, Vocabulary, load_split, windows
@@ -44,7 +46,7 @@ DEFAULT_DATASET = "assist2009_pid"
 
 @torch.inference_mode()
 def predict_rows(
-    model: DKT,
+    model: DKT | AKT,
     vocab: Vocabulary,
     priors: Priors,
     sequences: Sequence[StudentSequence],
@@ -66,7 +68,7 @@ def predict_rows(
     for start in range(0, len(chunks), batch_size):
         batch = encode_batch(chunks[start : start + batch_size], vocab, protocol=protocol)
         batch = batch.to(device)
-        logits, _ = model(batch.skills, batch.correct, batch.context_index)
+        logits, _ = model(batch.skills, batch.correct, batch.context_index, items=batch.items)
         p = torch.sigmoid(logits).cpu()
         for i, chunk in enumerate(chunks[start : start + batch_size]):
             row_p = p[i, : len(chunk)].numpy().astype(np.float64)
@@ -98,7 +100,7 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 
 
 def evaluate_model(
-    model: DKT,
+    model: DKT | AKT,
     vocab: Vocabulary,
     priors: Priors,
     sequences: Sequence[StudentSequence],
@@ -113,6 +115,7 @@ def evaluate_model(
     kwargs = {"window": window, "batch_size": batch_size, "device": device}
     labels, probs = predict_rows(model, vocab, priors, sequences, protocol="attempt", **kwargs)
     result: dict[str, Any] = {"protocol": "leak_free_attempt", **binary_metrics(labels, probs)}
+    result["calibration"] = reliability(probs, labels)
     result["students"] = len(sequences)
     result["unseen_skill_rows"] = sum(
         1 for seq in sequences for s in seq.skill_ids if not vocab.has_skill(s)

@@ -1,6 +1,6 @@
-"""Train the difficulty model (v1: DKT) on one AKT fold and register it as ``difficulty``.
+"""Train a difficulty model (DKT or the attentive AKT) on one fold and register it.
 
-    python -m pipelines.train_difficulty --data ../shared/data/kt [--fold 1] [--epochs 40]
+    python -m pipelines.train_difficulty [--model dkt|akt] [--dataset assist2009_pid] [--fold 1]
 
 Trains on ``train_k``, picks the epoch with the best leak-free AUC on ``valid_k``, and reports
 on ``test_k`` the leak-free AUC/accuracy (the figure to quote), the per-row ("leaky") AUC early
@@ -18,15 +18,24 @@ import random
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from models.akt import AKT, AKTConfig
 from models.dkt import DKT, DKTConfig, encode_batch
 from models.knowledge_tracing import KnowledgeTracer
-from models.kt_data import Priors, StudentSequence, Vocabulary, load_split, read_skill_names
+from models.kt_data import (
+    Priors,
+    StudentSequence,
+    Vocabulary,
+    has_item_ids,
+    load_split,
+    read_skill_names,
+)
 from models.kt_data import windows as make_windows
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from pipelines.common import code_version, setup_logging
@@ -44,6 +53,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="the kt/ data dir")
     parser.add_argument("--dataset", default=DEFAULT_DATASET)
+    parser.add_argument("--model", choices=("dkt", "akt"), default="dkt")
     parser.add_argument("--fold", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument(
@@ -60,6 +70,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--hidden-size", type=int, default=100)
     parser.add_argument("--embedding-dim", type=int, default=64)
     parser.add_argument("--dropout", type=float, default=0.4)
+    parser.add_argument("--d-model", type=int, default=64, help="AKT")
+    parser.add_argument("--heads", type=int, default=4, help="AKT")
+    parser.add_argument("--ffn-dim", type=int, default=128, help="AKT")
+    parser.add_argument("--rasch-l2", type=float, default=1e-5, help="AKT")
+    parser.add_argument("--item-bias", action="store_true", help="AKT: per-item output bias")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--limit-students",
@@ -92,8 +107,32 @@ def length_bucketed_batches(
     return batches
 
 
+def build_model(args: argparse.Namespace, vocab: Vocabulary) -> DKT | AKT:
+    if args.model == "dkt":
+        return DKT(
+            DKTConfig(
+                num_skills=vocab.num_skills,
+                hidden_size=args.hidden_size,
+                embedding_dim=args.embedding_dim,
+                dropout=args.dropout,
+            )
+        )
+    return AKT(
+        AKTConfig(
+            num_skills=vocab.num_skills,
+            num_items=len(vocab.items),
+            d_model=args.d_model,
+            num_heads=args.heads,
+            ffn_dim=args.ffn_dim,
+            dropout=args.dropout,
+            rasch_l2=args.rasch_l2,
+            item_bias=args.item_bias,
+        )
+    )
+
+
 def train_epoch(
-    model: DKT,
+    model: DKT | AKT,
     optimizer: torch.optim.Optimizer,
     chunks: Sequence[StudentSequence],
     vocab: Vocabulary,
@@ -111,6 +150,7 @@ def train_epoch(
             batch.context_index,
             targets=batch.correct.float(),
             mask=batch.mask,
+            items=batch.items,
         )
         optimizer.zero_grad()
         loss.backward()
@@ -122,13 +162,20 @@ def train_epoch(
     return total_loss / max(total_rows, 1)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    setup_logging()
+@dataclass
+class FoldResult:
+    model: DKT | AKT
+    vocab: Vocabulary
+    priors: Priors
+    skill_names: dict[str, str]
+    metrics: dict[str, Any]
+
+
+def fit_and_test(args: argparse.Namespace) -> FoldResult:
+    """Train on ``train_k``, keep the epoch with the best leak-free valid AUC, test on test_k."""
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     started = time.perf_counter()
-
     splits = {
         split: load_split(args.data, args.dataset, split, args.fold)
         for split in ("train", "valid", "test")
@@ -139,25 +186,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         log.info(
             "%s%d: %d students, %d rows", split, args.fold, len(seqs), sum(len(s) for s in seqs)
         )
-    vocab = Vocabulary.build(splits["train"])
+    vocab = Vocabulary.build(splits["train"], with_items=has_item_ids(args.dataset))
     priors = Priors.compute(splits["train"])
     skill_names_path = Path(args.data) / args.dataset / "skill.json"
     skill_names = read_skill_names(skill_names_path) if skill_names_path.is_file() else {}
     log.info(
-        "vocabulary: %d skills, %d items; global prior %.4f; %d skill names",
+        "%s %s: %d skills, %d items; global prior %.4f; %d skill names",
+        args.model,
+        args.dataset,
         vocab.num_skills,
         len(vocab.items),
         priors.global_prior,
         len(skill_names),
     )
 
-    config = DKTConfig(
-        num_skills=vocab.num_skills,
-        hidden_size=args.hidden_size,
-        embedding_dim=args.embedding_dim,
-        dropout=args.dropout,
-    )
-    model = DKT(config)
+    model = build_model(args, vocab)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     train_chunks = make_windows(splits["train"], args.window)
     rng = random.Random(args.seed)
@@ -218,19 +261,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "test_students": test["students"],
         "test_per_row_leaky_auc": test["per_row_leaky_auc"],
         "test_skill_prior_auc": test["skill_prior_auc"],
+        "test_ece": test["calibration"]["ece"],
+        "test_reliability": test["calibration"],
         "valid_auc": best_auc,
         "best_epoch": best_epoch,
         "epochs_run": len(history),
         "history": history,
         "train_seconds": round(time.perf_counter() - started, 1),
     }
+    return FoldResult(model, vocab, priors, skill_names, metrics)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    setup_logging()
+    fold = fit_and_test(args)
+    model, vocab, priors, metrics = fold.model, fold.vocab, fold.priors, fold.metrics
     result: dict[str, Any] = {"metrics": metrics}
     if args.no_register:
         return result
-    tracer = KnowledgeTracer(model, vocab, priors, skill_names, max_history=args.window)
+    tracer = KnowledgeTracer(model, vocab, priors, fold.skill_names, max_history=args.window)
     run_config = {
-        "model": "dkt",
-        "dkt": config.to_dict(),
+        "model": args.model,
+        args.model: model.config.to_dict(),
         "max_history": args.window,
         "fold": args.fold,
         "dataset": args.dataset,

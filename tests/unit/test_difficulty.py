@@ -1,4 +1,5 @@
-"""Difficulty model v1 (DKT): leak-free grouping, trace/predict consistency, flags, recommend."""
+"""Knowledge tracing (DKT and the attentive AKT): leak-free grouping, trace/predict
+consistency, flags, recommend. Model-level tests run on both architectures."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from models.akt import AKT, AKTConfig
 from models.dkt import DKT, DKTConfig, encode_batch
 from models.knowledge_tracing import (
     COLD_START,
@@ -40,11 +42,27 @@ CORRECT = [1, 0, 0, 0, 1, 1]
 MULTI_SKILL_ROWS = [1, 2, 3]
 
 
-def small_tracer(seed: int = 0, max_history: int = 200) -> KnowledgeTracer:
+ARCHITECTURES = ["dkt", "akt"]
+
+
+def small_tracer(
+    seed: int = 0, max_history: int = 200, architecture: str = "dkt"
+) -> KnowledgeTracer:
     torch.manual_seed(seed)
     train = [StudentSequence("s", ITEMS, SKILLS, CORRECT)]
     vocab = Vocabulary.build(train)
-    model = DKT(DKTConfig(num_skills=vocab.num_skills, hidden_size=8, embedding_dim=6))
+    if architecture == "dkt":
+        model = DKT(DKTConfig(num_skills=vocab.num_skills, hidden_size=8, embedding_dim=6))
+    else:
+        config = AKTConfig(
+            num_skills=vocab.num_skills, num_items=len(vocab.items), d_model=8, num_heads=2,
+            ffn_dim=16, item_bias=True,
+        )  # fmt: skip
+        model = AKT(config)
+        # Random (not zero-initialised) item difficulties, so that items matter in the tests.
+        with torch.no_grad():
+            model.difficulty.weight[1:].normal_()
+            model.item_bias.weight[1:].normal_()
     names = {"1": "Addition", "2": "Subtraction", "3": "Fractions"}
     return KnowledgeTracer(model, vocab, Priors.compute(train), names, max_history=max_history)
 
@@ -88,8 +106,9 @@ def test_attempt_context_index_groups_consecutive_rows_of_one_item() -> None:
     assert per_row_context_index(3) == [-1, 0, 1]
 
 
-def test_multi_skill_response_never_reaches_its_own_rows() -> None:
-    tracer = small_tracer()
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_multi_skill_response_never_reaches_its_own_rows(architecture: str) -> None:
+    tracer = small_tracer(architecture=architecture)
     flipped = list(CORRECT)
     for t in MULTI_SKILL_ROWS:
         flipped[t] = 1 - flipped[t]
@@ -101,8 +120,9 @@ def test_multi_skill_response_never_reaches_its_own_rows() -> None:
         assert before[t] != pytest.approx(after[t], abs=1e-6), t
 
 
-def test_training_forward_uses_the_same_leak_free_gather() -> None:
-    tracer = small_tracer()
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_training_forward_uses_the_same_leak_free_gather(architecture: str) -> None:
+    tracer = small_tracer(architecture=architecture)
     flipped = list(CORRECT)
     for t in MULTI_SKILL_ROWS:
         flipped[t] = 1 - flipped[t]
@@ -110,8 +130,9 @@ def test_training_forward_uses_the_same_leak_free_gather() -> None:
     for name, correct in (("orig", CORRECT), ("flip", flipped)):
         batch = encode_batch([StudentSequence("s", ITEMS, SKILLS, correct)], tracer.vocab)
         logits[name], loss = tracer.model(
-            batch.skills, batch.correct, batch.context_index, batch.correct.float(), batch.mask
-        )
+            batch.skills, batch.correct, batch.context_index, batch.correct.float(), batch.mask,
+            items=batch.items,
+        )  # fmt: skip
         assert loss is not None and torch.isfinite(loss)
     assert torch.allclose(logits["orig"][0, :4], logits["flip"][0, :4])
     assert not torch.allclose(logits["orig"][0, 4:], logits["flip"][0, 4:])
@@ -121,24 +142,28 @@ def test_training_forward_uses_the_same_leak_free_gather() -> None:
         batch = encode_batch(
             [StudentSequence("s", ITEMS, SKILLS, correct)], tracer.vocab, protocol="row"
         )
-        leaky[name], _ = tracer.model(batch.skills, batch.correct, batch.context_index)
+        leaky[name], _ = tracer.model(
+            batch.skills, batch.correct, batch.context_index, items=batch.items
+        )
     assert not torch.allclose(leaky["orig"][0, 2], leaky["flip"][0, 2])
 
 
-def test_padding_does_not_change_real_rows() -> None:
-    tracer = small_tracer()
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_padding_does_not_change_real_rows(architecture: str) -> None:
+    tracer = small_tracer(architecture=architecture)
     short = StudentSequence("s", ITEMS[:3], SKILLS[:3], CORRECT[:3])
     long = StudentSequence("t", ITEMS, SKILLS, CORRECT)
     alone = encode_batch([short], tracer.vocab)
     padded = encode_batch([short, long], tracer.vocab)
-    a, _ = tracer.model(alone.skills, alone.correct, alone.context_index)
-    b, _ = tracer.model(padded.skills, padded.correct, padded.context_index)
+    a, _ = tracer.model(alone.skills, alone.correct, alone.context_index, items=alone.items)
+    b, _ = tracer.model(padded.skills, padded.correct, padded.context_index, items=padded.items)
     assert torch.allclose(a[0], b[0, :3], atol=1e-6)
 
 
 # ----------------------------------------------------------------------- trace / predict / API
-def test_trace_matches_predict_from_the_start_of_each_attempt() -> None:
-    tracer = small_tracer(seed=3)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_trace_matches_predict_from_the_start_of_each_attempt(architecture: str) -> None:
+    tracer = small_tracer(seed=3, architecture=architecture)
     hist = history(CORRECT)
     traced = tracer.trace(hist)
     assert len(traced) == len(hist)
@@ -151,16 +176,18 @@ def test_trace_matches_predict_from_the_start_of_each_attempt() -> None:
     assert COLD_START in traced[0].flags and COLD_START not in traced[4].flags
 
 
-def test_trace_matches_batched_evaluation_forward() -> None:
-    tracer = small_tracer(seed=5)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_trace_matches_batched_evaluation_forward(architecture: str) -> None:
+    tracer = small_tracer(seed=5, architecture=architecture)
     batch = encode_batch([StudentSequence("s", ITEMS, SKILLS, CORRECT)], tracer.vocab)
-    logits, _ = tracer.model(batch.skills, batch.correct, batch.context_index)
+    logits, _ = tracer.model(batch.skills, batch.correct, batch.context_index, items=batch.items)
     traced = [p.p_correct for p in tracer.trace(history(CORRECT))]
     assert traced == pytest.approx(torch.sigmoid(logits[0]).tolist(), abs=1e-6)
 
 
-def test_history_truncated_to_max_history() -> None:
-    tracer = small_tracer(max_history=4)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_history_truncated_to_max_history(architecture: str) -> None:
+    tracer = small_tracer(max_history=4, architecture=architecture)
     hist = history(CORRECT)
     assert len(tracer.trace(hist)) == 4
     full = tracer.predict(hist, [("a", "1")])[0].p_correct
@@ -168,8 +195,9 @@ def test_history_truncated_to_max_history() -> None:
     assert full == pytest.approx(recent, abs=1e-7)
 
 
-def test_predict_flags_and_fallbacks() -> None:
-    tracer = small_tracer()
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_predict_flags_and_fallbacks(architecture: str) -> None:
+    tracer = small_tracer(architecture=architecture)
     cold = tracer.predict([], [("a", "1"), ("new", "1"), ("new", "99")])
     assert cold[0].flags == (COLD_START,)
     assert cold[1].flags == (COLD_START, UNSEEN_ITEM)
@@ -182,19 +210,22 @@ def test_predict_flags_and_fallbacks() -> None:
     assert tracer.predict(history(CORRECT), []) == []
 
 
-def test_mastery_covers_seen_skills() -> None:
-    tracer = small_tracer()
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_mastery_covers_seen_skills(architecture: str) -> None:
+    tracer = small_tracer(architecture=architecture)
     hist = history(CORRECT) + [Interaction("z", "42", True)]
     mastery = tracer.mastery(hist)
     assert set(mastery) == {"1", "2", "3", "42"}
     assert mastery["42"] == pytest.approx(tracer.priors.global_prior)
-    [p] = tracer.predict(hist, [("a", "2")])
+    # Mastery is read on an average item of the skill: an item the model has not seen.
+    [p] = tracer.predict(hist, [("never-seen", "2")])
     assert mastery["2"] == pytest.approx(p.p_correct, abs=1e-6)
     assert tracer.mastery([]) == {}
 
 
-def test_save_and_load_round_trip(tmp_path: Path) -> None:
-    tracer = small_tracer(seed=9)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_save_and_load_round_trip(architecture: str, tmp_path: Path) -> None:
+    tracer = small_tracer(seed=9, architecture=architecture)
     tracer.save(tmp_path)
     loaded = KnowledgeTracer.from_artifact(tmp_path)
     hist = history(CORRECT)
@@ -269,3 +300,44 @@ def test_sample_auc_is_sane(tmp_path: Path) -> None:
     assert 0.65 < metrics["auc"] < 0.95
     assert metrics["per_row_leaky_auc"] >= metrics["auc"] - 0.02
     assert (tmp_path / "report.json").is_file()
+
+
+# ------------------------------------------------------------------ attentive tracer specifics
+def test_akt_reads_item_difficulty_and_falls_back_to_the_skill_for_unseen_items() -> None:
+    tracer = small_tracer(seed=4, architecture="akt")
+    hist = history(CORRECT)
+    known_a, known_c, unseen = tracer.predict(hist, [("a", "2"), ("c", "2"), ("new", "2")])
+    assert known_a.p_correct != pytest.approx(known_c.p_correct, abs=1e-4)  # items differ
+    assert unseen.flags == (UNSEEN_ITEM,)
+    assert unseen.p_correct == pytest.approx(tracer.mastery(hist)["2"], abs=1e-6)
+
+
+def test_akt_artifact_round_trip_keeps_the_architecture(tmp_path: Path) -> None:
+    tracer = small_tracer(seed=2, architecture="akt")
+    tracer.save(tmp_path)
+    loaded = KnowledgeTracer.from_artifact(tmp_path)
+    assert loaded.describe()["model"] == "akt"
+    hist = history(CORRECT)
+    assert [p.p_correct for p in loaded.predict(hist, [("c", "2")])] == pytest.approx(
+        [p.p_correct for p in tracer.predict(hist, [("c", "2")])], abs=1e-7
+    )
+
+
+# --------------------------------------------------------------------------- the CV harness
+def test_cross_validation_summary_pairs_folds_against_dkt() -> None:
+    from pipelines.cross_validate_difficulty import markdown_table, summarise
+
+    def run(model: str, fold: int, auc: float) -> dict:
+        return {
+            "dataset": "d", "model": model, "fold": fold, "test_auc": auc, "test_acc": 0.7,
+            "test_per_row_leaky_auc": auc + 0.01, "test_ece": 0.02, "best_epoch": 3,
+        }  # fmt: skip
+
+    runs = [run("dkt", 1, 0.70), run("dkt", 2, 0.72), run("akt", 1, 0.75), run("akt", 2, 0.73)]
+    summary = summarise(runs)["d"]
+    assert summary["dkt"]["test_auc"]["mean"] == pytest.approx(0.71)
+    assert summary["akt"]["test_auc"]["std"] == pytest.approx(0.0141421, abs=1e-6)
+    gain = summary["akt"]["auc_gain_over_dkt"]
+    assert gain["mean"] == pytest.approx(0.03) and gain["min"] == pytest.approx(0.01)
+    assert "auc_gain_over_dkt" not in summary["dkt"]
+    assert "+0.0300" in markdown_table({"d": summary})

@@ -1,0 +1,258 @@
+"""An attentive knowledge tracer in the AKT family (Ghosh et al., KDD 2020), leak-free.
+
+As in AKT:
+
+* Rasch-model embeddings. A row's question embedding is ``x = c_skill + mu_item * d_skill`` and
+  its interaction embedding ``y = e_(skill, response) + mu_item * f_(skill, response)``: one
+  learned scalar difficulty ``mu`` per item (problem), shared by its skills, with L2 on it so
+  that rarely seen items stay near their skill. Datasets without item ids use ``mu = 0``.
+* Three attention blocks with monotonic attention (each head's score is lowered by
+  ``theta_h * distance``, ``theta_h >= 0`` learned, so older rows fade unless their content
+  keeps them relevant): a question encoder (each question in the context of the questions up to
+  it), a knowledge encoder (each answer in the context of the answers up to it), and a
+  knowledge retriever (the question to predict attends to earlier encoded questions as keys and
+  encoded answers as values).
+* Prediction from ``[retrieved knowledge, encoded question]`` through an MLP; optionally minus a
+  per-item difficulty (``item_bias``).
+
+Simplified: one block of each kind, distance in rows (AKT's is context-aware).
+
+Leak-free rule: the retriever lets row ``t`` see rows ``s <= context_index[t]`` (the last row
+before its attempt; ``models.kt_data.attempt_context_index``), plus a learned "no history" slot,
+so the first attempt has something to read; distances count from the attempt's first row. The
+question encoder lets a row see earlier attempts' questions and itself; the knowledge encoder
+is causal (row ``s`` sees answers up to ``s``) and feeds only later attempts.
+
+Shapes: B batch, T rows, D model size, H heads, S known skills, Q known items (index 0 of both
+is unknown / padding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.dkt import masked_bce
+
+
+@dataclass(frozen=True)
+class AKTConfig:
+    num_skills: int  # S
+    num_items: int  # Q; 0 = no item ids (no Rasch difficulty)
+    d_model: int = 64
+    num_heads: int = 4
+    ffn_dim: int = 128
+    dropout: float = 0.2
+    rasch_l2: float = 1e-5  # AKT's L2 on the item difficulties (per batch, on the summed loss)
+    item_bias: bool = False  # also subtract a per-item difficulty from the output logit
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> AKTConfig:
+        return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
+
+
+class MonotonicAttentionBlock(nn.Module):
+    """Multi-head attention with distance decay, then residual, norm, feed-forward, norm."""
+
+    def __init__(self, config: AKTConfig, *, empty_slot: bool) -> None:
+        super().__init__()
+        d = config.d_model
+        self.num_heads = config.num_heads
+        self.query = nn.Linear(d, d)
+        self.key = nn.Linear(d, d)
+        self.value = nn.Linear(d, d)
+        self.out = nn.Linear(d, d)
+        # Softplus keeps each head's decay rate >= 0 (monotonic attention).
+        self.decay = nn.Parameter(torch.full((config.num_heads,), -2.0))
+        # A key/value every query may attend to (the retriever's "no history yet").
+        self.empty = nn.Parameter(torch.zeros(2, d)) if empty_slot else None
+        self.norm1 = nn.LayerNorm(d)
+        self.ffn = nn.Sequential(
+            nn.Linear(d, config.ffn_dim), nn.GELU(), nn.Dropout(config.dropout),
+            nn.Linear(config.ffn_dim, d),
+        )  # fmt: skip
+        self.norm2 = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, d = t.shape
+        return t.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        visible: torch.Tensor,
+        distance: torch.Tensor,
+    ) -> torch.Tensor:
+        """queries [B, Tq, D]; keys, values [B, Tk, D]; visible [B, Tq, Tk] bool; distance
+        [B, Tq, Tk] float. Returns [B, Tq, D]. A query must see at least one key (or the
+        empty slot)."""
+        b, tq, d = queries.shape
+        k, v = self.key(keys), self.value(values)
+        if self.empty is not None:
+            k = torch.cat([self.empty[0].expand(b, 1, d), k], dim=1)
+            v = torch.cat([self.empty[1].expand(b, 1, d), v], dim=1)
+            visible = torch.cat([visible.new_ones(b, tq, 1), visible], dim=2)
+            distance = torch.cat([distance.new_zeros(b, tq, 1), distance], dim=2)
+        q = self._heads(self.query(queries))
+        scores = q @ self._heads(k).transpose(-1, -2) / math.sqrt(d // self.num_heads)
+        theta = F.softplus(self.decay).view(1, -1, 1, 1)
+        scores = scores - theta * distance.unsqueeze(1)
+        scores = scores.masked_fill(~visible.unsqueeze(1), float("-inf"))
+        attended = (torch.softmax(scores, dim=-1) @ self._heads(v)).transpose(1, 2)
+        h = self.norm1(queries + self.dropout(self.out(attended.reshape(b, tq, d))))
+        return self.norm2(h + self.dropout(self.ffn(h)))
+
+
+def _distance(t_query: int, t_key: int, device: torch.device, offset: int = 0) -> torch.Tensor:
+    """[1, Tq, Tk] rows between query position ``offset + i`` and key position ``j`` (>= 0)."""
+    q = torch.arange(t_query, device=device).view(1, -1, 1) + offset
+    k = torch.arange(t_key, device=device).view(1, 1, -1)
+    return (q - k).clamp(min=0).float()
+
+
+class AKT(nn.Module):
+    def __init__(self, config: AKTConfig) -> None:
+        super().__init__()
+        if config.d_model % config.num_heads:
+            raise ValueError("d_model must be a multiple of num_heads")
+        self.config = config
+        d, s = config.d_model, config.num_skills + 1
+        self.skill = nn.Embedding(s, d)
+        self.skill_variation = nn.Embedding(s, d)
+        self.interaction = nn.Embedding(2 * s, d)
+        self.interaction_variation = nn.Embedding(2 * s, d)
+        # Item difficulty, index 0 (unknown item, padding) fixed at 0.
+        self.difficulty = nn.Embedding(config.num_items + 1, 1, padding_idx=0)
+        nn.init.zeros_(self.difficulty.weight)
+        self.item_bias = nn.Embedding(config.num_items + 1, 1, padding_idx=0)
+        nn.init.zeros_(self.item_bias.weight)
+        self.question_encoder = MonotonicAttentionBlock(config, empty_slot=False)
+        self.knowledge_encoder = MonotonicAttentionBlock(config, empty_slot=False)
+        self.retriever = MonotonicAttentionBlock(config, empty_slot=True)
+        self.output = nn.Sequential(
+            nn.Linear(2 * d, config.ffn_dim), nn.GELU(), nn.Dropout(config.dropout),
+            nn.Linear(config.ffn_dim, 1),
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------------- embeddings
+    def question_embedding(self, skills: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """x = c_skill + mu_item * d_skill: [...] -> [..., D]; unknown skills embed to 0."""
+        mu = self.difficulty(items)
+        x = self.skill(skills) + mu * self.skill_variation(skills)
+        return x * (skills > 0).unsqueeze(-1).to(x.dtype)
+
+    def interaction_embedding(
+        self, skills: torch.Tensor, items: torch.Tensor, correct: torch.Tensor
+    ) -> torch.Tensor:
+        """y = e_(skill, r) + mu_item * f_(skill, r): [...] -> [..., D]."""
+        tokens = skills * 2 + correct
+        y = self.interaction(tokens) + self.difficulty(items) * self.interaction_variation(tokens)
+        return y * (skills > 0).unsqueeze(-1).to(y.dtype)
+
+    # ----------------------------------------------------------------------------- blocks
+    def encode_history(
+        self,
+        skills: torch.Tensor,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        context_index: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, encoded questions, encoded answers), each [B, T, D].
+
+        A row's question is read at the start of its attempt: it sees the questions of earlier
+        attempts and itself (not its sibling rows), at distances from the attempt's start, so
+        that a row reads the same whether it is predicted in a sequence or as the next attempt
+        after its history. A row's answer is encoded causally (rows up to it). Neither
+        changes when rows are appended later.
+        """
+        b, t = skills.shape
+        positions = torch.arange(t, device=skills.device)
+        before_attempt = positions.view(1, 1, t) <= context_index.unsqueeze(-1)  # [B, T, T]
+        itself = torch.eye(t, dtype=torch.bool, device=skills.device).unsqueeze(0)
+        from_attempt_start = context_index.unsqueeze(-1) + 1 - positions.view(1, 1, t)
+        causal = torch.ones(t, t, dtype=torch.bool, device=skills.device).tril()
+        x = self.question_embedding(skills, items)
+        y = self.interaction_embedding(skills, items, correct)
+        questions = self.question_encoder(
+            x, x, x, before_attempt | itself, from_attempt_start.clamp(min=0).float()
+        )
+        answers = self.knowledge_encoder(
+            y, y, y, causal.unsqueeze(0).expand(b, -1, -1),
+            _distance(t, t, skills.device).expand(b, -1, -1),
+        )  # fmt: skip
+        return x, questions, answers
+
+    def encode_next_questions(
+        self, history_x: torch.Tensor, skills: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
+        """Encoded questions of candidate next rows [1, N, D], each read after the history
+        ``history_x`` [1, T, D] and itself (not after the other candidates)."""
+        t, n = history_x.shape[1], skills.shape[1]
+        x = self.question_embedding(skills, items)
+        keys = torch.cat([history_x, x], dim=1)  # [1, T + N, D]
+        visible = torch.cat(
+            [
+                torch.ones(1, n, t, dtype=torch.bool, device=x.device),
+                torch.eye(n, dtype=torch.bool, device=x.device).unsqueeze(0),
+            ],
+            dim=2,
+        )
+        # Every candidate stands at position t, right after the history.
+        distance = torch.cat(
+            [_distance(1, t, x.device, offset=t).expand(1, n, t), x.new_zeros(1, n, n)], dim=2
+        )
+        return self.question_encoder(x, keys, keys, visible, distance)
+
+    def logits_for(
+        self, knowledge: torch.Tensor, questions: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
+        """[..., D] knowledge and encoded question, [...] items -> [...] logit of correct."""
+        logit = self.output(torch.cat([knowledge, questions], dim=-1)).squeeze(-1)
+        if self.config.item_bias:
+            logit = logit - self.item_bias(items).squeeze(-1)
+        return logit
+
+    # ---------------------------------------------------------------------------- training
+    def forward(
+        self,
+        skills: torch.Tensor,
+        correct: torch.Tensor,
+        context_index: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        items: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each row's logit from the rows its context allows (the DKT interface, plus items).
+
+        skills, correct, items: [B, T] long; context_index: [B, T] long, -1 = no history.
+        Returns (logits [B, T], mean BCE over masked rows + Rasch L2, or None).
+        """
+        if items is None:
+            items = torch.zeros_like(skills)
+        t = skills.shape[1]
+        _, questions, answers = self.encode_history(skills, items, correct, context_index)
+        positions = torch.arange(t, device=skills.device)
+        visible = positions.view(1, 1, t) <= context_index.unsqueeze(-1)  # [B, T, T]
+        distance = (context_index.unsqueeze(-1) + 1 - positions.view(1, 1, t)).clamp(min=0)
+        knowledge = self.retriever(questions, questions, answers, visible, distance.float())
+        logits = self.logits_for(knowledge, questions, items)
+        if targets is None:
+            return logits, None
+        penalty = self.difficulty.weight.pow(2).sum()
+        if self.config.item_bias:
+            penalty = penalty + self.item_bias.weight.pow(2).sum()
+        # As in AKT, whose loss is summed over rows: the penalty per batch row is l2 / rows.
+        rows = (skills > 0).sum() if mask is None else (mask & (skills > 0)).sum()
+        loss = masked_bce(logits, targets, mask, skills)
+        return logits, loss + self.config.rasch_l2 * penalty / rows.clamp(min=1)
