@@ -20,7 +20,7 @@ SERVE_ENV := RAY_ADDRESS=$${RAY_ADDRESS:-local} \
 	RAY_SERVE_THROUGHPUT_OPTIMIZED=$${RAY_SERVE_THROUGHPUT_OPTIMIZED:-1} \
 	RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=$${RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE:-1}
 
-.PHONY: install serve test test-unit bench lint format train-emotion train-difficulty \
+.PHONY: install serve test test-unit bench lint format train-emotion train-difficulty cv-difficulty \
 	evaluate-emotion evaluate-difficulty clean
 
 $(VENV)/.installed: pyproject.toml
@@ -63,6 +63,10 @@ train-difficulty: install
 
 evaluate-difficulty: install
 	$(PY) -m pipelines.evaluate_difficulty --data $(DATA_DIR)/kt
+
+# DKT vs the attentive tracer, 5 folds x 3 datasets (hours on 2 CPU cores; Ray tasks on a cluster).
+cv-difficulty: install
+	$(PY) -m pipelines.cross_validate_difficulty --data $(DATA_DIR)/kt --parallel 2
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

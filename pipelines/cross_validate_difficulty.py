@@ -112,7 +112,7 @@ def plot_reliability(runs: list[dict[str, Any]], path: Path) -> Path:
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle("Reliability on the test folds (leak-free predictions, pooled over folds)")
+    fig.suptitle("Reliability: leak-free test predictions,\npooled over folds", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
