@@ -49,3 +49,24 @@ def use_offline_models(torch_threads: int) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.set_num_threads(max(1, torch_threads))
+
+
+def init_ray(threads: int, env: dict[str, str] | None = None) -> None:
+    """Join the job's cluster under ``ray job submit``; else start a private local Ray.
+
+    The local Ray never attaches to someone else's cluster on this machine and is bounded to
+    ``threads + 1`` CPUs (one worker plus Ray Train's coordinator).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
+        ray.init()  # the job's cluster and runtime env
+        return
+    ray.init(
+        address="local",
+        num_cpus=threads + 1,
+        include_dashboard=False,
+        runtime_env={"env_vars": {**(env or {}), "PYTHONPATH": str(REPO_ROOT)}},
+    )

@@ -2,6 +2,10 @@
 
     python -m pipelines.train_difficulty [--model dkt|akt] [--dataset assist2009_pid] [--fold 1]
 
+A Ray Train job (``TorchTrainer``, one worker, a GPU when the cluster has one or ``--gpu``):
+each epoch's train loss and valid AUC are reported, the final artifact is the run's checkpoint,
+and the driver registers it. Runs locally (a private Ray) or under ``ray job submit``.
+
 Trains on ``train_k``, picks the epoch with the best leak-free AUC on ``valid_k``, and reports
 on ``test_k`` the leak-free AUC/accuracy (the figure to quote), the per-row ("leaky") AUC early
 papers reported, and a skill-prior baseline, all from ``pipelines.evaluate_difficulty``'s metric
@@ -13,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +43,7 @@ from models.kt_data import (
 )
 from models.kt_data import windows as make_windows
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
-from pipelines.common import code_version, setup_logging
+from pipelines.common import REPO_ROOT, code_version, init_ray, setup_logging
 from pipelines.evaluate_difficulty import (
     DEFAULT_DATA_DIR,
     DEFAULT_DATASET,
@@ -47,6 +52,8 @@ from pipelines.evaluate_difficulty import (
 )
 
 log = logging.getLogger("pipelines.train_difficulty")
+DEFAULT_STORAGE = REPO_ROOT / "var" / "ray_results"
+METRICS_FILE = "metrics.json"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -69,13 +76,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--hidden-size", type=int, default=100)
     parser.add_argument("--embedding-dim", type=int, default=64)
-    parser.add_argument("--dropout", type=float, default=0.4)
+    parser.add_argument("--dropout", type=float, default=None, help="default: DKT 0.4, AKT 0.2")
     parser.add_argument("--d-model", type=int, default=64, help="AKT")
     parser.add_argument("--heads", type=int, default=4, help="AKT")
     parser.add_argument("--ffn-dim", type=int, default=128, help="AKT")
     parser.add_argument("--rasch-l2", type=float, default=1e-5, help="AKT")
     parser.add_argument("--item-bias", action="store_true", help="AKT: per-item output bias")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--gpu", action="store_true", help="train on a GPU (default: if any)")
+    parser.add_argument("--storage", type=Path, default=DEFAULT_STORAGE, help="Ray Train runs")
     parser.add_argument(
         "--limit-students",
         type=int,
@@ -107,14 +116,18 @@ def length_bucketed_batches(
     return batches
 
 
+DEFAULT_DROPOUT = {"dkt": 0.4, "akt": 0.2}
+
+
 def build_model(args: argparse.Namespace, vocab: Vocabulary) -> DKT | AKT:
+    dropout = DEFAULT_DROPOUT[args.model] if args.dropout is None else args.dropout
     if args.model == "dkt":
         return DKT(
             DKTConfig(
                 num_skills=vocab.num_skills,
                 hidden_size=args.hidden_size,
                 embedding_dim=args.embedding_dim,
-                dropout=args.dropout,
+                dropout=dropout,
             )
         )
     return AKT(
@@ -124,7 +137,7 @@ def build_model(args: argparse.Namespace, vocab: Vocabulary) -> DKT | AKT:
             d_model=args.d_model,
             num_heads=args.heads,
             ffn_dim=args.ffn_dim,
-            dropout=args.dropout,
+            dropout=dropout,
             rasch_l2=args.rasch_l2,
             item_bias=args.item_bias,
         )
@@ -139,11 +152,12 @@ def train_epoch(
     *,
     batch_size: int,
     rng: random.Random,
+    device: torch.device | str = "cpu",
 ) -> float:
     model.train()
     total_loss, total_rows = 0.0, 0
     for batch_chunks in length_bucketed_batches(chunks, batch_size, rng):
-        batch = encode_batch(batch_chunks, vocab, protocol="attempt")
+        batch = encode_batch(batch_chunks, vocab, protocol="attempt").to(device)
         _, loss = model(
             batch.skills,
             batch.correct,
@@ -171,8 +185,16 @@ class FoldResult:
     metrics: dict[str, Any]
 
 
-def fit_and_test(args: argparse.Namespace) -> FoldResult:
-    """Train on ``train_k``, keep the epoch with the best leak-free valid AUC, test on test_k."""
+def fit_and_test(
+    args: argparse.Namespace,
+    *,
+    device: torch.device | str = "cpu",
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> FoldResult:
+    """Train on ``train_k``, keep the epoch with the best leak-free valid AUC, test on test_k.
+
+    ``on_epoch`` receives each epoch's record (Ray Train reports it).
+    """
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     started = time.perf_counter()
@@ -200,17 +222,23 @@ def fit_and_test(args: argparse.Namespace) -> FoldResult:
         len(skill_names),
     )
 
-    model = build_model(args, vocab)
+    model = build_model(args, vocab).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     train_chunks = make_windows(splits["train"], args.window)
     rng = random.Random(args.seed)
-    eval_kwargs = {"window": args.window, "batch_size": args.batch_size}
+    eval_kwargs = {"window": args.window, "batch_size": args.batch_size, "device": device}
 
     best_auc, best_epoch, best_state, history = -1.0, 0, None, []
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
         loss = train_epoch(
-            model, optimizer, train_chunks, vocab, batch_size=args.batch_size, rng=rng
+            model,
+            optimizer,
+            train_chunks,
+            vocab,
+            batch_size=args.batch_size,
+            rng=rng,
+            device=device,
         )
         valid = evaluate_model(model, vocab, priors, splits["valid"], leaky=False, **eval_kwargs)
         history.append(
@@ -221,6 +249,8 @@ def fit_and_test(args: argparse.Namespace) -> FoldResult:
                 "valid_acc": valid["acc"],
             }
         )
+        if on_epoch is not None:
+            on_epoch(history[-1])
         improved = valid["auc"] > best_auc
         if improved:
             best_auc, best_epoch = valid["auc"], epoch
@@ -269,21 +299,71 @@ def fit_and_test(args: argparse.Namespace) -> FoldResult:
         "history": history,
         "train_seconds": round(time.perf_counter() - started, 1),
     }
-    return FoldResult(model, vocab, priors, skill_names, metrics)
+    return FoldResult(model.cpu(), vocab, priors, skill_names, metrics)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """The Ray Train worker: one fold's training, epochs reported, the artifact checkpointed."""
+    import ray.train
+
+    setup_logging()
+    device = torch.device("cuda" if config["use_gpu"] and torch.cuda.is_available() else "cpu")
+    args = argparse.Namespace(**config["args"])
+    log.info("training %s on %s fold %d, device %s", args.model, args.dataset, args.fold, device)
+    fold = fit_and_test(
+        args, device=device, on_epoch=lambda record: ray.train.report({**record, "final": False})
+    )
+    tracer = KnowledgeTracer(
+        fold.model, fold.vocab, fold.priors, fold.skill_names, max_history=args.window
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tracer.save(tmp)
+        (Path(tmp) / METRICS_FILE).write_text(json.dumps(fold.metrics, indent=2) + "\n")
+        scalars = {k: v for k, v in fold.metrics.items() if isinstance(v, int | float)}
+        ray.train.report(
+            {**scalars, "final": True}, checkpoint=ray.train.Checkpoint.from_directory(tmp)
+        )
+
+
+def run_training(args: argparse.Namespace) -> Path:
+    """One fold as a Ray Train job (one worker, a GPU when asked or present); the final
+    checkpoint's local copy: the artifact's files plus ``metrics.json``."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    init_ray(args.threads)
+    use_gpu = args.gpu or ray.cluster_resources().get("GPU", 0) > 0
+    run_name = f"difficulty-{args.model}-{args.dataset}-fold{args.fold}-{int(time.time())}"
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"args": vars(args), "use_gpu": use_gpu},
+        scaling_config=ScalingConfig(
+            num_workers=1, use_gpu=use_gpu, resources_per_worker={"CPU": args.threads}
+        ),
+        run_config=RunConfig(name=run_name, storage_path=str(args.storage.resolve())),
+    )
+    result = trainer.fit()
+    if result.error or result.checkpoint is None:
+        raise RuntimeError(f"training failed: {result.error or 'no checkpoint reported'}")
+    final_dir = args.storage.resolve() / run_name / "final"
+    result.checkpoint.to_directory(str(final_dir))
+    log.info("final checkpoint: %s", final_dir)
+    return final_dir
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     setup_logging()
-    fold = fit_and_test(args)
-    model, vocab, priors, metrics = fold.model, fold.vocab, fold.priors, fold.metrics
+    final_dir = run_training(args)
+    metrics = json.loads((final_dir / METRICS_FILE).read_text())
     result: dict[str, Any] = {"metrics": metrics}
     if args.no_register:
         return result
-    tracer = KnowledgeTracer(model, vocab, priors, fold.skill_names, max_history=args.window)
+    tracer = KnowledgeTracer.from_artifact(final_dir)
     run_config = {
         "model": args.model,
-        args.model: model.config.to_dict(),
+        args.model: tracer.model.config.to_dict(),
         "max_history": args.window,
         "fold": args.fold,
         "dataset": args.dataset,
@@ -294,11 +374,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "lr": args.lr,
         "window": args.window,
         "limit_students": args.limit_students,
-        "num_items": len(vocab.items),
-        "global_prior": priors.global_prior,
+        "num_items": len(tracer.vocab.items),
+        "global_prior": tracer.priors.global_prior,
+        "ray_train_checkpoint": str(final_dir),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        tracer.save(tmp)
+        tracer.save(tmp)  # the artifact's files only, not the checkpoint's metrics.json
         meta = ModelRegistry(args.registry).register(
             MODEL_NAME,
             tmp,

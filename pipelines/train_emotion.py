@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -70,6 +69,7 @@ from models.vocab import GOEMOTIONS_LABELS
 from pipelines.common import (
     REPO_ROOT,
     code_version,
+    init_ray,
     setup_logging,
     use_offline_models,
 )
@@ -314,7 +314,6 @@ def train_loop_per_worker(cfg: dict) -> None:
 
 def run_training(args: argparse.Namespace, loop_config: dict) -> Path:
     """Run the worker loop under Ray Train; return a local copy of its final checkpoint."""
-    import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -324,17 +323,7 @@ def run_training(args: argparse.Namespace, loop_config: dict) -> Path:
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": str(args.threads),
     }
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
-            ray.init()  # under ``ray job submit``: the job's cluster and runtime env
-        else:
-            # A private local Ray (never someone else's cluster), bounded to our cores.
-            ray.init(
-                address="local",
-                num_cpus=args.threads + 1,
-                include_dashboard=False,
-                runtime_env={"env_vars": {**env, "PYTHONPATH": str(REPO_ROOT)}},
-            )
+    init_ray(args.threads, env)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,

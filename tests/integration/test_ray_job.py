@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,14 +58,21 @@ def test_train_emotion_runs_as_a_submitted_job(job_server, tmp_path):
         str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", job_server,
         "--working-dir", str(REPO_ROOT), "--runtime-env-json", runtime_env, "--",
     ]  # fmt: skip
-    completed = subprocess.run(
-        [*submit, *entrypoint],
-        cwd=REPO_ROOT,
-        env={**os.environ, **NO_AUTH},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    # Right after start-up the job server may have no agent yet ("try again later"): retry that.
+    deadline = time.monotonic() + 120
+    while True:
+        completed = subprocess.run(
+            [*submit, *entrypoint],
+            cwd=REPO_ROOT,
+            env={**os.environ, **NO_AUTH},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        agent_missing = "No available agent" in completed.stdout + completed.stderr
+        if not agent_missing or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-4000:]
     assert "succeeded" in output
