@@ -82,17 +82,19 @@ class CoalescedEmotion:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             batch = self._take_batch()
-            if batch:
+            if not batch:
+                continue
+            try:
                 await self._call(batch)
+            except Exception as exc:  # every caller of the batch sees the failure
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
 
     async def _call(self, batch: list[_Pending]) -> None:
-        try:
-            merged = await self._handle.classify.remote([t for p in batch for t in p.texts])
-        except Exception as exc:  # every caller of the batch sees the failure
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
-            return
+        merged = await self._handle.classify.remote([t for p in batch for t in p.texts])
+        if len(merged.results) != sum(len(p.texts) for p in batch):
+            raise RuntimeError(f"Emotion answered {len(merged.results)} results for the batch")
         start = 0
         for pending in batch:
             end = start + len(pending.texts)

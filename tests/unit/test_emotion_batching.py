@@ -114,3 +114,12 @@ async def test_calls_in_flight_bounds_concurrent_calls():
     coalesced = CoalescedEmotion(emotion.handle, max_texts=2, calls_in_flight=2)
     await asyncio.gather(*(coalesced.classify([f"t{i}"]) for i in range(12)))
     assert peak == 2
+
+
+async def test_a_malformed_answer_fails_its_callers_instead_of_leaving_them_waiting():
+    async def short_answer(texts):
+        return EmotionResponse(results=[_result(t) for t in texts[:-1]], model_version="v9")
+
+    coalesced = CoalescedEmotion(FakeHandle(classify=short_answer), max_texts=64, calls_in_flight=1)
+    with pytest.raises(RuntimeError, match="results"):
+        await asyncio.wait_for(coalesced.classify(["a", "b"]), timeout=1.0)
