@@ -19,6 +19,7 @@ request that started its worker.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +37,8 @@ class CoalescedEmotion:
 
     def __init__(self, emotion_handle: Any, *, max_texts: int, calls_in_flight: int) -> None:
         self._handle = emotion_handle
-        self._queue: list[_Pending] = []
-        self._workers: list[asyncio.Task] = []
+        self._queue: deque[_Pending] = deque()
+        self._workers: dict[int, asyncio.Task] = {}  # slot -> worker
         self._wakeup: asyncio.Event | None = None
         self.configure(max_texts=max_texts, calls_in_flight=calls_in_flight)
 
@@ -58,9 +59,10 @@ class CoalescedEmotion:
         # Created on first use, in the replica's running event loop.
         if self._wakeup is None:
             self._wakeup = asyncio.Event()
-        self._workers = [w for w in self._workers if not w.done()]
-        while len(self._workers) < self.calls_in_flight:
-            self._workers.append(asyncio.create_task(self._work()))
+        self._workers = {k: w for k, w in self._workers.items() if not w.done()}
+        for slot in range(self.calls_in_flight):
+            if slot not in self._workers:
+                self._workers[slot] = asyncio.create_task(self._work(slot))
 
     def _take_batch(self) -> list[_Pending]:
         batch, size = [], 0
@@ -68,19 +70,22 @@ class CoalescedEmotion:
             texts = len(self._queue[0].texts)
             if batch and size + texts > self.max_texts:
                 break
-            pending = self._queue.pop(0)
+            pending = self._queue.popleft()
             if pending.future.done():  # its caller gave up (timeout, disconnect)
                 continue
             batch.append(pending)
             size += texts
         return batch
 
-    async def _work(self) -> None:
+    async def _work(self, slot: int) -> None:
         assert self._wakeup is not None
-        while True:
+        # A slot beyond calls_in_flight (lowered by reconfigure) ends after its current call.
+        while slot < self.calls_in_flight:
             if not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                if slot >= self.calls_in_flight:
+                    return
             batch = self._take_batch()
             if not batch:
                 continue

@@ -123,3 +123,27 @@ async def test_a_malformed_answer_fails_its_callers_instead_of_leaving_them_wait
     coalesced = CoalescedEmotion(FakeHandle(classify=short_answer), max_texts=64, calls_in_flight=1)
     with pytest.raises(RuntimeError, match="results"):
         await asyncio.wait_for(coalesced.classify(["a", "b"]), timeout=1.0)
+
+
+async def test_lowering_calls_in_flight_takes_effect_on_running_workers():
+    emotion = _SlowEmotion(delay_s=0.02)
+    in_flight, peak = 0, 0
+    original = emotion._classify
+
+    async def counting(texts):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            return await original(texts)
+        finally:
+            in_flight -= 1
+
+    coalesced = CoalescedEmotion(FakeHandle(classify=counting), max_texts=1, calls_in_flight=3)
+    await asyncio.gather(*(coalesced.classify([f"t{i}"]) for i in range(9)))
+    assert peak == 3
+    coalesced.configure(max_texts=1, calls_in_flight=1)
+    peak = 0
+    results = await asyncio.gather(*(coalesced.classify([f"u{i}"]) for i in range(6)))
+    assert [_texts_of(r) for r in results] == [[f"u{i}"] for i in range(6)]
+    assert peak == 1
