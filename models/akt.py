@@ -121,6 +121,16 @@ def _distance(t_query: int, t_key: int, device: torch.device, offset: int = 0) -
     return (q - k).clamp(min=0).float()
 
 
+def _attempt_geometry(context_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rows [B, T]: which rows come before each row's attempt ([B, T, T] bool) and how far
+    each row is from its attempt's start ([B, T, T] float, >= 0)."""
+    t = context_index.shape[1]
+    positions = torch.arange(t, device=context_index.device).view(1, 1, t)
+    before_attempt = positions <= context_index.unsqueeze(-1)
+    from_start = (context_index.unsqueeze(-1) + 1 - positions).clamp(min=0).float()
+    return before_attempt, from_start
+
+
 class AKT(nn.Module):
     def __init__(self, config: AKTConfig) -> None:
         super().__init__()
@@ -176,17 +186,22 @@ class AKT(nn.Module):
         after its history. A row's answer is encoded causally (rows up to it). Neither
         changes when rows are appended later.
         """
+        return self._encode(skills, items, correct, *_attempt_geometry(context_index))
+
+    def _encode(
+        self,
+        skills: torch.Tensor,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        before_attempt: torch.Tensor,
+        from_start: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, t = skills.shape
-        positions = torch.arange(t, device=skills.device)
-        before_attempt = positions.view(1, 1, t) <= context_index.unsqueeze(-1)  # [B, T, T]
         itself = torch.eye(t, dtype=torch.bool, device=skills.device).unsqueeze(0)
-        from_attempt_start = context_index.unsqueeze(-1) + 1 - positions.view(1, 1, t)
         causal = torch.ones(t, t, dtype=torch.bool, device=skills.device).tril()
         x = self.question_embedding(skills, items)
         y = self.interaction_embedding(skills, items, correct)
-        questions = self.question_encoder(
-            x, x, x, before_attempt | itself, from_attempt_start.clamp(min=0).float()
-        )
+        questions = self.question_encoder(x, x, x, before_attempt | itself, from_start)
         answers = self.knowledge_encoder(
             y, y, y, causal.unsqueeze(0).expand(b, -1, -1),
             _distance(t, t, skills.device).expand(b, -1, -1),
@@ -240,12 +255,9 @@ class AKT(nn.Module):
         """
         if items is None:
             items = torch.zeros_like(skills)
-        t = skills.shape[1]
-        _, questions, answers = self.encode_history(skills, items, correct, context_index)
-        positions = torch.arange(t, device=skills.device)
-        visible = positions.view(1, 1, t) <= context_index.unsqueeze(-1)  # [B, T, T]
-        distance = (context_index.unsqueeze(-1) + 1 - positions.view(1, 1, t)).clamp(min=0)
-        knowledge = self.retriever(questions, questions, answers, visible, distance.float())
+        before_attempt, from_start = _attempt_geometry(context_index)
+        _, questions, answers = self._encode(skills, items, correct, before_attempt, from_start)
+        knowledge = self.retriever(questions, questions, answers, before_attempt, from_start)
         logits = self.logits_for(knowledge, questions, items)
         if targets is None:
             return logits, None
