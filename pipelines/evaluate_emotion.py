@@ -38,8 +38,6 @@ from models.emotion_metrics import (
 from models.emotion_states import EKMAN_LABELS
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from pipelines.common import REPO_ROOT, setup_logging, use_offline_models
-from pipelines.evaluate_learner_states import DEFAULT_SET as LEARNER_TEST_SET
-from pipelines.evaluate_learner_states import default_out as default_learner_states_out
 from pipelines.evaluate_learner_states import evaluate as evaluate_learner_states
 from pipelines.evaluate_learner_states import plot_confusion
 from pipelines.goemotions import DEFAULT_DATA, FINGERPRINT_ROWS, MODEL_NAME, read_split
@@ -151,9 +149,13 @@ def main(argv: list[str] | None = None) -> dict:
         "predict_seconds": round(predict_s, 2),
         "texts_per_second": round(len(texts) / predict_s, 1) if predict_s > 0 else None,
     }
-    if full and args.split == "test" and args.registry == DEFAULT_REGISTRY_ROOT:
-        report["learner_states"] = learner_state_figures(version, classifier)
     out = args.out or REPO_ROOT / "reports" / f"emotion_{version}.json"
+    if full and args.split == "test":
+        # Beside the emotion report, named as evaluate_learner_states names it.
+        learner_out = out.with_name(f"learner_states_{version}.json")
+        report["learner_states"] = learner_state_figures(
+            version, classifier, registry=args.registry, out=learner_out
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     if len(texts) and args.split == "test":
@@ -178,10 +180,13 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
-def learner_state_figures(version: str, classifier: EmotionClassifier) -> dict:
-    """The eight-state figures on the learner test set, with their report and confusion PNG."""
-    states = evaluate_learner_states(version, classifier=classifier)
-    out = default_learner_states_out(version, LEARNER_TEST_SET)
+def learner_state_figures(
+    version: str, classifier: EmotionClassifier, *, registry: Path, out: Path
+) -> dict:
+    """The eight-state figures on the learner test set, with their report (``out``) and
+    confusion PNG beside it."""
+    states = evaluate_learner_states(version, registry=registry, classifier=classifier)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(states, indent=2) + "\n")
     png = plot_confusion(states, out.with_name(f"{out.stem}_confusion.png"))
     calibration = states["confidence_calibration"]
