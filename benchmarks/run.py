@@ -4,7 +4,9 @@ Figures (all on this machine, in this run):
 - emotion: raw in-process throughput at batch 32 (the limit) vs `/v1/emotion` at 32 concurrent
   clients sending one text each; the ratio is the headline figure. Also single-text latency.
 - tutor turn: latency p50/p99 and throughput at 1 and 16 concurrent clients.
-- difficulty: in-process prediction for a learner with a 200-step history.
+- difficulty: in-process prediction of 20 candidates for a learner with a 200-step history, fresh
+  (nothing cached) and on the next turn (one new answer, the state cache extended), for the
+  served version and the DKT v1 baseline.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from models.emotion import EmotionClassifier
 from models.knowledge_tracing import Interaction, KnowledgeTracer
 from models.registry import ModelRegistry
 
+DIFFICULTY_BASELINE = "v1"  # DKT, benched beside the served tracer when that is another version
 LEARNER_TEXTS = [
     "I don't understand why we flip the fraction when dividing.",
     "This is so frustrating, I keep getting the wrong answer!",
@@ -86,23 +89,51 @@ def bench_emotion_in_process(version: str, threads: int, seconds: float) -> dict
     }
 
 
-def bench_difficulty_in_process(version: str, threads: int, history_len: int = 200) -> dict:
-    torch.set_num_threads(threads)
-    tracer = KnowledgeTracer.from_artifact(ModelRegistry().load("difficulty", version).path)
-    rng = np.random.default_rng(0)
-    skills = [str(s) for s in (9, 15, 7, 34, 68)]
-    history = [
-        Interaction(str(1000 + i), skills[i % 5], bool(rng.random() < 0.7))
-        for i in range(history_len)
+def _learner_history(rng: np.random.Generator, rows: int) -> list[Interaction]:
+    """Attempts at real assist2009_pid items and skills (ids in the shipped vocabulary)."""
+    skills = ("9", "15", "7", "34", "68")
+    return [
+        Interaction(str(1000 + int(rng.integers(0, 3000))), skills[i % 5], bool(rng.random() < 0.7))
+        for i in range(rows)
     ]
-    candidates = [(str(2000 + i), skills[i % 5]) for i in range(20)]
-    tracer.predict(history, candidates)
-    samples = []
-    for _ in range(100):
-        t0 = time.perf_counter()
-        tracer.predict(history, candidates)
-        samples.append((time.perf_counter() - t0) * 1000)
-    return {"history_steps": history_len, "candidates": len(candidates), **_percentiles(samples)}
+
+
+def _timed_ms(call) -> float:
+    t0 = time.perf_counter()
+    call()
+    return (time.perf_counter() - t0) * 1000
+
+
+def bench_difficulty_in_process(
+    version: str, threads: int, history_len: int = 200, learners: int = 100
+) -> dict:
+    """P(correct) of 20 candidates for a learner with a ``history_len``-step history: a fresh
+    request (nothing cached: the whole window encoded) and the next turn after one new answer
+    (the window extended from the state cache), each over ``learners`` different learners."""
+    torch.set_num_threads(threads)
+    path = ModelRegistry().load("difficulty", version).path
+    rng = np.random.default_rng(0)
+    histories = [_learner_history(rng, history_len) for _ in range(learners)]
+    candidates = [(str(2000 + i), ("9", "15", "7", "34", "68")[i % 5]) for i in range(20)]
+    fresh = KnowledgeTracer.from_artifact(path, state_cache_size=0)
+    cached = KnowledgeTracer.from_artifact(path, state_cache_size=learners)
+    fresh.predict(histories[0], candidates)  # warm-up
+    fresh_ms, next_turn_ms = [], []
+    for history in histories:
+        fresh_ms.append(_timed_ms(lambda h=history: fresh.predict(h, candidates)))
+        cached.predict(history[:-1], candidates)  # the turn before: fills the cache
+        next_turn_ms.append(_timed_ms(lambda h=history: cached.predict(h, candidates)))
+    next_turn = _percentiles(next_turn_ms)
+    fresh_stats = _percentiles(fresh_ms)
+    return {
+        "version": version,
+        "architecture": fresh.architecture,
+        "history_steps": history_len,
+        "candidates": len(candidates),
+        "fresh": fresh_stats,
+        "next_turn": next_turn,
+        "next_turn_speedup_p50": round(fresh_stats["p50_ms"] / next_turn["p50_ms"], 2),
+    }
 
 
 # ---- served -------------------------------------------------------------------------------
@@ -176,14 +207,25 @@ def _table(results: dict) -> str:
                 f"{r['requests_per_s']} turns/s",
             )
         )
-    d = raw["difficulty"]
-    rows.append(
-        (
-            f"difficulty in-process, {d['history_steps']}-step history",
-            f"p50 {d['p50_ms']} ms / p99 {d['p99_ms']} ms",
-            f"{d['candidates']} candidates",
+    for key in ("difficulty", "difficulty_baseline"):
+        d = raw.get(key)
+        if d is None:
+            continue
+        label = f"difficulty {d['version']} ({d['architecture']}), {d['history_steps']} steps"
+        rows.append(
+            (
+                f"{label}, fresh",
+                f"p50 {d['fresh']['p50_ms']} ms / p99 {d['fresh']['p99_ms']} ms",
+                f"{d['candidates']} candidates, nothing cached",
+            )
         )
-    )
+        rows.append(
+            (
+                f"{label}, next turn",
+                f"p50 {d['next_turn']['p50_ms']} ms / p99 {d['next_turn']['p99_ms']} ms",
+                f"{d['next_turn_speedup_p50']}x faster than fresh (state cache)",
+            )
+        )
     width = max(len(r[0]) for r in rows)
     generator = results["served"]["emotion_32_clients"]["generator"]
     lines = [
@@ -206,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     placement = config["applications"][0]["args"].get("placement", {})
     threads = placement.get("Emotion", {}).get("torch_threads", 1)
     emotion_version = _user_config(config, "Emotion").get("model_version", "latest")
+    difficulty_threads = placement.get("Difficulty", {}).get("torch_threads", 1)
     results: dict = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "config": str(args.config),
@@ -218,10 +261,14 @@ def main(argv: list[str] | None = None) -> dict:
             ),
             "difficulty": bench_difficulty_in_process(
                 _user_config(config, "Difficulty").get("model_version", "latest"),
-                placement.get("Difficulty", {}).get("torch_threads", 1),
+                difficulty_threads,
             ),
         },
     }
+    if results["in_process"]["difficulty"]["version"] != DIFFICULTY_BASELINE:
+        results["in_process"]["difficulty_baseline"] = bench_difficulty_in_process(
+            DIFFICULTY_BASELINE, difficulty_threads
+        )
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         bench_config = write_config(

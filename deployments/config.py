@@ -53,6 +53,12 @@ class DifficultyUserConfig(_Strict):
     target_band: tuple[float, float] = Field(
         default=(0.70, 0.85), description="P(correct) band the recommended exercise aims for."
     )
+    state_cache_size: int = Field(
+        default=1024,
+        ge=0,
+        le=100_000,
+        description="Learners' encoded histories kept per replica (0: recompute every request).",
+    )
 
     @field_validator("target_band")
     @classmethod

@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 
 import torch
+from ray.serve import metrics
 
 from deployments.config import DifficultyUserConfig
 from deployments.schemas import (
-    MAX_HISTORY,
     DifficultyResponse,
     Exercise,
     Prediction,
@@ -24,7 +24,11 @@ MODEL_NAME = "difficulty"
 
 def _prediction(p: CandidatePrediction) -> Prediction:
     return Prediction(
-        item_id=p.item_id, skill_id=p.skill_id, p_correct=p.p_correct, flags=list(p.flags)
+        item_id=p.item_id,
+        skill_id=p.skill_id,
+        p_correct=p.p_correct,
+        flags=list(p.flags),
+        basis=p.basis,
     )
 
 
@@ -35,18 +39,34 @@ class DifficultyDeployment:
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
         self._tracer: KnowledgeTracer | None = None
         self._version = ""
+        self._cache_size = -1
         self._band = (0.70, 0.85)
+        self._cache_reuse = metrics.Gauge(
+            "tutor_difficulty_state_reuse_ratio",
+            description="Share of history rows whose encoding came from the state cache.",
+        )
+        self._cache_entries = metrics.Gauge(
+            "tutor_difficulty_state_cache_entries",
+            description="Learners' encoded histories held by this replica.",
+        )
 
     def reconfigure(self, user_config: dict) -> None:
         config = DifficultyUserConfig.model_validate(user_config)
         version = self._registry.resolve_version(MODEL_NAME, config.model_version)
-        if version != self._version:
+        if version != self._version or config.state_cache_size != self._cache_size:
             artifact = self._registry.load(MODEL_NAME, version)
+            # The artifact's own window: the rows the model was trained to read.
             self._tracer = KnowledgeTracer.from_artifact(
-                artifact.path, device=self._device, max_history=MAX_HISTORY
+                artifact.path, device=self._device, state_cache_size=config.state_cache_size
             )
-            self._version = version
-            logger.info("difficulty model %s loaded on %s", version, self._device)
+            self._version, self._cache_size = version, config.state_cache_size
+            logger.info(
+                "difficulty model %s loaded on %s (window %d rows, state cache %d)",
+                version,
+                self._device,
+                self._tracer.max_history,
+                config.state_cache_size,
+            )
         self._band = config.target_band
 
     def predict(
@@ -54,6 +74,7 @@ class DifficultyDeployment:
     ) -> DifficultyResponse:
         assert self._tracer is not None, "reconfigure() loads the model before traffic"
         raw = self._tracer.predict(history, [(c.item_id, c.skill_id) for c in candidates])
+        self._record_cache()
         predictions = [_prediction(p) for p in raw]
         return DifficultyResponse(
             predictions=predictions,
@@ -78,6 +99,12 @@ class DifficultyDeployment:
             )
             for skill, p in self._tracer.mastery(history).items()
         ]
+
+    def _record_cache(self) -> None:
+        if self._tracer is not None and self._tracer.state_cache is not None:
+            stats = self._tracer.state_cache.stats()
+            self._cache_reuse.set(stats["reuse_ratio"])
+            self._cache_entries.set(stats["entries"])
 
     def model_version(self) -> str:
         return self._version

@@ -107,6 +107,11 @@ class Prediction(BaseModel):
         default_factory=list,
         description="Cold-start and unseen-id flags: cold_start, unseen_item, unseen_skill.",
     )
+    basis: Literal["model", "population", "skill_prior", "global_prior"] = Field(
+        description="Where p_correct comes from: the model reading the learner's history; the "
+        "model with no history (its prior for this skill and item); the training data's mean "
+        "correctness on the skill, or overall (a skill the model does not know)."
+    )
 
 
 class DifficultyResponse(BaseModel):

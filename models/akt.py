@@ -15,7 +15,10 @@ As in AKT:
 * Prediction from ``[retrieved knowledge, encoded question]`` through an MLP; optionally minus a
   per-item difficulty (``item_bias``).
 
-Simplified: one block of each kind, distance in rows (AKT's is context-aware).
+Simplified: one block of each kind. AKT's own choices are options, each measured against the
+simpler default (README): context-aware distance (``decay``), the output reading the Rasch
+embedding (``output_reads``) through two hidden layers (``output_layers``), and one projection
+for queries and keys (``shared_query_key``).
 
 Leak-free rule: the retriever lets row ``t`` see rows ``s <= context_index[t]`` (the last row
 before its attempt; ``models.kt_data.attempt_context_index``), plus a learned "no history" slot,
@@ -50,6 +53,17 @@ class AKTConfig:
     dropout: float = 0.2
     rasch_l2: float = 1e-5  # AKT's L2 on the item difficulties (per batch, on the summed loss)
     item_bias: bool = False  # also subtract a per-item difficulty from the output logit
+    # "rows": score - theta * rows apart. "context": AKT's own, score * exp(-theta * sqrt(d)),
+    # d = rows apart times the attention the query gives to the rows between (context-aware).
+    decay: str = "rows"
+    # What the output MLP reads beside the retrieved knowledge: the "encoded" question, or the
+    # Rasch "embedding" x itself (AKT's choice: the item's difficulty reaches the output as is).
+    output_reads: str = "encoded"
+    output_layers: int = 1  # hidden layers of the output MLP (AKT: 2)
+    # One projection for queries and keys (AKT's kq_same): a question then attends most to
+    # past questions like itself, before anything is learned.
+    shared_query_key: bool = False
+    temperature: float = 1.0  # logits are divided by it (fitted on valid after training)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,12 +80,13 @@ class MonotonicAttentionBlock(nn.Module):
         super().__init__()
         d = config.d_model
         self.num_heads = config.num_heads
-        self.query = nn.Linear(d, d)
         self.key = nn.Linear(d, d)
+        self.query = self.key if config.shared_query_key else nn.Linear(d, d)
         self.value = nn.Linear(d, d)
         self.out = nn.Linear(d, d)
         # Softplus keeps each head's decay rate >= 0 (monotonic attention).
         self.decay = nn.Parameter(torch.full((config.num_heads,), -2.0))
+        self.context_decay = config.decay == "context"
         # A key/value every query may attend to (the retriever's "no history yet").
         self.empty = nn.Parameter(torch.zeros(2, d)) if empty_slot else None
         self.norm1 = nn.LayerNorm(d)
@@ -107,11 +122,27 @@ class MonotonicAttentionBlock(nn.Module):
         q = self._heads(self.query(queries))
         scores = q @ self._heads(k).transpose(-1, -2) / math.sqrt(d // self.num_heads)
         theta = F.softplus(self.decay).view(1, -1, 1, 1)
-        scores = scores - theta * distance.unsqueeze(1)
-        scores = scores.masked_fill(~visible.unsqueeze(1), float("-inf"))
+        hidden = ~visible.unsqueeze(1)
+        if self.context_decay:
+            scores = scores * torch.exp(-theta * _context_distance(scores, hidden, distance))
+        else:
+            scores = scores - theta * distance.unsqueeze(1)
+        scores = scores.masked_fill(hidden, float("-inf"))
         attended = (torch.softmax(scores, dim=-1) @ self._heads(v)).transpose(1, 2)
         h = self.norm1(queries + self.dropout(self.out(attended.reshape(b, tq, d))))
         return self.norm2(h + self.dropout(self.ffn(h)))
+
+
+@dataclass(frozen=True)
+class EncodedHistory:
+    """What the retriever reads of a history: encoded questions and answers, [B, T, D] each."""
+
+    questions: torch.Tensor
+    answers: torch.Tensor
+
+    @property
+    def rows(self) -> int:
+        return self.questions.shape[1]
 
 
 def _distance(t_query: int, t_key: int, device: torch.device, offset: int = 0) -> torch.Tensor:
@@ -119,6 +150,18 @@ def _distance(t_query: int, t_key: int, device: torch.device, offset: int = 0) -
     q = torch.arange(t_query, device=device).view(1, -1, 1) + offset
     k = torch.arange(t_key, device=device).view(1, 1, -1)
     return (q - k).clamp(min=0).float()
+
+
+def _context_distance(
+    scores: torch.Tensor, hidden: torch.Tensor, distance: torch.Tensor
+) -> torch.Tensor:
+    """AKT's context-aware distance [B, H, Tq, Tk]: sqrt(rows apart x the attention weight on
+    the visible keys after this one), computed without gradient as in AKT. Keys must be in
+    time order."""
+    with torch.no_grad():
+        weights = torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
+        after = weights.flip(-1).cumsum(-1).flip(-1) - weights  # weight on later keys
+        return (after * distance.unsqueeze(1)).clamp(min=0).sqrt()
 
 
 def _attempt_geometry(context_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,10 +193,12 @@ class AKT(nn.Module):
         self.question_encoder = MonotonicAttentionBlock(config, empty_slot=False)
         self.knowledge_encoder = MonotonicAttentionBlock(config, empty_slot=False)
         self.retriever = MonotonicAttentionBlock(config, empty_slot=True)
-        self.output = nn.Sequential(
-            nn.Linear(2 * d, config.ffn_dim), nn.GELU(), nn.Dropout(config.dropout),
-            nn.Linear(config.ffn_dim, 1),
-        )  # fmt: skip
+        layers: list[nn.Module] = []
+        width = 2 * d
+        for _ in range(config.output_layers):
+            layers += [nn.Linear(width, config.ffn_dim), nn.GELU(), nn.Dropout(config.dropout)]
+            width = config.ffn_dim
+        self.output = nn.Sequential(*layers, nn.Linear(width, 1))
 
     # ------------------------------------------------------------------------- embeddings
     def question_embedding(self, skills: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -177,16 +222,27 @@ class AKT(nn.Module):
         items: torch.Tensor,
         correct: torch.Tensor,
         context_index: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x, encoded questions, encoded answers), each [B, T, D].
+        known: EncodedHistory | None = None,
+    ) -> EncodedHistory:
+        """The encoded questions and answers of the rows [B, T], reusing ``known``'s encoding of
+        the first rows (a learner's state extended by new answers: only they are encoded).
 
         A row's question is read at the start of its attempt: it sees the questions of earlier
         attempts and itself (not its sibling rows), at distances from the attempt's start, so
         that a row reads the same whether it is predicted in a sequence or as the next attempt
         after its history. A row's answer is encoded causally (rows up to it). Neither
-        changes when rows are appended later.
+        changes when rows are appended later, which is what makes ``known`` reusable.
         """
-        return self._encode(skills, items, correct, *_attempt_geometry(context_index))
+        first = 0 if known is None else known.rows
+        if first > skills.shape[1]:
+            raise ValueError(f"known covers {first} rows, more than the {skills.shape[1]} given")
+        new = self._encode(skills, items, correct, *_attempt_geometry(context_index), first=first)
+        if known is None:
+            return new
+        return EncodedHistory(
+            torch.cat([known.questions, new.questions], dim=1),
+            torch.cat([known.answers, new.answers], dim=1),
+        )
 
     def _encode(
         self,
@@ -195,18 +251,21 @@ class AKT(nn.Module):
         correct: torch.Tensor,
         before_attempt: torch.Tensor,
         from_start: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        first: int = 0,
+    ) -> EncodedHistory:
+        """Rows ``first:`` encoded, attending to all rows as keys."""
         b, t = skills.shape
-        itself = torch.eye(t, dtype=torch.bool, device=skills.device).unsqueeze(0)
-        causal = torch.ones(t, t, dtype=torch.bool, device=skills.device).tril()
+        rows = torch.arange(t, device=skills.device)
+        itself = (rows[first:].view(-1, 1) == rows.view(1, -1)).unsqueeze(0)  # [1, T', T]
+        causal = (rows[first:].view(-1, 1) >= rows.view(1, -1)).unsqueeze(0).expand(b, -1, -1)
         x = self.question_embedding(skills, items)
         y = self.interaction_embedding(skills, items, correct)
-        questions = self.question_encoder(x, x, x, before_attempt | itself, from_start)
-        answers = self.knowledge_encoder(
-            y, y, y, causal.unsqueeze(0).expand(b, -1, -1),
-            _distance(t, t, skills.device).expand(b, -1, -1),
-        )  # fmt: skip
-        return x, questions, answers
+        questions = self.question_encoder(
+            x[:, first:], x, x, before_attempt[:, first:] | itself, from_start[:, first:]
+        )
+        rows_apart = _distance(t - first, t, skills.device, offset=first).expand(b, -1, -1)
+        answers = self.knowledge_encoder(y[:, first:], y, y, causal, rows_apart)
+        return EncodedHistory(questions, answers)
 
     def encode_next_questions(
         self, history_x: torch.Tensor, skills: torch.Tensor, items: torch.Tensor
@@ -229,14 +288,39 @@ class AKT(nn.Module):
         )
         return self.question_encoder(x, keys, keys, visible, distance)
 
-    def logits_for(
-        self, knowledge: torch.Tensor, questions: torch.Tensor, items: torch.Tensor
+    def next_attempt_logits(
+        self,
+        skills: torch.Tensor,
+        items: torch.Tensor,
+        encoded: EncodedHistory,
+        target_skills: torch.Tensor,
+        target_items: torch.Tensor,
     ) -> torch.Tensor:
-        """[..., D] knowledge and encoded question, [...] items -> [...] logit of correct."""
+        """Logits [1, N] of candidate rows (``target_*`` [1, N]) as the attempt after the
+        history (``skills``, ``items`` [1, T], encoded as ``encoded``)."""
+        t, n = skills.shape[1], target_skills.shape[1]
+        history_x = self.question_embedding(skills, items)
+        questions = self.encode_next_questions(history_x, target_skills, target_items)
+        visible = torch.ones(1, n, t, dtype=torch.bool, device=skills.device)
+        distance = _distance(1, t, skills.device, offset=t).expand(1, n, t)
+        knowledge = self.retriever(questions, encoded.questions, encoded.answers, visible, distance)
+        return self.logits_for(knowledge, questions, target_skills, target_items)
+
+    def logits_for(
+        self,
+        knowledge: torch.Tensor,
+        questions: torch.Tensor,
+        skills: torch.Tensor,
+        items: torch.Tensor,
+    ) -> torch.Tensor:
+        """[..., D] knowledge and encoded questions of rows ``skills``, ``items`` [...] ->
+        [...] logit of correct."""
+        if self.config.output_reads == "embedding":
+            questions = self.question_embedding(skills, items)
         logit = self.output(torch.cat([knowledge, questions], dim=-1)).squeeze(-1)
         if self.config.item_bias:
             logit = logit - self.item_bias(items).squeeze(-1)
-        return logit
+        return logit / self.config.temperature
 
     # ---------------------------------------------------------------------------- training
     def forward(
@@ -256,9 +340,11 @@ class AKT(nn.Module):
         if items is None:
             items = torch.zeros_like(skills)
         before_attempt, from_start = _attempt_geometry(context_index)
-        _, questions, answers = self._encode(skills, items, correct, before_attempt, from_start)
-        knowledge = self.retriever(questions, questions, answers, before_attempt, from_start)
-        logits = self.logits_for(knowledge, questions, items)
+        encoded = self._encode(skills, items, correct, before_attempt, from_start)
+        knowledge = self.retriever(
+            encoded.questions, encoded.questions, encoded.answers, before_attempt, from_start
+        )
+        logits = self.logits_for(knowledge, encoded.questions, skills, items)
         if targets is None:
             return logits, None
         penalty = self.difficulty.weight.pow(2).sum()

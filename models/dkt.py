@@ -33,13 +33,14 @@ class DKTConfig:
     hidden_size: int = 100
     embedding_dim: int = 64
     dropout: float = 0.4
+    temperature: float = 1.0  # logits are divided by it (fitted on valid after training)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DKTConfig:
-        return cls(**{k: raw[k] for k in ("num_skills", "hidden_size", "embedding_dim", "dropout")})
+        return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
 
 
 class DKT(nn.Module):
@@ -61,15 +62,34 @@ class DKT(nn.Module):
         """
         if skills.shape[1] == 0:  # no rows: only the initial state (nn.LSTM rejects T = 0)
             return self.embedding.weight.new_zeros(skills.shape[0], 1, self.config.hidden_size)
-        tokens = skills * 2 + correct  # [B, T]
-        x = self.embedding(tokens) * (skills > 0).unsqueeze(-1).to(self.embedding.weight.dtype)
-        h, _ = self.lstm(x)  # [B, T, H]
+        h, _ = self.lstm(self._inputs(skills, correct))  # [B, T, H]
         h0 = h.new_zeros(h.shape[0], 1, h.shape[2])  # the LSTM's own (zero) initial state
         return torch.cat([h0, h], dim=1)  # [B, T + 1, H]
 
+    def advance(
+        self,
+        skills: torch.Tensor,
+        correct: torch.Tensor,
+        memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LSTM's (h, c) after ``memory`` (None: the initial state) and then the rows
+        ``skills, correct`` [1, T]: a learner's state extended by new answers without
+        re-reading the old ones. ``h[0, 0]`` equals ``states(...)[0, -1]`` over all rows."""
+        if memory is None:
+            zeros = self.embedding.weight.new_zeros(1, skills.shape[0], self.config.hidden_size)
+            memory = (zeros, zeros.clone())
+        if skills.shape[1] == 0:
+            return memory
+        _, (h, c) = self.lstm(self._inputs(skills, correct), memory)
+        return h, c
+
+    def _inputs(self, skills: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+        tokens = skills * 2 + correct  # [B, T]
+        return self.embedding(tokens) * (skills > 0).unsqueeze(-1).to(self.embedding.weight.dtype)
+
     def readout(self, states: torch.Tensor) -> torch.Tensor:
         """Per-skill logits from states: [..., H] -> [..., S + 1]."""
-        return self.output(self.dropout(states))
+        return self.output(self.dropout(states)) / self.config.temperature
 
     def forward(
         self,

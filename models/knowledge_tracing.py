@@ -10,15 +10,20 @@ are one attempt (a multi-skill problem is logged once per skill), and a predicti
 reads the model's state from before its attempt started. Candidates count as a fresh attempt,
 so they read the state after the whole history.
 
-Histories longer than ``max_history`` (the training window, 200 by default) are truncated to
-their most recent ``max_history`` rows: ``predict`` and ``mastery`` read the state after those
-rows, and ``trace`` returns predictions for those rows only (``len(result) ==
-min(len(history), max_history)``, aligned with ``history[-max_history:]``).
+Context window. The model reads at most ``max_history`` rows (its training window, 200 for the
+shipped models), starting at a multiple of half that: the attempt after ``n`` rows reads rows
+``window_start(n, max_history)`` to ``n``. The start moves only every ``max_history // 2``
+answers, so between moves a learner's encoded window is extended by the new answers instead of
+recomputed (``models.state_cache``; the result is the same either way), and the window never
+holds fewer than half of ``max_history`` rows once the learner has that many. ``trace`` reads
+every row through the window its own prediction would use, so step t's value equals ``predict``
+on the history before t's attempt.
 
-Flags on a prediction: ``cold_start`` (no history before it), ``unseen_item`` (item id not in
-training data; the skill-level prediction still applies), ``unseen_skill`` (skill id not in
-training data; p_correct falls back to that skill's prior if there is one, else the global prior,
-the mean correctness of the training rows).
+Where each p_correct comes from (``basis``): ``model`` (the tracer, from the learner's history),
+``population`` (the tracer with no history: its learned prior for that skill and item; flagged
+``cold_start``), ``skill_prior`` or ``global_prior`` (the skill is unknown to the model, flagged
+``unseen_skill``: the training rows' mean correctness on that skill, else overall). An
+``unseen_item`` is read on an average item of its skill.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from typing import Any
 
 import torch
 
-from models.akt import AKT, AKTConfig
+from models.akt import AKT, AKTConfig, EncodedHistory
 from models.dkt import DKT, DKTConfig
 from models.kt_data import Priors, Vocabulary, attempt_context_index
+from models.state_cache import NOTHING_CACHED, HistoryStateCache
 
 # File names kept from v1 (DKT); the config's "architecture" says which network the weights are.
 WEIGHTS_FILE = "dkt.pt"
@@ -46,6 +52,7 @@ ARTIFACT_FILES = (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE, PRIORS_FILE, SKILL_NAME
 
 DEFAULT_MAX_HISTORY = 200
 DEFAULT_BAND = (0.70, 0.85)
+DEFAULT_STATE_CACHE_SIZE = 1024  # learners' encoded windows (AKT: ~100 KB each at 200 rows)
 
 COLD_START = "cold_start"
 UNSEEN_ITEM = "unseen_item"
@@ -65,6 +72,15 @@ class CandidatePrediction:
     skill_id: str
     p_correct: float
     flags: tuple[str, ...] = ()
+    basis: str = "model"  # model | population | skill_prior | global_prior (module docstring)
+
+
+def window_start(rows: int, max_history: int) -> int:
+    """First row of the context the attempt after ``rows`` rows reads (module docstring)."""
+    if rows <= max_history:
+        return 0
+    stride = max(1, max_history // 2)
+    return -(-(rows - max_history) // stride) * stride
 
 
 class KnowledgeTracer:
@@ -77,7 +93,9 @@ class KnowledgeTracer:
         *,
         max_history: int = DEFAULT_MAX_HISTORY,
         device: str = "cpu",
+        state_cache_size: int = DEFAULT_STATE_CACHE_SIZE,
     ) -> None:
+        """``state_cache_size`` 0 turns the cache of encoded windows off."""
         if model.config.num_skills != vocab.num_skills:
             raise ValueError(
                 f"model has {model.config.num_skills} skills, vocabulary {vocab.num_skills}"
@@ -90,13 +108,19 @@ class KnowledgeTracer:
         self.priors = priors
         self.skill_names = dict(skill_names or {})
         self.max_history = max_history
+        self.state_cache = HistoryStateCache(state_cache_size) if state_cache_size else None
 
     # ----------------------------------------------------------------------------- artifact
     @classmethod
     def from_artifact(
-        cls, artifact_dir: Path | str, device: str = "cpu", *, max_history: int | None = None
+        cls,
+        artifact_dir: Path | str,
+        device: str = "cpu",
+        *,
+        max_history: int | None = None,
+        state_cache_size: int = DEFAULT_STATE_CACHE_SIZE,
     ) -> KnowledgeTracer:
-        """``max_history`` overrides the artifact's window (the API serves up to 1000 steps)."""
+        """``max_history`` overrides the artifact's window (its training window by default)."""
         artifact_dir = Path(artifact_dir)
         raw_config = json.loads((artifact_dir / CONFIG_FILE).read_text())
         network, network_config = ARCHITECTURES[raw_config.get("architecture", "dkt")]
@@ -110,6 +134,7 @@ class KnowledgeTracer:
             json.loads((artifact_dir / SKILL_NAMES_FILE).read_text()),
             max_history=max_history or int(raw_config["max_history"]),
             device=device,
+            state_cache_size=state_cache_size,
         )
 
     def save(self, directory: Path | str) -> list[str]:
@@ -132,8 +157,9 @@ class KnowledgeTracer:
         return list(ARTIFACT_FILES)
 
     # ------------------------------------------------------------------------------- model
-    def _recent(self, history: Sequence[Interaction]) -> Sequence[Interaction]:
-        return history[-self.max_history :] if len(history) > self.max_history else history
+    def context_window(self, history: Sequence[Interaction]) -> Sequence[Interaction]:
+        """The rows the attempt after ``history`` reads (module docstring)."""
+        return history[window_start(len(history), self.max_history) :]
 
     @property
     def architecture(self) -> str:
@@ -148,6 +174,36 @@ class KnowledgeTracer:
         table = torch.tensor(rows, dtype=torch.long, device=self.device).view(-1, 3)
         return tuple(table[:, i].unsqueeze(0) for i in range(3))
 
+    def _context(self, window: Sequence[Interaction]) -> torch.Tensor:
+        return torch.tensor(
+            [attempt_context_index([h.item_id for h in window])],
+            dtype=torch.long,
+            device=self.device,
+        ).view(1, -1)
+
+    def _encoded(
+        self, window: Sequence[Interaction], tensors: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor] | EncodedHistory:
+        """The model's state after ``window``: DKT's LSTM memory or AKT's encoded rows, built on
+        the longest cached prefix of the window and cached in turn."""
+        rows = [(h.item_id, h.skill_id, h.correct) for h in window]
+        cache = self.state_cache
+        known = cache.longest_prefix(rows) if cache is not None and rows else NOTHING_CACHED
+        if known.rows and known.rows == len(rows):
+            return known.state
+        skills, items, correct = tensors
+        if isinstance(self.model, DKT):
+            state = self.model.advance(
+                skills[:, known.rows :], correct[:, known.rows :], known.state
+            )
+        else:
+            state = self.model.encode_history(
+                skills, items, correct, self._context(window), known=known.state
+            )
+        if cache is not None:
+            cache.store(rows, state, replaces=known.rows)
+        return state
+
     @torch.inference_mode()
     def _next_attempt_probabilities(
         self, history: Sequence[Interaction], targets: Sequence[tuple[str, str]]
@@ -156,40 +212,43 @@ class KnowledgeTracer:
 
         Unknown skills give a meaningless value here; callers replace it with a prior.
         """
-        skills, items, correct = self._tensors(history)
+        window = self.context_window(history)
+        tensors = self._tensors(window)
+        state = self._encoded(window, tensors)
         target_skills = torch.tensor(
             [[self.vocab.skill_index(s) for _, s in targets]], device=self.device
         )
         if isinstance(self.model, DKT):
-            state = self.model.states(skills, correct)[0, -1]  # after the whole history
-            probs = torch.sigmoid(self.model.readout(state))  # [S + 1]
+            probs = torch.sigmoid(self.model.readout(state[0][0, 0]))  # [S + 1]
             return probs[target_skills[0]].cpu().tolist()
         target_items = torch.tensor(
             [[self.vocab.item_index(i) for i, _ in targets]], device=self.device
         )
-        t, n = skills.shape[1], len(targets)
-        context = torch.tensor(
-            [attempt_context_index([h.item_id for h in history])],
-            dtype=torch.long,
-            device=self.device,
-        ).view(1, -1)
-        x, questions, answers = self.model.encode_history(skills, items, correct, context)
-        target_questions = self.model.encode_next_questions(x, target_skills, target_items)
-        visible = torch.ones(1, n, t, dtype=torch.bool, device=self.device)
-        distance = (t - torch.arange(t, device=self.device)).float().expand(1, n, t)
-        knowledge = self.model.retriever(target_questions, questions, answers, visible, distance)
-        logits = self.model.logits_for(knowledge, target_questions, target_items)
+        skills, items, _ = tensors
+        logits = self.model.next_attempt_logits(skills, items, state, target_skills, target_items)
         return torch.sigmoid(logits)[0].cpu().tolist()
 
     @torch.inference_mode()
     def _trace_probabilities(self, history: Sequence[Interaction]) -> list[float]:
-        """Each row's leak-free P(correct), as in training and evaluation."""
-        skills, items, correct = self._tensors(history)
-        context = torch.tensor(
-            [attempt_context_index([h.item_id for h in history])], device=self.device
-        )
-        logits, _ = self.model(skills, correct, context, items=items)
-        return torch.sigmoid(logits)[0].cpu().tolist()
+        """Each row's leak-free P(correct), read through the window its prediction uses.
+
+        Rows are grouped by that window's start; each group is one causal pass over the rows
+        from the start to the group's last row, as in training and evaluation.
+        """
+        context = attempt_context_index([h.item_id for h in history])
+        starts = [window_start(c + 1, self.max_history) for c in context]
+        probs: list[float] = []
+        t = 0
+        while t < len(history):
+            start, end = starts[t], t
+            while end < len(history) and starts[end] == start:
+                end += 1
+            window = history[start:end]
+            skills, items, correct = self._tensors(window)
+            logits, _ = self.model(skills, correct, self._context(window), items=items)
+            probs += torch.sigmoid(logits)[0, t - start :].cpu().tolist()
+            t = end
+        return probs
 
     def _prediction(
         self, item_id: str, skill_id: str, p_model: float, cold: bool
@@ -200,11 +259,12 @@ class KnowledgeTracer:
         if not self.vocab.has_item(item_id):
             flags.append(UNSEEN_ITEM)
         if self.vocab.has_skill(skill_id):
-            p = float(p_model)
+            p, basis = float(p_model), "population" if cold else "model"
         else:
             flags.append(UNSEEN_SKILL)
             p = self.priors.for_skill(skill_id)
-        return CandidatePrediction(item_id, skill_id, p, tuple(flags))
+            basis = "skill_prior" if skill_id in self.priors.skill_priors else "global_prior"
+        return CandidatePrediction(item_id, skill_id, p, tuple(flags), basis)
 
     # --------------------------------------------------------------------------------- API
     def predict(
@@ -212,9 +272,9 @@ class KnowledgeTracer:
     ) -> list[CandidatePrediction]:
         """P(correct) for each ``(item_id, skill_id)`` candidate as the learner's next attempt.
 
-        One pass over the (truncated) history shared by all candidates.
+        One pass over the history's context window (extended from the cache when it can be),
+        shared by all candidates.
         """
-        history = self._recent(history)
         if not candidates:
             return []
         probs = self._next_attempt_probabilities(history, candidates)
@@ -225,12 +285,11 @@ class KnowledgeTracer:
         ]
 
     def trace(self, history: Sequence[Interaction]) -> list[CandidatePrediction]:
-        """The leak-free prediction of every (recent) history row from the attempts before it.
+        """The leak-free prediction of every history row from the attempts before it.
 
-        Row t's prediction equals ``predict(h[:s], [(item, skill)])`` where ``h`` is the
-        truncated history and ``s`` the first row of row t's attempt. One pass.
+        Row t's prediction equals ``predict(history[:s], [(item, skill)])`` where ``s`` is the
+        first row of row t's attempt; ``len(result) == len(history)``.
         """
-        history = self._recent(history)
         if not history:
             return []
         context = attempt_context_index([h.item_id for h in history])
@@ -241,12 +300,11 @@ class KnowledgeTracer:
         ]
 
     def mastery(self, history: Sequence[Interaction]) -> dict[str, float]:
-        """P(correct) on each skill in the (truncated) history, after the whole history.
+        """P(correct) on each skill in the history, after the whole history.
 
-        Read on an average item of the skill (no item difficulty). Skills the model does not
-        know get their prior (else the global prior).
+        Read on an average item of the skill (no item difficulty), from the context window.
+        Skills the model does not know get their prior (else the global prior).
         """
-        history = self._recent(history)
         if not history:
             return {}
         skills = list(dict.fromkeys(h.skill_id for h in history))
@@ -266,6 +324,7 @@ class KnowledgeTracer:
             "num_items": len(self.vocab.items),
             "max_history": self.max_history,
             "global_prior": self.priors.global_prior,
+            "state_cache": self.state_cache.stats() if self.state_cache is not None else None,
         }
 
 

@@ -126,6 +126,7 @@ def test_tutor_turn_returns_reply_state_strategy_and_timings(client):
     assert [p["item_id"] for p in difficulty["predictions"]] == [c["item_id"] for c in CANDIDATES]
     assert difficulty["recommended"]["item_id"] in {c["item_id"] for c in CANDIDATES}
     assert "cold_start" in difficulty["predictions"][0]["flags"]
+    assert difficulty["predictions"][0]["basis"] == "population"
     assert "unseen_item" in difficulty["predictions"][2]["flags"]
     assert body["strategy"]["name"] in STRATEGIES
     assert 0 < body["strategy"]["propensity"] <= 1
@@ -236,6 +237,8 @@ def test_difficulty_with_history_and_trace(client):
     assert len(body["trace"]) == len(history)
     assert body["history_length"] == 3
     assert "unseen_skill" in body["predictions"][-1]["flags"]
+    assert body["predictions"][-1]["basis"] == "global_prior"
+    assert body["predictions"][0]["basis"] == "model"
     assert all(0 <= p["p_correct"] <= 1 for p in body["predictions"])
 
 

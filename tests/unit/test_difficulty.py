@@ -3,6 +3,8 @@ consistency, flags, recommend. Model-level tests run on both architectures."""
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from models.knowledge_tracing import (
     Interaction,
     KnowledgeTracer,
     recommend,
+    window_start,
 )
 from models.kt_data import (
     Priors,
@@ -42,7 +45,8 @@ CORRECT = [1, 0, 0, 0, 1, 1]
 MULTI_SKILL_ROWS = [1, 2, 3]
 
 
-ARCHITECTURES = ["dkt", "akt"]
+# "akt-context": the tracer with AKT's context-aware decay and its output reading the embedding.
+ARCHITECTURES = ["dkt", "akt", "akt-context"]
 
 
 def small_tracer(
@@ -54,9 +58,14 @@ def small_tracer(
     if architecture == "dkt":
         model = DKT(DKTConfig(num_skills=vocab.num_skills, hidden_size=8, embedding_dim=6))
     else:
+        variant = (
+            {"decay": "context", "output_reads": "embedding", "output_layers": 2}
+            if architecture == "akt-context"
+            else {}
+        )
         config = AKTConfig(
             num_skills=vocab.num_skills, num_items=len(vocab.items), d_model=8, num_heads=2,
-            ffn_dim=16, item_bias=True,
+            ffn_dim=16, item_bias=True, **variant,
         )  # fmt: skip
         model = AKT(config)
         # Random (not zero-initialised) item difficulties, so that items matter in the tests.
@@ -185,14 +194,110 @@ def test_trace_matches_batched_evaluation_forward(architecture: str) -> None:
     assert traced == pytest.approx(torch.sigmoid(logits[0]).tolist(), abs=1e-6)
 
 
+def test_window_start_moves_by_half_the_window() -> None:
+    assert [window_start(n, 4) for n in (0, 3, 4, 5, 6, 7, 8, 9)] == [0, 0, 0, 2, 2, 4, 4, 6]
+    assert [window_start(n, 200) for n in (200, 201, 300, 301, 1000)] == [0, 100, 100, 200, 800]
+    assert window_start(5, 1) == 4
+
+
+def long_history(rows: int, seed: int = 0) -> list[Interaction]:
+    """Random attempts over the small vocabulary, multi-skill item b included, plus one item
+    and one skill the model has never seen."""
+    rng = random.Random(seed)
+    out: list[Interaction] = []
+    while len(out) < rows:
+        item = rng.choice(["a", "b", "c", "d", "new-item"])
+        skills = ["1", "2", "3"] if item == "b" else [rng.choice(["1", "2", "3", "99"])]
+        correct = rng.random() < 0.6
+        out += [Interaction(item, skill, correct) for skill in skills]
+    return out[:rows]
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_history_truncated_to_max_history(architecture: str) -> None:
+def test_long_history_reads_its_window(architecture: str) -> None:
     tracer = small_tracer(max_history=4, architecture=architecture)
-    hist = history(CORRECT)
-    assert len(tracer.trace(hist)) == 4
+    hist = long_history(9)
+    start = window_start(len(hist), 4)
+    assert list(tracer.context_window(hist)) == hist[start:]
     full = tracer.predict(hist, [("a", "1")])[0].p_correct
-    recent = tracer.predict(hist[-4:], [("a", "1")])[0].p_correct
-    assert full == pytest.approx(recent, abs=1e-7)
+    recent = tracer.predict(hist[start:], [("a", "1")])[0].p_correct
+    assert full == pytest.approx(recent, abs=1e-6)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_trace_of_a_long_history_matches_predict_on_each_prefix(architecture: str) -> None:
+    tracer = small_tracer(seed=4, max_history=4, architecture=architecture)
+    hist = long_history(15, seed=1)
+    traced = tracer.trace(hist)
+    assert len(traced) == len(hist)
+    starts = [c + 1 for c in attempt_context_index([h.item_id for h in hist])]
+    for t, step in enumerate(hist):
+        [expected] = tracer.predict(hist[: starts[t]], [(step.item_id, step.skill_id)])
+        assert traced[t].p_correct == pytest.approx(expected.p_correct, abs=1e-6), t
+        assert (traced[t].flags, traced[t].basis) == (expected.flags, expected.basis), t
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_state_cache_extends_a_learners_state_and_changes_no_answer(architecture: str) -> None:
+    cached = small_tracer(seed=6, max_history=8, architecture=architecture)
+    uncached = small_tracer(seed=6, max_history=8, architecture=architecture)
+    uncached.state_cache = None
+    hist = long_history(40, seed=2)
+    candidates = [("a", "1"), ("b", "2"), ("new-item", "3"), ("x", "99")]
+    # One answer at a time, as a learner's turns arrive; the window jumps every 4 rows.
+    for n in range(len(hist) + 1):
+        got = cached.predict(hist[:n], candidates)
+        want = uncached.predict(hist[:n], candidates)
+        assert [p.p_correct for p in got] == pytest.approx([p.p_correct for p in want], abs=1e-5)
+    stats = cached.state_cache.stats()
+    # Between jumps only the newest row is encoded: most rows come from the cache.
+    assert stats["reuse_ratio"] > 0.6
+    # Each extension replaced the entry it extended: one entry per window start.
+    assert stats["entries"] == len({window_start(n, 8) for n in range(1, len(hist) + 1)})
+    # A different history with a shared prefix reuses the prefix, and answers as uncached.
+    branch = hist[:37] + [Interaction("c", "2", False)]
+    assert cached.predict(branch, candidates)[0].p_correct == pytest.approx(
+        uncached.predict(branch, candidates)[0].p_correct, abs=1e-5
+    )
+
+
+def test_akt_encoding_extended_row_by_row_equals_the_full_encoding() -> None:
+    tracer = small_tracer(seed=8, architecture="akt")
+    hist = long_history(12, seed=3)
+    skills, items, correct = tracer._tensors(hist)
+    context = torch.tensor([attempt_context_index([h.item_id for h in hist])])
+    full = tracer.model.encode_history(skills, items, correct, context)
+    known = None
+    for n in (1, 2, 5, 6, 12):
+        known = tracer.model.encode_history(
+            skills[:, :n], items[:, :n], correct[:, :n], context[:, :n], known=known
+        )
+    assert torch.allclose(known.questions, full.questions, atol=1e-5)
+    assert torch.allclose(known.answers, full.answers, atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_temperature_divides_the_logits_and_survives_the_artifact(
+    architecture: str, tmp_path: Path
+) -> None:
+    tracer = small_tracer(seed=11, architecture=architecture)
+    hist = history(CORRECT)
+    before = torch.logit(torch.tensor([p.p_correct for p in tracer.trace(hist)]))
+    tracer.model.config = dataclasses.replace(tracer.model.config, temperature=2.0)
+    tracer.save(tmp_path)
+    loaded = KnowledgeTracer.from_artifact(tmp_path)
+    after = torch.logit(torch.tensor([p.p_correct for p in loaded.trace(hist)]))
+    assert loaded.model.config.temperature == 2.0
+    assert torch.allclose(after, before / 2, atol=1e-4)
+
+
+def test_dkt_advance_continues_the_lstm() -> None:
+    tracer = small_tracer(seed=2, architecture="dkt")
+    skills, _, correct = tracer._tensors(long_history(10, seed=4))
+    memory = tracer.model.advance(skills[:, :3], correct[:, :3])
+    memory = tracer.model.advance(skills[:, 3:], correct[:, 3:], memory)
+    states = tracer.model.states(skills, correct)
+    assert torch.allclose(memory[0][0, 0], states[0, -1], atol=1e-6)
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -203,9 +308,15 @@ def test_predict_flags_and_fallbacks(architecture: str) -> None:
     assert cold[1].flags == (COLD_START, UNSEEN_ITEM)
     assert cold[2].flags == (COLD_START, UNSEEN_ITEM, UNSEEN_SKILL)
     assert cold[2].p_correct == pytest.approx(tracer.priors.global_prior)
-    warm = tracer.predict(history(CORRECT), [("a", "1"), ("x", "99")])
+    assert [p.basis for p in cold] == ["population", "population", "global_prior"]
+    warm = tracer.predict(history(CORRECT), [("a", "1"), ("x", "99"), ("y", "3")])
     assert warm[0].flags == ()
     assert warm[1].flags == (UNSEEN_ITEM, UNSEEN_SKILL)
+    assert [p.basis for p in warm] == ["model", "global_prior", "model"]
+    # A skill the model lacks but the priors know falls back to that skill's own prior.
+    tracer.priors.skill_priors["99"] = 0.25
+    [known_prior] = tracer.predict(history(CORRECT), [("x", "99")])
+    assert (known_prior.p_correct, known_prior.basis) == (0.25, "skill_prior")
     assert all(0.0 < p.p_correct < 1.0 for p in cold + warm)
     assert tracer.predict(history(CORRECT), []) == []
 
