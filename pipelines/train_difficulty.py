@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import random
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from models.akt import AKT, AKTConfig
+from models.calibration import fit_temperature
 from models.dkt import DKT, DKTConfig, encode_batch
 from models.knowledge_tracing import KnowledgeTracer
 from models.kt_data import (
@@ -49,6 +51,7 @@ from pipelines.evaluate_difficulty import (
     DEFAULT_DATASET,
     MODEL_NAME,
     evaluate_model,
+    predict_rows,
 )
 
 log = logging.getLogger("pipelines.train_difficulty")
@@ -82,6 +85,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ffn-dim", type=int, default=128, help="AKT")
     parser.add_argument("--rasch-l2", type=float, default=1e-5, help="AKT")
     parser.add_argument("--item-bias", action="store_true", help="AKT: per-item output bias")
+    parser.add_argument("--decay", choices=("rows", "context"), default="rows", help="AKT")
+    parser.add_argument(
+        "--output-reads", choices=("encoded", "embedding"), default="encoded", help="AKT"
+    )
+    parser.add_argument("--output-layers", type=int, default=1, help="AKT")
+    parser.add_argument(
+        "--shared-query-key", action="store_true", help="AKT: one projection for query and key"
+    )
+    parser.add_argument(
+        "--train-protocol",
+        choices=("attempt", "row"),
+        default="attempt",
+        help="row: train and pick the epoch leaky per row, as early papers did (to compare "
+        "with their figures only; never served)",
+    )
+    parser.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="skip fitting the output temperature on valid",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--gpu", action="store_true", help="train on a GPU (default: if any)")
     parser.add_argument("--storage", type=Path, default=DEFAULT_STORAGE, help="Ray Train runs")
@@ -140,6 +164,10 @@ def build_model(args: argparse.Namespace, vocab: Vocabulary) -> DKT | AKT:
             dropout=dropout,
             rasch_l2=args.rasch_l2,
             item_bias=args.item_bias,
+            decay=args.decay,
+            output_reads=args.output_reads,
+            output_layers=args.output_layers,
+            shared_query_key=args.shared_query_key,
         )
     )
 
@@ -153,11 +181,12 @@ def train_epoch(
     batch_size: int,
     rng: random.Random,
     device: torch.device | str = "cpu",
+    protocol: str = "attempt",
 ) -> float:
     model.train()
     total_loss, total_rows = 0.0, 0
     for batch_chunks in length_bucketed_batches(chunks, batch_size, rng):
-        batch = encode_batch(batch_chunks, vocab, protocol="attempt").to(device)
+        batch = encode_batch(batch_chunks, vocab, protocol=protocol).to(device)
         _, loss = model(
             batch.skills,
             batch.correct,
@@ -174,6 +203,28 @@ def train_epoch(
         total_loss += loss.item() * rows
         total_rows += rows
     return total_loss / max(total_rows, 1)
+
+
+def calibrate(
+    model: DKT | AKT,
+    vocab: Vocabulary,
+    priors: Priors,
+    valid: Sequence[StudentSequence],
+    eval_kwargs: dict[str, Any],
+) -> float:
+    """Fit one temperature on the leak-free valid predictions and set it in the model's config.
+
+    AUC is unchanged (a monotone map); the probabilities, which the recommender compares with
+    its target band, become calibrated. Rows of skills the model lacks carry their prior, not
+    a logit; they are rare enough in valid not to matter to one scalar.
+    """
+    labels, probs = predict_rows(model, vocab, priors, valid, protocol="attempt", **eval_kwargs)
+    clipped = np.clip(probs, 1e-6, 1 - 1e-6)
+    logits = np.log(clipped / (1 - clipped)) * model.config.temperature
+    temperature = fit_temperature(logits, labels)
+    model.config = dataclasses.replace(model.config, temperature=temperature)
+    log.info("temperature fitted on valid: %.3f", temperature)
+    return temperature
 
 
 @dataclass
@@ -239,8 +290,13 @@ def fit_and_test(
             batch_size=args.batch_size,
             rng=rng,
             device=device,
+            protocol=args.train_protocol,
         )
-        valid = evaluate_model(model, vocab, priors, splits["valid"], leaky=False, **eval_kwargs)
+        valid = evaluate_model(
+            model, vocab, priors, splits["valid"], leaky=args.train_protocol == "row", **eval_kwargs
+        )
+        if args.train_protocol == "row":  # the leaky model is picked by its own protocol
+            valid["auc"] = valid["per_row_leaky_auc"]
         history.append(
             {
                 "epoch": epoch,
@@ -256,9 +312,10 @@ def fit_and_test(
             best_auc, best_epoch = valid["auc"], epoch
             best_state = copy.deepcopy(model.state_dict())
         log.info(
-            "epoch %d: train loss %.4f | valid leak-free AUC %.4f ACC %.4f%s | %.1fs",
+            "epoch %d: train loss %.4f | valid %s AUC %.4f ACC %.4f%s | %.1fs",
             epoch,
             loss,
+            "per-row (leaky)" if args.train_protocol == "row" else "leak-free",
             valid["auc"],
             valid["acc"],
             " *" if improved else "",
@@ -270,6 +327,12 @@ def fit_and_test(
     assert best_state is not None
     model.load_state_dict(best_state)
 
+    uncalibrated_ece = None
+    if args.calibrate:
+        uncalibrated_ece = evaluate_model(
+            model, vocab, priors, splits["test"], leaky=False, **eval_kwargs
+        )["calibration"]["ece"]
+        calibrate(model, vocab, priors, splits["valid"], eval_kwargs)
     test = evaluate_model(model, vocab, priors, splits["test"], **eval_kwargs)
     log.info(
         "test%d (epoch %d): leak-free AUC %.4f ACC %.4f | per-row (leaky) AUC %.4f | "
@@ -284,6 +347,7 @@ def fit_and_test(
 
     metrics = {
         "protocol": "leak-free: rows of one problem attempt predicted from the state before it",
+        "train_protocol": args.train_protocol,
         "test_auc": test["auc"],
         "test_acc": test["acc"],
         "test_log_loss": test["log_loss"],
@@ -292,6 +356,8 @@ def fit_and_test(
         "test_per_row_leaky_auc": test["per_row_leaky_auc"],
         "test_skill_prior_auc": test["skill_prior_auc"],
         "test_ece": test["calibration"]["ece"],
+        "test_ece_uncalibrated": uncalibrated_ece,
+        "temperature": model.config.temperature,
         "test_reliability": test["calibration"],
         "valid_auc": best_auc,
         "best_epoch": best_epoch,

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.calibration import fit_temperature
 from models.emotion import (
     ADAPTER_FILE,
     EmotionClassifier,
@@ -59,7 +60,6 @@ from models.emotion_metrics import (
     evaluate_scores,
     expected_calibration_error,
     f1_per_label,
-    fit_temperature,
     summarize_per_label,
     tune_thresholds,
 )

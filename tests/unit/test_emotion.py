@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.calibration import bce_at_temperature, fit_temperature
 from models.emotion import (
     ADAPTER_FILE,
     EmotionClassifier,
@@ -26,13 +27,11 @@ from models.emotion import (
 )
 from models.emotion_metrics import (
     THRESHOLD_GRID,
-    bce_at_temperature,
     ekman_scores,
     ekman_targets,
     evaluate_scores,
     expected_calibration_error,
     f1_per_label,
-    fit_temperature,
     tune_thresholds,
 )
 from models.emotion_states import (
