@@ -19,6 +19,7 @@ from deployments.emotion_batching import CoalescedEmotion
 from deployments.errors import ERROR_RESPONSES, error_response, install_error_handlers, required
 from deployments.request_context import current_request_id
 from deployments.schemas import (
+    MAX_HISTORY,
     ComponentHealth,
     DifficultyRequest,
     DifficultyResponse,
@@ -211,12 +212,16 @@ class Ingress:
     async def difficulty(self, body: DifficultyRequest):
         history: list[Interaction] = []
         if body.learner_id is not None:
-            stored = await asyncio.to_thread(self._store.answers, body.learner_id, limit=1000)
+            stored = await asyncio.to_thread(
+                self._store.answers, body.learner_id, limit=MAX_HISTORY
+            )
             history = [Interaction(a.item_id, a.skill_id, a.correct) for a in stored]
         history += [Interaction(h.item_id, h.skill_id, h.correct) for h in body.history]
         return await required(
             "difficulty model",
-            self._handles.difficulty.predict.remote(history[-1000:], body.candidates, body.trace),
+            self._handles.difficulty.predict.remote(
+                history[-MAX_HISTORY:], body.candidates, body.trace
+            ),
             timeout_s=self._config.stage_timeout_s,
         )
 
@@ -243,7 +248,7 @@ class Ingress:
         learner = await asyncio.to_thread(self._store.get_learner, learner_id)
         if learner is None:
             return error_response(404, f"unknown learner_id {learner_id!r}")
-        answers = await asyncio.to_thread(self._store.answers, learner_id, limit=1000)
+        answers = await asyncio.to_thread(self._store.answers, learner_id, limit=MAX_HISTORY)
         turns = await asyncio.to_thread(self._store.recent_turns, learner_id, limit=200)
         history = [Interaction(a.item_id, a.skill_id, a.correct) for a in answers]
         degraded: list[str] = []

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from deployments.schemas import (
+    MAX_HISTORY,
     DifficultyResponse,
     EmotionResult,
     GoEmotionsScores,
@@ -36,7 +37,6 @@ from store.records import AnswerRecord, TurnRecord
 
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
-MAX_HISTORY = 1000
 RECENT_TURNS = 20
 
 

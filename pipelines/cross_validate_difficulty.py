@@ -25,6 +25,7 @@ import numpy as np
 
 from pipelines.common import REPO_ROOT, setup_logging
 from pipelines.evaluate_difficulty import DEFAULT_DATA_DIR
+from pipelines.plots import plot_reliability
 
 log = logging.getLogger("pipelines.cross_validate_difficulty")
 DATASETS = ("assist2009_pid", "assist2015", "statics")
@@ -95,43 +96,37 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def plot_reliability(runs: list[dict[str, Any]], path: Path) -> Path:
+def pooled_reliability(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs' reliability bins pooled (count-weighted) and their mean ECE."""
+    bins: dict[float, list[float]] = {}
+    for r in runs:
+        for b in r["test_reliability"]["bins"]:
+            acc = bins.setdefault(b["low"], [0.0, 0.0, 0.0])
+            acc[0] += b["mean_p"] * b["count"]
+            acc[1] += b["positive_rate"] * b["count"]
+            acc[2] += b["count"]
+    return {
+        "ece": float(np.mean([r["test_ece"] for r in runs])),
+        "bins": [
+            {"mean_p": p / n, "positive_rate": y / n, "count": n}
+            for _, (p, y, n) in sorted(bins.items())
+        ],
+    }
+
+
+def plot_cv_reliability(runs: list[dict[str, Any]], path: Path) -> Path:
     """One panel per dataset: mean predicted P(correct) vs observed rate, per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    datasets = sorted({r["dataset"] for r in runs})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 4.2), dpi=110,
-                             squeeze=False)  # fmt: skip
-    for ax, dataset in zip(axes[0], datasets, strict=True):
-        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-        for model in sorted({r["model"] for r in runs if r["dataset"] == dataset}):
-            bins: dict[float, list[float]] = {}
-            for r in runs:
-                if r["dataset"] == dataset and r["model"] == model:
-                    for b in r["test_reliability"]["bins"]:
-                        acc = bins.setdefault(b["low"], [0.0, 0.0, 0.0])
-                        acc[0] += b["mean_p"] * b["count"]
-                        acc[1] += b["positive_rate"] * b["count"]
-                        acc[2] += b["count"]
-            lows = sorted(bins)
-            xs = [bins[k][0] / bins[k][2] for k in lows]
-            ys = [bins[k][1] / bins[k][2] for k in lows]
-            eces = [r["test_ece"] for r in runs if r["dataset"] == dataset and r["model"] == model]
-            ax.plot(xs, ys, marker="o", label=f"{model} (ECE {np.mean(eces):.3f})")
-        ax.set_title(dataset)
-        ax.set_xlabel("predicted P(correct)")
-        ax.set_ylabel("observed rate correct")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle("Reliability: leak-free test predictions,\npooled over folds", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    panels = {
+        dataset: {
+            model: pooled_reliability(
+                [r for r in runs if r["dataset"] == dataset and r["model"] == model]
+            )
+            for model in sorted({r["model"] for r in runs if r["dataset"] == dataset})
+        }
+        for dataset in sorted({r["dataset"] for r in runs})
+    }
+    title = "Reliability: leak-free test predictions,\npooled over folds"
+    return plot_reliability(panels, title, path)
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
@@ -206,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         # Rewritten after every run: a long harness stopped early keeps what it measured.
         report = write_report(args.out, runs, args.models, extra, complete=not pending)
     summary = report["summary"]
-    png = plot_reliability(runs, args.out.with_name(f"{args.out.stem}_reliability.png"))
+    png = plot_cv_reliability(runs, args.out.with_name(f"{args.out.stem}_reliability.png"))
     print(markdown_table(summary))
     print(f"report: {args.out}\nreliability diagram: {png}")
     return report

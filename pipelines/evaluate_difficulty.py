@@ -36,6 +36,7 @@ from models.knowledge_tracing import KnowledgeTracer
 from models.kt_data import Priors, StudentSequence, Vocabulary, load_split, windows
 from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from pipelines.common import code_version, setup_logging, shared_data_dir
+from pipelines.plots import plot_reliability
 
 log = logging.getLogger("pipelines.evaluate_difficulty")
 
@@ -205,6 +206,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = args.out or Path("reports") / f"difficulty_{meta.version}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
+    plot_reliability(
+        {report["dataset"]: {f"{meta.version} ({tracer.architecture})": metrics["calibration"]}},
+        "Reliability: leak-free test predictions",
+        out.with_name(f"{out.stem}_reliability.png"),
+    )
     log.info(
         "%s %s on %s (%d students, %d rows): leak-free AUC %.4f ACC %.4f | per-row (leaky) "
         "AUC %.4f | skill-prior AUC %.4f -> %s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -31,5 +32,30 @@ def plot_per_label_f1(per_label_f1: dict[str, float], macro_f1: float, title: st
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(panels: dict[str, dict[str, dict[str, Any]]], title: str, path: Path) -> Path:
+    """Reliability diagrams: one panel per key of ``panels``, one curve per model in it, each
+    curve a ``models.calibration.reliability`` result (``ece`` and ``bins``)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), dpi=110,
+                             squeeze=False)  # fmt: skip
+    for ax, (panel, curves) in zip(axes[0], panels.items(), strict=True):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        for label, curve in curves.items():
+            xs = [b["mean_p"] for b in curve["bins"]]
+            ys = [b["positive_rate"] for b in curve["bins"]]
+            ax.plot(xs, ys, marker="o", label=f"{label} (ECE {curve['ece']:.3f})")
+        ax.set_title(panel)
+        ax.set_xlabel("predicted P(correct)")
+        ax.set_ylabel("observed rate correct")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(loc="upper left", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
     plt.close(fig)
     return path
