@@ -58,8 +58,10 @@ train-emotion: install
 evaluate-emotion: install
 	$(PY) -m pipelines.evaluate_emotion --data $(DATA_DIR)/goemotions
 
+# The served recipe (v2, the attentive tracer); `--model dkt --patience 5` for DKT v1's.
 train-difficulty: install
-	$(PY) -m pipelines.train_difficulty --data $(DATA_DIR)/kt
+	$(PY) -m pipelines.train_difficulty --data $(DATA_DIR)/kt --model akt --dropout 0.2 \
+		--item-bias --patience 4
 
 evaluate-difficulty: install
 	$(PY) -m pipelines.evaluate_difficulty --data $(DATA_DIR)/kt

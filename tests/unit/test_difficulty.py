@@ -366,16 +366,17 @@ def test_recommend_band_logic() -> None:
 
 
 # ------------------------------------------------------------------------- the shipped artifact
-def shipped_tracer() -> KnowledgeTracer:
+def shipped_tracer(version: str = "latest") -> KnowledgeTracer:
     try:
-        artifact = ModelRegistry().load("difficulty")
+        artifact = ModelRegistry().load("difficulty", version)
     except ArtifactNotFoundError as exc:
         pytest.skip(f"no registered difficulty model: {exc}")
     return KnowledgeTracer.from_artifact(artifact.path)
 
 
-def test_shipped_artifact_flags_and_names() -> None:
-    tracer = shipped_tracer()
+@pytest.mark.parametrize("version", ModelRegistry().versions("difficulty") or ["latest"])
+def test_shipped_artifact_flags_and_names(version: str) -> None:
+    tracer = shipped_tracer(version)
     known_skill = tracer.vocab.skills[0]
     known_item = tracer.vocab.items[0]
     [cold] = tracer.predict([], [(known_item, known_skill)])
@@ -411,6 +412,7 @@ def test_sample_auc_is_sane(tmp_path: Path) -> None:
     assert 0.65 < metrics["auc"] < 0.95
     assert metrics["per_row_leaky_auc"] >= metrics["auc"] - 0.02
     assert (tmp_path / "report.json").is_file()
+    assert (tmp_path / "report_reliability.png").is_file()
 
 
 # ------------------------------------------------------------------ attentive tracer specifics
