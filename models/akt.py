@@ -33,18 +33,17 @@ is unknown / padding).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.dkt import masked_bce
+from models.dkt import ConfigDict, masked_bce
 
 
 @dataclass(frozen=True)
-class AKTConfig:
+class AKTConfig(ConfigDict):
     num_skills: int  # S
     num_items: int  # Q; 0 = no item ids (no Rasch difficulty)
     d_model: int = 64
@@ -64,13 +63,6 @@ class AKTConfig:
     # past questions like itself, before anything is learned.
     shared_query_key: bool = False
     temperature: float = 1.0  # logits are divided by it (fitted on valid after training)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> AKTConfig:
-        return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
 
 
 class MonotonicAttentionBlock(nn.Module):

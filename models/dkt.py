@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
@@ -27,20 +27,26 @@ from models.kt_data import (
 )
 
 
+class ConfigDict:
+    """``to_dict``/``from_dict`` for the tracers' frozen config dataclasses; keys the class no
+    longer has are ignored and missing ones take their defaults, so older artifacts load."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Self:
+        fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
+        return cls(**{k: raw[k] for k in fields if k in raw})
+
+
 @dataclass(frozen=True)
-class DKTConfig:
+class DKTConfig(ConfigDict):
     num_skills: int  # S: known skills; the output layer has S + 1 entries (0: unknown)
     hidden_size: int = 100
     embedding_dim: int = 64
     dropout: float = 0.4
     temperature: float = 1.0  # logits are divided by it (fitted on valid after training)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> DKTConfig:
-        return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
 
 
 class DKT(nn.Module):
