@@ -96,24 +96,30 @@ async def test_a_caller_that_gives_up_does_not_disturb_the_others():
     assert emotion.calls == [1, 1]  # "b" was dropped before its call, not sent
 
 
+class _InFlightCounter:
+    """Wraps a classify coroutine; ``peak`` is the most calls that were in flight at once."""
+
+    def __init__(self, classify) -> None:
+        self._classify = classify
+        self.in_flight = 0
+        self.peak = 0
+
+    async def classify(self, texts):
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            return await self._classify(texts)
+        finally:
+            self.in_flight -= 1
+
+
 async def test_calls_in_flight_bounds_concurrent_calls():
     emotion = _SlowEmotion(delay_s=0.03)
-    in_flight, peak = 0, 0
-    original = emotion._classify
-
-    async def counting(texts):
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        try:
-            return await original(texts)
-        finally:
-            in_flight -= 1
-
-    emotion.handle = FakeHandle(classify=counting)
+    counter = _InFlightCounter(emotion._classify)
+    emotion.handle = FakeHandle(classify=counter.classify)
     coalesced = CoalescedEmotion(emotion.handle, max_texts=2, calls_in_flight=2)
     await asyncio.gather(*(coalesced.classify([f"t{i}"]) for i in range(12)))
-    assert peak == 2
+    assert counter.peak == 2
 
 
 async def test_a_malformed_answer_fails_its_callers_instead_of_leaving_them_waiting():
@@ -127,23 +133,13 @@ async def test_a_malformed_answer_fails_its_callers_instead_of_leaving_them_wait
 
 async def test_lowering_calls_in_flight_takes_effect_on_running_workers():
     emotion = _SlowEmotion(delay_s=0.02)
-    in_flight, peak = 0, 0
-    original = emotion._classify
-
-    async def counting(texts):
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        try:
-            return await original(texts)
-        finally:
-            in_flight -= 1
-
-    coalesced = CoalescedEmotion(FakeHandle(classify=counting), max_texts=1, calls_in_flight=3)
+    counter = _InFlightCounter(emotion._classify)
+    handle = FakeHandle(classify=counter.classify)
+    coalesced = CoalescedEmotion(handle, max_texts=1, calls_in_flight=3)
     await asyncio.gather(*(coalesced.classify([f"t{i}"]) for i in range(9)))
-    assert peak == 3
+    assert counter.peak == 3
     coalesced.configure(max_texts=1, calls_in_flight=1)
-    peak = 0
+    counter.peak = 0
     results = await asyncio.gather(*(coalesced.classify([f"u{i}"]) for i in range(6)))
     assert [_texts_of(r) for r in results] == [[f"u{i}"] for i in range(6)]
-    assert peak == 1
+    assert counter.peak == 1
