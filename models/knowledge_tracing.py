@@ -201,7 +201,7 @@ class KnowledgeTracer:
                 skills, items, correct, self._context(window), known=known.state
             )
         if cache is not None:
-            cache.store(rows, state, replaces=known.rows)
+            cache.store(rows, state, replaces=known.rows, hashes=known.hashes)
         return state
 
     @torch.inference_mode()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -25,6 +25,7 @@ from typing import Any
 class CachedPrefix:
     rows: int  # how many leading rows the state covers (0: nothing cached)
     state: Any  # the model's encoding of those rows; None when rows == 0
+    hashes: list[int] = field(default_factory=list)  # the looked-up rows' prefix hashes
 
 
 NOTHING_CACHED = CachedPrefix(0, None)
@@ -62,15 +63,24 @@ class HistoryStateCache:
                 if entry is not None and entry[0] == tuple(rows[:m]):
                     self._entries.move_to_end(hashes[m - 1])
                     self.rows_reused += m
-                    return CachedPrefix(m, entry[1])
-        return NOTHING_CACHED
+                    return CachedPrefix(m, entry[1], hashes)
+        return CachedPrefix(0, None, hashes)
 
-    def store(self, rows: Sequence[Hashable], state: Any, *, replaces: int = 0) -> None:
+    def store(
+        self,
+        rows: Sequence[Hashable],
+        state: Any,
+        *,
+        replaces: int = 0,
+        hashes: list[int] | None = None,
+    ) -> None:
         """Cache ``state`` for ``rows``; ``replaces`` > 0 drops the entry of ``rows[:replaces]``
-        (the prefix this state extended: the learner has moved on from it)."""
+        (the prefix this state extended: the learner has moved on from it). ``hashes``: the
+        rows' prefix hashes from ``longest_prefix``, so they are not computed twice."""
         if not rows:
             return
-        hashes = prefix_hashes(rows)
+        if hashes is None or len(hashes) != len(rows):
+            hashes = prefix_hashes(rows)
         with self._lock:
             if replaces:
                 self._entries.pop(hashes[replaces - 1], None)
