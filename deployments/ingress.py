@@ -29,11 +29,13 @@ from deployments.schemas import (
     FeedbackResponse,
     HealthResponse,
     LearnerProfile,
+    Pace,
     TutorRequest,
     TutorResponse,
 )
 from deployments.telemetry import TurnMetrics
 from deployments.turn import TurnHandles, TurnRunner
+from models.context_features import CONTEXT_DIM, learner_pace
 from models.emotion_states import emotion_trend
 from models.knowledge_tracing import Interaction
 from store import TutorStore, open_store
@@ -260,7 +262,15 @@ class Ingress:
                 degraded.append(f"{name}: {type(exc).__name__}")
                 return fallback
 
-        mastery, strategies, version = await asyncio.gather(
+        contexts = [t.context for t in turns if len(t.context) == CONTEXT_DIM]
+
+        async def preferred() -> str | None:
+            if not contexts:
+                return None
+            call = self._handles.personalization.preferred.remote(contexts[-1])
+            return await optional("personalization", call, None)
+
+        mastery, strategies, version, preferred_strategy = await asyncio.gather(
             optional("difficulty", self._handles.difficulty.mastery.remote(history), []),
             optional(
                 "personalization",
@@ -268,7 +278,9 @@ class Ingress:
                 {},
             ),
             optional("difficulty", self._handles.difficulty.model_version.remote(), "unavailable"),
+            preferred(),
         )
+        median_gap, sessions = learner_pace([t.ts for t in turns])
         return LearnerProfile(
             learner_id=learner_id,
             turn_count=learner.turn_count,
@@ -277,7 +289,9 @@ class Ingress:
             last_turn_at=learner.last_turn_at,
             mastery=mastery,
             emotion_trend=emotion_trend([t.emotion.get("states", {}) for t in turns]),
+            pace=Pace(median_s_between_turns=median_gap, sessions=sessions),
             strategies=strategies,
+            preferred_strategy=preferred_strategy,
             model_version=version,
             degraded=sorted(set(degraded)),
         )

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
 
 from deployments.config import PersonalizationUserConfig
+from deployments.rewards import reward_turn
 from deployments.schemas import FeedbackResponse, StrategyChoice, StrategyStats
 from models.bandit import ArmStatistics, LinearThompsonSampling, ThompsonConfig
 from models.context_features import CONTEXT_DIM, LearnerActivity, build_context
@@ -110,11 +112,14 @@ class PersonalizationDeployment:
                     learner_id=turn.learner_id, source_id=f"{turn_id}:feedback", ts=now, **answer
                 )
             )
-        if accepted and reward is not None and len(turn.context) == CONTEXT_DIM:
-            self._store.add_arm_observation(
-                self._config.policy, turn.strategy, x=turn.context, reward=reward
+        if accepted and reward is not None:
+            reward_turn(self._store, turn, source="explicit", reward=reward, now=now)
+        if accepted and answer is not None:
+            reward_turn(
+                self._store, turn, source="answer", reward=float(answer["correct"]), now=now
             )
-            self._stats_loaded_at = float("-inf")
+        if accepted:
+            self._stats_loaded_at = float("-inf")  # this replica sees its own update at once
         stored = self._store.get_feedback(turn_id)
         return FeedbackResponse(
             turn_id=turn_id,
@@ -124,19 +129,18 @@ class PersonalizationDeployment:
         )
 
     def strategy_stats(self, learner_id: str, *, limit: int = 500) -> dict[str, StrategyStats]:
-        counts = {arm: [0, 0, 0.0] for arm in STRATEGIES}  # turns, rewarded turns, reward sum
-        for turn in self._store.recent_turns(learner_id, limit=limit):
-            row = counts.setdefault(turn.strategy, [0, 0, 0.0])
-            row[0] += 1
-            feedback = self._store.get_feedback(turn.turn_id)
-            if feedback is not None and feedback.reward is not None:
-                row[1] += 1
-                row[2] += feedback.reward
+        """Per strategy: turns that used it, rewards received, their mean (both sources)."""
+        turns = Counter(t.strategy for t in self._store.recent_turns(learner_id, limit=limit))
+        rewards: dict[str, list[float]] = {}
+        for reward in self._store.learner_rewards(learner_id, limit=limit):
+            rewards.setdefault(reward.strategy, []).append(reward.reward)
         return {
             arm: StrategyStats(
-                count=n, rewarded=rewarded, mean_reward=(total / rewarded) if rewarded else None
+                count=turns.get(arm, 0),
+                rewarded=len(rewards.get(arm, [])),
+                mean_reward=float(np.mean(rewards[arm])) if rewards.get(arm) else None,
             )
-            for arm, (n, rewarded, total) in counts.items()
+            for arm in dict.fromkeys([*STRATEGIES, *turns, *rewards])
         }
 
     def model_version(self) -> str:

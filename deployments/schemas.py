@@ -224,9 +224,17 @@ class SkillMastery(BaseModel):
 
 
 class StrategyStats(BaseModel):
-    count: int
-    rewarded: int
+    count: int = Field(description="Recent turns that used the strategy.")
+    rewarded: int = Field(description="Rewards received (explicit feedback and answers).")
     mean_reward: float | None
+
+
+class Pace(BaseModel):
+    median_s_between_turns: float | None = Field(
+        description="Median pause between turns within a session (pauses over 30 min split "
+        "sessions)."
+    )
+    sessions: int
 
 
 class LearnerProfile(BaseModel):
@@ -239,7 +247,12 @@ class LearnerProfile(BaseModel):
     emotion_trend: dict[str, float] = Field(
         description="Exponentially decayed average of the eight state distributions."
     )
+    pace: Pace
     strategies: dict[str, StrategyStats]
+    preferred_strategy: str | None = Field(
+        description="The strategy the policy's posterior mean prefers in the learner's latest "
+        "context (None before a turn with a full context)."
+    )
     model_version: str = Field(description="Version of the difficulty model behind `mastery`.")
     degraded: list[str] = Field(
         default_factory=list, description="Parts left out because a dependency failed."

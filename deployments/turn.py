@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from deployments.rewards import reward_turn
 from deployments.schemas import (
     MAX_HISTORY,
     DifficultyResponse,
@@ -155,17 +156,26 @@ class TurnRunner:
 
         def load() -> tuple[bool, list[AnswerRecord], list[TurnRecord]]:
             _, created = self.store.get_or_create_learner(request.learner_id, now=state.started)
-            if request.answer is not None:
-                self.store.add_answer(
-                    AnswerRecord(
-                        learner_id=request.learner_id,
-                        source_id=f"{state.turn_id}:answer",
-                        ts=state.started,
-                        **request.answer.model_dump(),
-                    )
+            answered = request.answer is not None and self.store.add_answer(
+                AnswerRecord(
+                    learner_id=request.learner_id,
+                    source_id=f"{state.turn_id}:answer",
+                    ts=state.started,
+                    **request.answer.model_dump(),
                 )
+            )
             answers = self.store.answers(request.learner_id, limit=MAX_HISTORY)
             recent = self.store.recent_turns(request.learner_id, limit=RECENT_TURNS)
+            if answered and recent:
+                # The answer is to the exercise the previous turn set: it rewards that turn's
+                # strategy (once; an answer already sent with /v1/feedback wins).
+                reward_turn(
+                    self.store,
+                    recent[-1],
+                    source="answer",
+                    reward=float(request.answer.correct),
+                    now=state.started,
+                )
             return created, answers, recent
 
         loaded = await self._stage(state, "store", lambda: asyncio.to_thread(load), None)

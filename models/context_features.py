@@ -24,6 +24,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 CONTEXT_DIM = len(FEATURE_NAMES)
 RECENT_WINDOW = 10
+SESSION_BREAK_S = 30 * 60.0  # a longer pause between turns starts a new session
 
 
 @dataclass(frozen=True)
@@ -72,3 +73,18 @@ def build_context(
     context = np.asarray(vector, dtype=np.float64)
     assert context.shape == (CONTEXT_DIM,), f"context has {context.shape}, want {CONTEXT_DIM}"
     return context
+
+
+def learner_pace(turn_times: Sequence[float]) -> tuple[float | None, int]:
+    """(median seconds between turns within a session, number of sessions).
+
+    Pauses longer than SESSION_BREAK_S split sessions and are left out of the median: a
+    learner's pace is how fast they work, not how often they come back.
+    """
+    times = sorted(turn_times)
+    if not times:
+        return None, 0
+    gaps = np.diff(times)
+    in_session = gaps[gaps <= SESSION_BREAK_S]
+    sessions = 1 + int(np.sum(gaps > SESSION_BREAK_S))
+    return (float(np.median(in_session)) if in_session.size else None), sessions

@@ -2,7 +2,14 @@
 
 from store.base import StoreError, TutorStore
 from store.factory import DEFAULT_STORE_URI, open_store
-from store.records import AnswerRecord, ArmStats, FeedbackRecord, LearnerRecord, TurnRecord
+from store.records import (
+    AnswerRecord,
+    ArmStats,
+    FeedbackRecord,
+    LearnerRecord,
+    RewardRecord,
+    TurnRecord,
+)
 
 __all__ = [
     "DEFAULT_STORE_URI",
@@ -10,6 +17,7 @@ __all__ = [
     "ArmStats",
     "FeedbackRecord",
     "LearnerRecord",
+    "RewardRecord",
     "StoreError",
     "TurnRecord",
     "TutorStore",

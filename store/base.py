@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 
-from store.records import AnswerRecord, ArmStats, FeedbackRecord, LearnerRecord, TurnRecord
+from store.records import (
+    AnswerRecord,
+    ArmStats,
+    FeedbackRecord,
+    LearnerRecord,
+    RewardRecord,
+    TurnRecord,
+)
 
 
 class StoreError(RuntimeError):
@@ -75,6 +82,32 @@ class TutorStore(abc.ABC):
 
     @abc.abstractmethod
     def get_feedback(self, turn_id: str) -> FeedbackRecord | None: ...
+
+    # ---- rewards ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_reward(self, reward: RewardRecord, *, context: Sequence[float] | None) -> bool:
+        """Insert unless (turn_id, source) exists; False when it did (nothing changed).
+
+        On insert, with a context, the observation (context, reward) is added to the arm
+        ``reward.strategy`` of ``reward.policy`` as by add_arm_observation: in one transaction
+        where the backend has them (SQLite), else right after the insert (MongoDB without a
+        replica set), so a crash in between can lose that one update but never count it twice.
+        """
+
+    @abc.abstractmethod
+    def learner_rewards(self, learner_id: str, *, limit: int = 1000) -> list[RewardRecord]:
+        """The newest `limit` rewards of the learner's turns, oldest first."""
+
+    # ---- export -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def iter_turns(self, *, batch_size: int = 500) -> Iterator[TurnRecord]:
+        """Every turn, oldest first, read in batches (for exports and offline evaluation)."""
+
+    @abc.abstractmethod
+    def iter_rewards(self, *, batch_size: int = 500) -> Iterator[RewardRecord]:
+        """Every reward, in no particular order."""
 
     # ---- bandit -----------------------------------------------------------------------------
 

@@ -27,7 +27,14 @@ from store.base import (
     dimension_error,
     outer_flat,
 )
-from store.records import AnswerRecord, ArmStats, FeedbackRecord, LearnerRecord, TurnRecord
+from store.records import (
+    AnswerRecord,
+    ArmStats,
+    FeedbackRecord,
+    LearnerRecord,
+    RewardRecord,
+    TurnRecord,
+)
 
 _SERVER_SELECTION_TIMEOUT_MS = 3000
 
@@ -59,6 +66,7 @@ class MongoStore(TutorStore):
             self._answers = self._db["answers"]
             self._feedback = self._db["feedback"]
             self._bandit = self._db["bandit"]
+            self._rewards = self._db["rewards"]  # _id "<turn_id>:<source>": one per source
             # Created eagerly so an unreachable server fails at start-up, not on a first turn.
             # learners, turns and feedback are keyed by _id, which is unique already.
             self._answers.create_index(
@@ -67,6 +75,7 @@ class MongoStore(TutorStore):
             self._answers.create_index([("learner_id", 1), ("ts", 1), ("_id", 1)])
             self._turns.create_index([("learner_id", 1), ("ts", 1), ("seq", 1)])
             self._bandit.create_index([("policy", 1), ("arm", 1)], unique=True)
+            self._rewards.create_index([("learner_id", 1), ("ts", 1), ("seq", 1)])
         except PyMongoError as exc:
             if self._owns_client and client is not None:
                 client.close()
@@ -264,6 +273,63 @@ class MongoStore(TutorStore):
             )
             for doc in docs
         }
+
+    # ---- rewards ----------------------------------------------------------------------------
+
+    def add_reward(self, reward: RewardRecord, *, context: Sequence[float] | None) -> bool:
+        values = None if context is None else check_observation(context, reward.reward)
+        with self._errors():
+            if values is not None:
+                # Refused before the insert, as SQLite's rollback would: dimensions never change.
+                arm = self._bandit.find_one(
+                    {"policy": reward.policy, "arm": reward.strategy}, {"dim": 1}
+                )
+                if arm is not None and arm["dim"] != len(values):
+                    raise dimension_error(reward.policy, reward.strategy, arm["dim"], len(values))
+            try:
+                self._rewards.insert_one(
+                    {
+                        "_id": f"{reward.turn_id}:{reward.source}",
+                        "seq": ObjectId(),  # breaks ties on ts by insertion, as for turns
+                        **reward.model_dump(),
+                    }
+                )
+            except DuplicateKeyError:
+                return False
+        # After the insert, not in one transaction with it (that needs a replica set): a replica
+        # dying in between loses this one update, and a retry cannot count it twice.
+        if values is not None:
+            self.add_arm_observation(reward.policy, reward.strategy, x=values, reward=reward.reward)
+        return True
+
+    def learner_rewards(self, learner_id: str, *, limit: int = 1000) -> list[RewardRecord]:
+        if limit <= 0:
+            return []
+        with self._errors():
+            docs = list(
+                self._rewards.find({"learner_id": learner_id}, {"_id": 0})
+                .sort([("ts", pymongo.DESCENDING), ("seq", pymongo.DESCENDING)])
+                .limit(limit)
+            )
+        return [self._reward(doc) for doc in reversed(docs)]
+
+    @staticmethod
+    def _reward(doc: Mapping[str, Any]) -> RewardRecord:
+        fields = {k: v for k, v in doc.items() if k not in ("_id", "seq")}
+        return RewardRecord.model_validate(fields)
+
+    # ---- export -----------------------------------------------------------------------------
+
+    def iter_turns(self, *, batch_size: int = 500) -> Iterator[TurnRecord]:
+        with self._errors():
+            cursor = self._turns.find({}).sort([("seq", pymongo.ASCENDING)]).batch_size(batch_size)
+            for doc in cursor:
+                yield self._turn(doc)
+
+    def iter_rewards(self, *, batch_size: int = 500) -> Iterator[RewardRecord]:
+        with self._errors():
+            for doc in self._rewards.find({}).batch_size(batch_size):
+                yield self._reward(doc)
 
     # ---- lifecycle --------------------------------------------------------------------------
 

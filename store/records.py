@@ -6,7 +6,7 @@ replica wrote without caring which backend held it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,6 +63,22 @@ class FeedbackRecord(_Record):
     item_id: str | None = None
     skill_id: str | None = None
     correct: bool | None = None
+    ts: float
+
+
+class RewardRecord(_Record):
+    """A reward for the strategy a turn chose: one per turn and source.
+
+    ``explicit`` comes from /v1/feedback; ``answer`` from the learner's answer to that turn's
+    exercise (sent with /v1/feedback or with the learner's next /v1/tutor message).
+    """
+
+    turn_id: str
+    learner_id: str
+    source: Literal["explicit", "answer"]
+    policy: str  # the policy that chose the strategy, whose statistics learn from it
+    strategy: str
+    reward: float
     ts: float
 
 

@@ -23,7 +23,14 @@ from store.base import (
     dimension_error,
     outer_flat,
 )
-from store.records import AnswerRecord, ArmStats, FeedbackRecord, LearnerRecord, TurnRecord
+from store.records import (
+    AnswerRecord,
+    ArmStats,
+    FeedbackRecord,
+    LearnerRecord,
+    RewardRecord,
+    TurnRecord,
+)
 
 _BUSY_TIMEOUT_S = 10.0
 
@@ -64,6 +71,17 @@ CREATE TABLE IF NOT EXISTS feedback (
     correct INTEGER,
     ts REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rewards (
+    turn_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    learner_id TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    reward REAL NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (turn_id, source)
+);
+CREATE INDEX IF NOT EXISTS rewards_by_learner ON rewards (learner_id, ts);
 CREATE TABLE IF NOT EXISTS bandit (
     policy TEXT NOT NULL,
     arm TEXT NOT NULL,
@@ -266,30 +284,38 @@ class SQLiteStore(TutorStore):
         self, policy: str, arm: str, *, x: Sequence[float], reward: float
     ) -> None:
         values = check_observation(x, reward)
-        reward = float(reward)
-        dim = len(values)
-        # Read-modify-write of JSON arrays, safe because BEGIN IMMEDIATE holds the file's write
-        # lock from the read to the commit: no other process can interleave an update.
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT n, reward_sum, a, b FROM bandit WHERE policy = ? AND arm = ?",
-                (policy, arm),
-            ).fetchone()
-            if row is None:
-                n, reward_sum, a, b = 0, 0.0, [0.0] * (dim * dim), [0.0] * dim
-            else:
-                n, reward_sum = row["n"], row["reward_sum"]
-                a, b = json.loads(row["a"]), json.loads(row["b"])
-                if len(b) != dim:
-                    raise dimension_error(policy, arm, len(b), dim)
-            a = [old + inc for old, inc in zip(a, outer_flat(values), strict=True)]
-            b = [old + reward * xi for old, xi in zip(b, values, strict=True)]
-            conn.execute(
-                "INSERT INTO bandit (policy, arm, n, reward_sum, a, b) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (policy, arm) DO UPDATE SET n = excluded.n, "
-                "reward_sum = excluded.reward_sum, a = excluded.a, b = excluded.b",
-                (policy, arm, n + 1, reward_sum + reward, json.dumps(a), json.dumps(b)),
-            )
+            self._observe(conn, policy, arm, values, float(reward))
+
+    @staticmethod
+    def _observe(
+        conn: sqlite3.Connection, policy: str, arm: str, values: list[float], reward: float
+    ) -> None:
+        """The additive update, inside the caller's transaction.
+
+        Read-modify-write of JSON arrays, safe because BEGIN IMMEDIATE holds the file's write
+        lock from the read to the commit: no other process can interleave an update.
+        """
+        dim = len(values)
+        row = conn.execute(
+            "SELECT n, reward_sum, a, b FROM bandit WHERE policy = ? AND arm = ?",
+            (policy, arm),
+        ).fetchone()
+        if row is None:
+            n, reward_sum, a, b = 0, 0.0, [0.0] * (dim * dim), [0.0] * dim
+        else:
+            n, reward_sum = row["n"], row["reward_sum"]
+            a, b = json.loads(row["a"]), json.loads(row["b"])
+            if len(b) != dim:
+                raise dimension_error(policy, arm, len(b), dim)
+        a = [old + inc for old, inc in zip(a, outer_flat(values), strict=True)]
+        b = [old + reward * xi for old, xi in zip(b, values, strict=True)]
+        conn.execute(
+            "INSERT INTO bandit (policy, arm, n, reward_sum, a, b) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (policy, arm) DO UPDATE SET n = excluded.n, "
+            "reward_sum = excluded.reward_sum, a = excluded.a, b = excluded.b",
+            (policy, arm, n + 1, reward_sum + reward, json.dumps(a), json.dumps(b)),
+        )
 
     def bandit_stats(self, policy: str) -> dict[str, ArmStats]:
         with self._connection() as conn:
@@ -307,6 +333,73 @@ class SQLiteStore(TutorStore):
             )
             for row in rows
         }
+
+    # ---- rewards ----------------------------------------------------------------------------
+
+    def add_reward(self, reward: RewardRecord, *, context: Sequence[float] | None) -> bool:
+        values = None if context is None else check_observation(context, reward.reward)
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO rewards (turn_id, source, learner_id, policy, strategy, reward, ts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (turn_id, source) DO NOTHING",
+                (
+                    reward.turn_id,
+                    reward.source,
+                    reward.learner_id,
+                    reward.policy,
+                    reward.strategy,
+                    reward.reward,
+                    reward.ts,
+                ),
+            )
+            if cursor.rowcount != 1:
+                return False
+            if values is not None:
+                # Same transaction: the reward row and its statistics commit together or not at all.
+                self._observe(conn, reward.policy, reward.strategy, values, reward.reward)
+        return True
+
+    def learner_rewards(self, learner_id: str, *, limit: int = 1000) -> list[RewardRecord]:
+        if limit <= 0:
+            return []
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT * FROM rewards WHERE learner_id = ? ORDER BY ts DESC, rowid DESC LIMIT ?",
+                (learner_id, limit),
+            ).fetchall()
+        return [RewardRecord(**dict(row)) for row in reversed(rows)]
+
+    # ---- export -----------------------------------------------------------------------------
+
+    def iter_turns(self, *, batch_size: int = 500) -> Iterator[TurnRecord]:
+        # Keyset pages on seq: each page is a short read, so writers are never held up.
+        after = 0
+        while True:
+            with self._connection() as conn:
+                rows = conn.execute(
+                    "SELECT seq, record FROM turns WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, batch_size),
+                ).fetchall()
+            if not rows:
+                return
+            after = rows[-1]["seq"]
+            yield from (TurnRecord.model_validate_json(row["record"]) for row in rows)
+
+    def iter_rewards(self, *, batch_size: int = 500) -> Iterator[RewardRecord]:
+        after = 0
+        while True:
+            with self._connection() as conn:
+                rows = conn.execute(
+                    "SELECT rowid, * FROM rewards WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (after, batch_size),
+                ).fetchall()
+            if not rows:
+                return
+            after = rows[-1]["rowid"]
+            for row in rows:
+                values = dict(row)
+                values.pop("rowid")
+                yield RewardRecord(**values)
 
     # ---- lifecycle --------------------------------------------------------------------------
 

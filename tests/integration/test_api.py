@@ -298,6 +298,14 @@ def test_learner_profile(client):
     assert profile["mastery"][0]["attempts"] == 3
     assert sum(profile["emotion_trend"].values()) == pytest.approx(1.0, abs=1e-2)
     assert sum(s["count"] for s in profile["strategies"].values()) == 3
+    # Each answer rewarded the turn before it: turn 1 with turn 2's wrong answer, turn 2 with
+    # turn 3's right one.
+    rewards = [s for s in profile["strategies"].values() if s["rewarded"]]
+    assert sum(s["rewarded"] for s in rewards) == 2
+    assert sum(s["mean_reward"] * s["rewarded"] for s in rewards) == pytest.approx(1.0)
+    assert profile["pace"]["sessions"] == 1
+    assert 0 <= profile["pace"]["median_s_between_turns"] < 60
+    assert profile["preferred_strategy"] in STRATEGIES
     assert client.get(f"/v1/learners/{_learner()}").status_code == 404
 
 

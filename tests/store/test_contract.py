@@ -12,6 +12,7 @@ from store import (
     ArmStats,
     FeedbackRecord,
     LearnerRecord,
+    RewardRecord,
     TurnRecord,
     TutorStore,
 )
@@ -258,3 +259,71 @@ def test_bandit_rejects_bad_observations(store: TutorStore, x: list[float], rewa
     with pytest.raises(ValueError):
         store.add_arm_observation("p", "hint", x=x, reward=reward)
     assert store.bandit_stats("p") == {}
+
+
+# ---- rewards ----------------------------------------------------------------------------------
+
+
+def make_reward(turn_id: str, source: str = "answer", learner_id: str = "L1", **overrides: Any):
+    fields: dict[str, Any] = {
+        "turn_id": turn_id,
+        "learner_id": learner_id,
+        "source": source,
+        "policy": "p",
+        "strategy": "hint",
+        "reward": 1.0,
+        "ts": 100.0,
+    }
+    fields.update(overrides)
+    return RewardRecord(**fields)
+
+
+def test_reward_is_once_per_turn_and_source_and_feeds_the_bandit(store: TutorStore) -> None:
+    assert store.add_reward(make_reward("T1"), context=[1.0, 2.0]) is True
+    # A retry (even with another value) changes nothing: the bandit counts it once.
+    assert store.add_reward(make_reward("T1", reward=0.0), context=[1.0, 2.0]) is False
+    assert store.add_reward(make_reward("T1", "explicit", reward=0.5), context=[1.0, 2.0]) is True
+    assert store.bandit_stats("p")["hint"] == ArmStats(
+        arm="hint", n=2, reward_sum=1.5, a=[2.0, 4.0, 4.0, 8.0], b=[1.5, 3.0]
+    )
+    assert [(r.source, r.reward) for r in store.learner_rewards("L1")] == [
+        ("answer", 1.0),
+        ("explicit", 0.5),
+    ]
+
+
+def test_reward_without_context_is_kept_but_teaches_no_bandit(store: TutorStore) -> None:
+    assert store.add_reward(make_reward("T1"), context=None) is True
+    assert store.bandit_stats("p") == {}
+    assert store.learner_rewards("L1") == [make_reward("T1")]
+
+
+def test_reward_refused_for_a_wrong_dimension_is_not_recorded(store: TutorStore) -> None:
+    store.add_arm_observation("p", "hint", x=[1.0, 2.0], reward=1.0)
+    with pytest.raises(ValueError, match="dimension"):
+        store.add_reward(make_reward("T1"), context=[1.0, 2.0, 3.0])
+    assert store.learner_rewards("L1") == []
+    assert store.add_reward(make_reward("T1"), context=[1.0, 0.0]) is True
+
+
+def test_learner_rewards_order_limit_and_isolation(store: TutorStore) -> None:
+    for i, ts in enumerate([30.0, 10.0, 20.0]):
+        store.add_reward(make_reward(f"T{i}", ts=ts), context=None)
+    store.add_reward(make_reward("X", learner_id="L2"), context=None)
+    assert [r.ts for r in store.learner_rewards("L1")] == [10.0, 20.0, 30.0]
+    assert [r.ts for r in store.learner_rewards("L1", limit=2)] == [20.0, 30.0]
+    assert store.learner_rewards("L1", limit=0) == []
+
+
+# ---- export -----------------------------------------------------------------------------------
+
+
+def test_iter_turns_and_rewards_read_everything_across_batches(store: TutorStore) -> None:
+    turns = [make_turn(f"T{i}", learner_id=f"L{i % 3}", ts=100.0 + i) for i in range(7)]
+    for turn in turns:
+        store.save_turn(turn)
+        store.add_reward(make_reward(turn.turn_id, learner_id=turn.learner_id), context=None)
+    assert list(store.iter_turns(batch_size=3)) == turns
+    assert sorted(r.turn_id for r in store.iter_rewards(batch_size=2)) == sorted(
+        t.turn_id for t in turns
+    )

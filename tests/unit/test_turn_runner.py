@@ -113,6 +113,29 @@ async def test_answer_with_the_turn_is_recorded_once(tmp_path):
     assert [a.item_id for a in runner.store.answers("l1")] == ["1"]
 
 
+async def test_next_answer_rewards_the_strategy_of_the_turn_before(tmp_path):
+    runner = _runner(tmp_path)
+    first = await _turn(runner, turn_id="t-1")
+    answer = {"item_id": "1", "skill_id": "2", "correct": True}
+    await _turn(runner, turn_id="t-2", answer=answer)
+    # The same answer again under a new turn id is a new answer, but t-1 is rewarded once.
+    await _turn(runner, turn_id="t-3", answer={**answer, "correct": False})
+
+    rewards = runner.store.learner_rewards("l1")
+    assert [(r.turn_id, r.source, r.strategy, r.reward) for r in rewards] == [
+        (first.turn_id, "answer", "quiz", 1.0),
+        ("t-2", "answer", "quiz", 0.0),
+    ]
+    stats = runner.store.bandit_stats("policy-x")["quiz"]
+    assert (stats.n, stats.reward_sum) == (2, 1.0)
+
+
+async def test_answer_on_a_first_turn_rewards_nothing(tmp_path):
+    runner = _runner(tmp_path)
+    await _turn(runner, answer={"item_id": "1", "skill_id": "2", "correct": True})
+    assert runner.store.learner_rewards("l1") == []
+
+
 class _DownStore:
     """A store whose backend is unreachable: every call raises StoreError."""
 
