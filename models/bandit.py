@@ -91,6 +91,22 @@ class LinearThompsonSampling:
             arm=self.arms[chosen], propensity=float(propensity), expected_rewards=expected
         )
 
+    def expected_rewards(self, contexts: np.ndarray) -> np.ndarray:
+        """[n, arms] posterior mean reward of every arm for each of n contexts [n, d]."""
+        assert contexts.ndim == 2 and contexts.shape[1] == self.dim, f"contexts {contexts.shape}"
+        return np.stack([contexts @ self._posteriors[arm][0] for arm in self.arms], axis=1)
+
+    def action_probabilities(
+        self, context: np.ndarray, rng: np.random.Generator, samples: int
+    ) -> np.ndarray:
+        """[arms] how often each arm wins a posterior draw here (Monte Carlo, no smoothing).
+
+        Off-policy evaluation weighs by these; unlike a logged propensity they may be zero.
+        """
+        assert context.shape == (self.dim,), f"context shape {context.shape}, want ({self.dim},)"
+        winners = self._sampled_rewards(context, rng, samples).argmax(axis=1)
+        return np.bincount(winners, minlength=len(self.arms)) / samples
+
     def preferred_arm(self, context: np.ndarray) -> str:
         means = [float(self._posteriors[arm][0] @ context) for arm in self.arms]
         return self.arms[int(np.argmax(means))]
