@@ -21,7 +21,7 @@ SERVE_ENV := RAY_ADDRESS=$${RAY_ADDRESS:-local} \
 	RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=$${RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE:-1}
 
 .PHONY: install serve test test-unit bench lint format train-emotion train-difficulty cv-difficulty \
-	evaluate-emotion evaluate-difficulty clean
+	evaluate-emotion evaluate-difficulty simulate-personalization evaluate-policy clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -69,6 +69,22 @@ evaluate-difficulty: install
 # DKT vs the attentive tracer, 5 folds x 3 datasets (hours on 2 CPU cores; Ray tasks on a cluster).
 cv-difficulty: install
 	$(PY) -m pipelines.cross_validate_difficulty --data $(DATA_DIR)/kt --parallel 2
+
+# Thompson sampling vs uniform, fixed strategies, an oracle and Vowpal Wabbit on simulated
+# learners, 20k turns (~5 min on 2 cores); the uniform run's log feeds the off-policy check.
+simulate-personalization: install
+	$(PY) -m pipelines.simulate_personalization --data $(DATA_DIR)/kt \
+		--out reports/personalization_sim.json --log-policy uniform --log-out var/sim_uniform_log.jsonl
+
+# Off-policy estimates (IPS, DR) of candidate policies from the served store's logged turns.
+STORE_URI ?= $${TUTOR_STORE_URI:-sqlite:///var/tutor.db}
+POLICY ?= lin_ts_v1
+evaluate-policy: install
+	$(PY) -m pipelines.export_store --store $(STORE_URI) --out var/export
+	$(PY) -m pipelines.off_policy_eval --export var/export/turns.jsonl \
+		--stats var/export/bandit_$(POLICY).json --out reports/off_policy.json \
+		--policies uniform greedy lin_ts fixed:socratic fixed:worked_example fixed:hint \
+		fixed:analogy fixed:quiz fixed:review
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
