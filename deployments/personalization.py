@@ -106,18 +106,16 @@ class PersonalizationDeployment:
                 turn_id=turn_id, learner_id=turn.learner_id, reward=reward, ts=now, **(answer or {})
             )
         )
+        if accepted and reward is not None:
+            reward_turn(self._store, turn, source="explicit", reward=reward, now=now)
         if accepted and answer is not None:
             self._store.add_answer(
                 AnswerRecord(
                     learner_id=turn.learner_id, source_id=f"{turn_id}:feedback", ts=now, **answer
                 )
             )
-        if accepted and reward is not None:
-            reward_turn(self._store, turn, source="explicit", reward=reward, now=now)
-        if accepted and answer is not None:
-            reward_turn(
-                self._store, turn, source="answer", reward=float(answer["correct"]), now=now
-            )
+            correct = float(answer["correct"])
+            reward_turn(self._store, turn, source="answer", reward=correct, now=now)
         if accepted:
             self._stats_loaded_at = float("-inf")  # this replica sees its own update at once
         stored = self._store.get_feedback(turn_id)
