@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from models.bandit import ArmStatistics, LinearThompsonSampling, ThompsonConfig
-from models.context_features import CONTEXT_DIM, FEATURE_NAMES, LearnerActivity, build_context
+from models.context_features import (
+    CONTEXT_DIM,
+    FEATURE_NAMES,
+    LearnerActivity,
+    build_context,
+    learner_pace,
+)
 
 ARMS = ("a", "b", "c")
 
@@ -67,3 +73,11 @@ def test_cold_context_uses_neutral_priors():
     named = dict(zip(FEATURE_NAMES, context, strict=True))
     assert named["p_correct_next"] == named["mastery_mean"] == named["recent_accuracy"] == 0.5
     assert named["streak"] == named["minutes_since_last_turn"] == 0.0
+
+
+def test_pace_is_the_median_pause_within_sessions():
+    # Two sessions split by a day; the day is not part of the learner's pace.
+    times = [0.0, 30.0, 90.0, 100.0, 86_500.0, 86_560.0]
+    assert learner_pace(times) == (pytest.approx(45.0), 2)  # median of 30, 60, 10, 60
+    assert learner_pace([5.0]) == (None, 1)
+    assert learner_pace([]) == (None, 0)
