@@ -137,6 +137,16 @@ class TutorRequest(_Request):
     answer: Answer | None = Field(default=None, description="Answer to the last exercise.")
     candidates: list[Exercise] = Field(default_factory=list, max_length=MAX_CANDIDATES)
     stream: StrictBool = Field(default=False, description="Answer with server-sent events.")
+    priority: Literal["speed", "quality", "balanced"] = Field(
+        default="balanced", description="What the reply's provider should be chosen for."
+    )
+    max_latency_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=600_000,
+        description="Preferred longest wait for the first token: providers expected to be "
+        "slower are tried after the others.",
+    )
 
 
 class LearnerState(BaseModel):

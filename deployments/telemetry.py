@@ -54,3 +54,62 @@ class TurnMetrics:
         self.strategies.inc(tags={"strategy": strategy})
         for entry in degraded:
             self.degraded.inc(tags={"stage": entry.split(":", 1)[0]})
+
+
+_BREAKER_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class RouterMetrics:
+    """Per LLM provider: calls by outcome, time to first token, tokens, cost, breaker state."""
+
+    def __init__(self) -> None:
+        self.requests = metrics.Counter(
+            "tutor_llm_requests_total",
+            description="Calls to LLM providers (and skips), by outcome.",
+            tag_keys=("provider", "outcome"),
+        )
+        self.ttft = metrics.Histogram(
+            "tutor_llm_time_to_first_token_ms",
+            description="Time from a provider call to its first token.",
+            boundaries=_LATENCY_BUCKETS_MS,
+            tag_keys=("provider",),
+        )
+        self.tokens = metrics.Counter(
+            "tutor_llm_tokens_total",
+            description="Estimated tokens sent and received (4 characters per token).",
+            tag_keys=("provider", "direction"),
+        )
+        self.cost = metrics.Counter(
+            "tutor_llm_cost_total",
+            description="Estimated spend, in the currency of the configured prices.",
+            tag_keys=("provider",),
+        )
+        self.breaker = metrics.Gauge(
+            "tutor_llm_breaker_state",
+            description="Circuit breaker per provider: 0 closed, 1 half open, 2 open.",
+            tag_keys=("provider",),
+        )
+
+    def record_call(
+        self,
+        provider: str,
+        outcome: str,
+        *,
+        ttft_ms: float | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost: float = 0.0,
+    ) -> None:
+        tags = {"provider": provider}
+        self.requests.inc(tags={**tags, "outcome": outcome})
+        if ttft_ms is not None:
+            self.ttft.observe(ttft_ms, tags=tags)
+        if input_tokens:
+            self.tokens.inc(input_tokens, tags={**tags, "direction": "input"})
+        if output_tokens:
+            self.tokens.inc(output_tokens, tags={**tags, "direction": "output"})
+        if cost:
+            self.cost.inc(cost, tags=tags)
+
+    def record_breaker(self, provider: str, state: str) -> None:
+        self.breaker.set(_BREAKER_STATE_VALUE[state], tags={"provider": provider})

@@ -247,6 +247,8 @@ class TurnRunner:
             mastery=recommended.p_correct if recommended else None,
             next_exercise=recommended.model_dump() if recommended else None,
             history=[(t.message, t.reply) for t in state.recent],
+            priority=state.request.priority,
+            max_latency_ms=state.request.max_latency_ms,
         )
 
     async def reply(self, state: TurnState) -> tuple[str, LLMInfo]:

@@ -12,14 +12,24 @@ import httpx
 
 
 class ProviderError(RuntimeError):
-    """A provider answered with an error, or not at all, before or during the stream."""
+    """A provider answered with an error, or not at all, before or during the stream.
+
+    ``outcome`` names the failure for attempts and metrics: ``rate_limited`` (429), ``error``
+    (another HTTP error, a malformed stream, a dropped connection) or ``timeout``.
+    """
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        outcome: str = "error",
     ):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.outcome = outcome
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -61,6 +71,7 @@ async def stream_chat(
                     f"HTTP {response.status_code}",
                     status=response.status_code,
                     retry_after=_retry_after(response),
+                    outcome="rate_limited" if response.status_code == 429 else "error",
                 )
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -77,7 +88,7 @@ async def stream_chat(
                 if text:
                     yield text
     except httpx.TimeoutException as exc:
-        raise ProviderError(f"timeout after {timeout_s}s") from exc
+        raise ProviderError(f"timeout after {timeout_s}s", outcome="timeout") from exc
     except httpx.HTTPError as exc:
         # Never include the request (and so the Authorization header) in the message.
         raise ProviderError(f"{type(exc).__name__}") from exc

@@ -39,6 +39,8 @@ class ReplyContext:
     mastery: float | None = None  # the learner's mean mastery, when known
     next_exercise: dict | None = None  # the recommended {item_id, skill_id, p_correct}
     history: list[tuple[str, str]] = field(default_factory=list)  # (learner, tutor) past turns
+    priority: str = "balanced"  # the client's wish: speed, quality or balanced
+    max_latency_ms: float | None = None  # the client's budget for the first token
 
 
 def system_prompt(context: ReplyContext) -> str:
