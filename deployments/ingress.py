@@ -14,12 +14,15 @@ from fastapi import FastAPI, Path
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
+from deployments import openai_compat
 from deployments.config import IngressUserConfig
 from deployments.emotion_batching import CoalescedEmotion
 from deployments.errors import ERROR_RESPONSES, error_response, install_error_handlers, required
 from deployments.request_context import current_request_id
 from deployments.schemas import (
     MAX_HISTORY,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
     ComponentHealth,
     DifficultyRequest,
     DifficultyResponse,
@@ -29,6 +32,7 @@ from deployments.schemas import (
     FeedbackResponse,
     HealthResponse,
     LearnerProfile,
+    ModelList,
     Pace,
     TutorRequest,
     TutorResponse,
@@ -161,25 +165,64 @@ class Ingress:
         yield _state_event(
             state.turn_id, state.learner_state(), state.strategy, versions, state.degraded
         )
-        pieces: list[str] = []
-        first_token_at: float | None = None
-        started = time.perf_counter()
-        llm = None
-        async for event in self._runner.stream_reply(state):
+        async for event in self._runner.stream_turn(state):
             if event["type"] == "token":
-                first_token_at = first_token_at or time.perf_counter()
-                pieces.append(event["text"])
                 yield _sse("token", {"text": event["text"]})
+            elif event["type"] == "error":
+                yield _sse("error", {"message": event["message"]})
             else:
-                llm = event["llm"]
-                if event["type"] == "error":
-                    state.degraded.append(f"reply: {event['message']}")
-                    yield _sse("error", {"message": event["message"]})
-        if first_token_at is not None:
-            state.timings_ms["first_token"] = round((first_token_at - started) * 1000, 2)
-        response = await self._runner.finish(state, "".join(pieces), llm)
-        self._record(response, stream=True)
-        yield _sse("summary", response.model_dump())
+                self._record(event["response"], stream=True)
+                yield _sse("summary", event["response"].model_dump())
+
+    # ---- OpenAI-compatible ----------------------------------------------------------------
+
+    @api.get("/v1/models", response_model=ModelList)
+    async def models(self):
+        return openai_compat.model_list()
+
+    @api.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletionResponse,
+        responses={
+            200: {
+                "content": {
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "string",
+                            "description": "With stream=true: `data:` chat.completion.chunk "
+                            "objects (the last one carries `tutor`), then `data: [DONE]`.",
+                        }
+                    }
+                }
+            }
+        },
+    )
+    async def chat_completions(self, body: ChatCompletionRequest):
+        try:
+            request = openai_compat.tutor_request(body)
+        except ValueError as exc:
+            return error_response(422, str(exc))
+        state = await self._runner.prepare(request, current_request_id())
+        if body.stream:
+            return StreamingResponse(self._stream_chat(state), media_type="text/event-stream")
+        reply, llm = await self._runner.reply(state)
+        response = await self._runner.finish(state, reply, llm)
+        self._record(response, stream=False)
+        return openai_compat.completion(response, request.message)
+
+    async def _stream_chat(self, state) -> AsyncIterator[str]:
+        chunks = openai_compat.ChunkWriter(state.turn_id)
+        yield chunks.role()
+        error = None
+        async for event in self._runner.stream_turn(state):
+            if event["type"] == "token":
+                yield chunks.content(event["text"])
+            elif event["type"] == "error":
+                error = event["message"]
+            else:
+                self._record(event["response"], stream=True)
+                yield chunks.error(error) if error else chunks.finish(event["response"])
+        yield chunks.done()
 
     def _record(self, response: TutorResponse, *, stream: bool) -> None:
         self._metrics.record_turn(

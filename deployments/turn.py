@@ -287,6 +287,27 @@ class TurnRunner:
         yield {"type": "token", "text": offline_reply(context)}
         yield {"type": "done", "llm": _offline_info("router unavailable")}
 
+    async def stream_turn(self, state: TurnState) -> AsyncIterator[dict]:
+        """The reply's ``token`` and ``error`` events, then ``{"type": "summary", "response"}``
+        once the turn is stored (with the time to its first token)."""
+        pieces: list[str] = []
+        first_token_at: float | None = None
+        started = time.perf_counter()
+        llm = None
+        async for event in self.stream_reply(state):
+            if event["type"] == "token":
+                first_token_at = first_token_at or time.perf_counter()
+                pieces.append(event["text"])
+                yield event
+                continue
+            llm = event["llm"]
+            if event["type"] == "error":
+                state.degraded.append(f"reply: {event['message']}")
+                yield event
+        if first_token_at is not None:
+            state.timings_ms["first_token"] = round((first_token_at - started) * 1000, 2)
+        yield {"type": "summary", "response": await self.finish(state, "".join(pieces), llm)}
+
     async def finish(self, state: TurnState, reply: str, llm: LLMInfo) -> TutorResponse:
         state.timings_ms["total"] = round((time.time() - state.started) * 1000, 2)
         response = TutorResponse(

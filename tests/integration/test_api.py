@@ -309,6 +309,51 @@ def test_learner_profile(client):
     assert client.get(f"/v1/learners/{_learner()}").status_code == 404
 
 
+def test_openai_sdk_lists_the_model_and_gets_completions(base_url, client):
+    import openai
+
+    sdk = openai.OpenAI(base_url=f"{base_url}/v1", api_key="not-needed", max_retries=0)
+    assert [m.id for m in sdk.models.list()] == ["tutor"]
+    learner = _learner()
+    messages = [
+        {"role": "system", "content": "ignored: the tutor writes its own system prompt"},
+        {"role": "user", "content": "I don't get why 1/2 is bigger than 1/3"},
+    ]
+    completion = sdk.chat.completions.create(model="tutor", messages=messages, user=learner)
+    reply = completion.choices[0].message.content
+    assert reply and completion.choices[0].finish_reason == "stop"
+    assert completion.model_extra["tutor"]["strategy"] in STRATEGIES
+
+    stream = sdk.chat.completions.create(
+        model="tutor", messages=messages, user=learner, stream=True
+    )
+    chunks = list(stream)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    summary = chunks[-1].model_extra["tutor"]
+    # The streamed text is exactly what the turn stored (a replay by turn_id returns it).
+    stored = client.post(
+        "/v1/tutor",
+        json={"learner_id": learner, "message": "x", "turn_id": summary["turn_id"]},
+    ).json()
+    assert streamed == stored["reply"]
+    assert client.get(f"/v1/learners/{learner}").json()["turn_count"] == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "user": "l1"},
+        {"model": "tutor", "messages": [{"role": "user", "content": "hi"}]},
+        {"model": "tutor", "messages": [{"role": "system", "content": "hi"}], "user": "l1"},
+        {"model": "tutor", "messages": [], "user": "l1"},
+    ],
+)
+def test_chat_completions_refuse_what_the_tutor_cannot_answer(client, body):
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["message"]
+
+
 def test_request_id_is_echoed(client):
     response = client.post(
         "/v1/emotion", json={"texts": ["hello"]}, headers={"X-Request-ID": "req-abc-123"}
@@ -439,7 +484,7 @@ def test_generated_requests_get_documented_answers_and_no_server_error(base_url)
     ones refused, and never a 5xx, for requests generated from the OpenAPI schema."""
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 6
+    assert len(operations) == 8
 
     for operation in operations:
 

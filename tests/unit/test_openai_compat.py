@@ -1,0 +1,56 @@
+"""Our completion chunks as OpenAI's own SDK parses them (no server: a mock transport)."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from deployments.openai_compat import ChunkWriter, tutor_request
+from deployments.schemas import ChatCompletionRequest
+
+
+def _sdk(body: str) -> openai.OpenAI:
+    def reply(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    transport = httpx.MockTransport(reply)
+    return openai.OpenAI(
+        base_url="http://tutor.test/v1",
+        api_key="unused",
+        http_client=httpx.Client(transport=transport),
+        max_retries=0,
+    )
+
+
+def _stream(sdk: openai.OpenAI):
+    messages = [{"role": "user", "content": "hi"}]
+    return sdk.chat.completions.create(model="tutor", messages=messages, user="l1", stream=True)
+
+
+def test_a_broken_reply_reaches_the_sdk_as_an_error_after_its_text():
+    chunks = ChunkWriter("t1")
+    body = chunks.role() + chunks.content("Half ") + chunks.error("groq failed mid-reply")
+    received = []
+    with pytest.raises(openai.APIError, match="mid-reply"):
+        for chunk in _stream(_sdk(body + chunks.done())):
+            received.append(chunk.choices[0].delta.content or "")
+    assert "".join(received) == "Half "
+
+
+def test_the_learner_message_is_the_last_user_message_with_text():
+    body = ChatCompletionRequest.model_validate(
+        {
+            "model": "tutor",
+            "user": "l1",
+            "messages": [
+                {"role": "user", "content": "first"},
+                {"role": "assistant", "content": "a reply"},
+                {"role": "user", "content": "second"},
+                {"role": "user", "content": "   "},
+            ],
+            "temperature": 0.2,  # accepted and ignored, as OpenAI clients send it
+        }
+    )
+    request = tutor_request(body)
+    assert (request.learner_id, request.message, request.stream) == ("l1", "second", False)
