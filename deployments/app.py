@@ -14,6 +14,7 @@ from deployments.difficulty import DifficultyDeployment
 from deployments.emotion import EmotionDeployment
 from deployments.ingress import Ingress
 from deployments.llm_router import LLMRouterDeployment
+from deployments.local_llm import LocalLMDeployment
 from deployments.personalization import PersonalizationDeployment
 
 logger = logging.getLogger("ray.serve")
@@ -58,7 +59,13 @@ def build_app(raw_args: dict[str, Any]) -> Application:
     personalization = _deployment(PersonalizationDeployment, "Personalization", args, use_gpu).bind(
         store_uri=store_uri
     )
-    router = _deployment(LLMRouterDeployment, "LLMRouter", args, use_gpu).bind()
+    local_lm = None
+    if args.local_llm_path is not None:
+        local_lm = _deployment(LocalLMDeployment, "LocalLM", args, use_gpu).bind(
+            model_path=str(args.local_llm_path),
+            torch_threads=args.placement["LocalLM"].torch_threads,
+        )
+    router = _deployment(LLMRouterDeployment, "LLMRouter", args, use_gpu).bind(local_lm=local_lm)
     return _deployment(Ingress, "Ingress", args, use_gpu).bind(
         emotion, difficulty, personalization, router, store_uri=store_uri
     )

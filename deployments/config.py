@@ -19,8 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.registry import DEFAULT_REGISTRY_ROOT
 
-NEURAL_DEPLOYMENTS = ("Emotion", "Difficulty")
-ALL_DEPLOYMENTS = ("Ingress", "Emotion", "Difficulty", "Personalization", "LLMRouter")
+NEURAL_DEPLOYMENTS = ("Emotion", "Difficulty", "LocalLM")
+ALL_DEPLOYMENTS = ("Ingress", "Emotion", "Difficulty", "Personalization", "LLMRouter", "LocalLM")
 
 
 class _Strict(BaseModel):
@@ -84,7 +84,14 @@ class PersonalizationUserConfig(_Strict):
 
 class ProviderConfig(_Strict):
     name: str
-    base_url: str = Field(description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    kind: Literal["openai", "local"] = Field(
+        default="openai",
+        description="openai: an OpenAI-compatible HTTP endpoint; local: the LocalLM deployment "
+        "(the app's `local_llm_path`).",
+    )
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1"
+    )
     model: str
     api_key_env: str | None = Field(
         default=None, description="Name of the environment variable holding the key."
@@ -100,6 +107,12 @@ class ProviderConfig(_Strict):
     cost_per_1k_input: float = Field(default=0.0, ge=0, description="Price per 1k prompt tokens.")
     cost_per_1k_output: float = Field(default=0.0, ge=0, description="Price per 1k reply tokens.")
     priority: int = Field(default=100, description="Lower is tried first when otherwise equal.")
+
+    @model_validator(mode="after")
+    def _endpoint_for_http(self) -> ProviderConfig:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError(f"provider {self.name!r}: an openai provider needs a base_url")
+        return self
 
 
 class RouterUserConfig(_Strict):
@@ -199,6 +212,11 @@ class AppArgs(_Strict):
         description="auto: GPUs for the neural deployments when the cluster has any GPU.",
     )
     placement: dict[str, Placement] = Field(default_factory=dict)
+    local_llm_path: Path | None = Field(
+        default=None,
+        description="Folder of a transformers causal LM served by the LocalLM deployment as "
+        "the router's `local` providers; none: no LocalLM deployment.",
+    )
 
     @field_validator("placement")
     @classmethod

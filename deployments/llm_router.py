@@ -15,10 +15,12 @@ which is enough to stop hammering a failing provider and needs no shared state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 
@@ -56,8 +58,11 @@ class LLMRouterDeployment:
         *,
         http_client: httpx.AsyncClient | None = None,
         metrics: RouterMetrics | None = None,
+        local_lm: Any | None = None,
     ) -> None:
+        """``local_lm``: a handle to the LocalLM deployment, for providers of kind ``local``."""
         self._client = http_client or httpx.AsyncClient()
+        self._local_lm = local_lm
         self._metrics = metrics or RouterMetrics()
         self._config = RouterUserConfig()
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -168,6 +173,13 @@ class LLMRouterDeployment:
             yield event
 
     def _skip_reason(self, provider: ProviderConfig) -> ProviderAttempt | None:
+        if provider.kind == "local" and self._local_lm is None:
+            return ProviderAttempt(
+                provider=provider.name,
+                outcome="not_configured",
+                latency_ms=0.0,
+                detail="no LocalLM deployment (the app's local_llm_path is not set)",
+            )
         if provider.api_key_env and not os.environ.get(provider.api_key_env):
             return ProviderAttempt(
                 provider=provider.name,
@@ -226,6 +238,10 @@ class LLMRouterDeployment:
     async def _provider_stream(
         self, provider: ProviderConfig, messages: list[dict[str, str]], api_key: str | None
     ) -> AsyncIterator[str]:
+        if provider.kind == "local":
+            async for text in self._local_stream(provider, messages):
+                yield text
+            return
         async for text in stream_chat(
             self._client,
             base_url=provider.base_url,
@@ -236,6 +252,26 @@ class LLMRouterDeployment:
             max_tokens=provider.max_tokens,
             temperature=provider.temperature,
         ):
+            yield text
+
+    async def _local_stream(
+        self, provider: ProviderConfig, messages: list[dict[str, str]]
+    ) -> AsyncIterator[str]:
+        """The LocalLM deployment's pieces, with the same timeout and errors as HTTP providers."""
+        pieces = self._local_lm.options(stream=True).stream.remote(
+            messages, provider.max_tokens, provider.temperature
+        )
+        iterator = pieces.__aiter__()
+        while True:
+            try:
+                text = await asyncio.wait_for(iterator.__anext__(), timeout=provider.timeout_s)
+            except StopAsyncIteration:
+                return
+            except TimeoutError as exc:
+                message = f"timeout after {provider.timeout_s}s"
+                raise ProviderError(message, outcome="timeout") from exc
+            except Exception as exc:  # the replica died or the model raised
+                raise ProviderError(f"local model failed: {type(exc).__name__}") from exc
             yield text
 
     async def respond(self, context: ReplyContext) -> tuple[str, LLMInfo, str | None]:

@@ -35,6 +35,7 @@ def test_serve_config_args_and_user_configs_validate():
     assert args.actor_options("Emotion", use_gpu=True)["num_gpus"] > 0
     assert "num_gpus" not in args.actor_options("Emotion", use_gpu=False)
     assert "num_gpus" not in args.actor_options("Personalization", use_gpu=True)
+    assert args.actor_options("LocalLM", use_gpu=True)["num_gpus"] > 0
 
 
 def test_config_errors_name_the_bad_value():
@@ -52,3 +53,13 @@ def test_cluster_yaml_is_a_valid_launcher_config():
     config = prepare_config(yaml.safe_load((ROOT / "cluster.yaml").read_text()))
     validate_config(config)
     assert {"head", "cpu_worker", "gpu_worker"} <= set(config["available_node_types"])
+
+
+def test_an_http_provider_needs_a_base_url_and_a_local_one_does_not():
+    router = USER_CONFIG_MODELS["LLMRouter"]
+    with pytest.raises(ValidationError, match="needs a base_url"):
+        router.model_validate({"providers": [{"name": "p", "model": "m"}]})
+    local = router.model_validate({"providers": [{"name": "l", "kind": "local", "model": "m"}]})
+    assert local.providers[0].base_url is None
+    with pytest.raises(ValidationError, match="unique"):
+        router.model_validate({"providers": [{"name": "l", "kind": "local", "model": "m"}] * 2})
