@@ -67,6 +67,7 @@ class LLMRouterDeployment:
         self._config = RouterUserConfig()
         self._breakers: dict[str, CircuitBreaker] = {}
         self._health: dict[str, ProviderHealth] = {}
+        self._profiles: list[ProviderProfile] = []
 
     def reconfigure(self, user_config: dict) -> None:
         self._config = router_config(user_config)
@@ -78,6 +79,16 @@ class LLMRouterDeployment:
         # A provider kept across a reconfigure keeps its health; its breaker takes new settings.
         self._health = {n: self._health.get(n, ProviderHealth()) for n in names}
         self._breakers = {n: CircuitBreaker(breaker) for n in names}
+        self._profiles = [
+            ProviderProfile(
+                name=p.name,
+                tags=frozenset(p.tags),
+                cost_per_1k_input=p.cost_per_1k_input,
+                cost_per_1k_output=p.cost_per_1k_output,
+                priority=p.priority,
+            )
+            for p in self._config.providers
+        ]
         logger.info("router providers: %s", names)
 
     def providers(self) -> list[str]:
@@ -97,18 +108,7 @@ class LLMRouterDeployment:
 
     def _ranked(self, needs: TurnNeeds) -> list[ProviderConfig]:
         by_name = {p.name: p for p in self._config.providers}
-        profiles = [
-            ProviderProfile(
-                name=p.name,
-                tags=frozenset(p.tags),
-                cost_per_1k_input=p.cost_per_1k_input,
-                cost_per_1k_output=p.cost_per_1k_output,
-                priority=p.priority,
-            )
-            for p in self._config.providers
-        ]
-        ranked = rank_providers(profiles, self._health, needs)
-        return [by_name[r.name] for r in ranked]
+        return [by_name[r.name] for r in rank_providers(self._profiles, self._health, needs)]
 
     async def stream(self, context: ReplyContext) -> AsyncIterator[dict]:
         """Events: ``{"type": "token", "text"}`` ... then ``{"type": "done", "llm": LLMInfo}``,

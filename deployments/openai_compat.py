@@ -22,6 +22,7 @@ from deployments.schemas import (
     TutorResponse,
     TutorTurnSummary,
 )
+from models.llm.offline import OFFLINE_PROVIDER
 
 CHARS_PER_TOKEN = 4  # usage is an estimate: the tutor does not see the providers' tokenizers
 _STARTED = int(time.time())
@@ -70,7 +71,14 @@ def completion(response: TutorResponse, message: str) -> ChatCompletionResponse:
 
 
 def _broke(response: TutorResponse) -> bool:
-    return any(entry.startswith("reply:") and "mid-reply" in entry for entry in response.degraded)
+    """A provider answered and then failed: its attempt, the last one, is not ``ok``.
+
+    (The offline responder never breaks; when it answers, earlier failures were before any text.)
+    """
+    llm = response.llm
+    if llm.provider == OFFLINE_PROVIDER or not llm.attempts:
+        return False
+    return llm.attempts[-1].outcome != "ok"
 
 
 class ChunkWriter:

@@ -7,6 +7,7 @@ import openai
 import pytest
 
 from deployments.openai_compat import ChunkWriter, tutor_request
+from deployments.openai_compat import completion as completion_of
 from deployments.schemas import ChatCompletionRequest
 
 
@@ -54,3 +55,42 @@ def test_the_learner_message_is_the_last_user_message_with_text():
     )
     request = tutor_request(body)
     assert (request.learner_id, request.message, request.stream) == ("l1", "second", False)
+
+
+def _response(provider: str, outcomes: list[str]):
+    from deployments.schemas import (
+        LearnerState,
+        LLMInfo,
+        ProviderAttempt,
+        StrategyChoice,
+        TutorResponse,
+    )
+    from deployments.turn import unknown_emotion
+
+    attempts = [ProviderAttempt(provider=provider, outcome=o, latency_ms=1.0) for o in outcomes]
+    return TutorResponse(
+        turn_id="t1",
+        learner_id="l1",
+        reply="Half a pizza is more than a third.",
+        learner_state=LearnerState(emotion=unknown_emotion(), difficulty=None),
+        strategy=StrategyChoice(name="analogy", propensity=0.5),
+        llm=LLMInfo(provider=provider, model="m", attempts=attempts),
+        model_versions={},
+        timings_ms={},
+    )
+
+
+@pytest.mark.parametrize(
+    ("provider", "outcomes", "finish"),
+    [
+        ("groq", ["ok"], "stop"),
+        ("gemini", ["rate_limited", "ok"], "stop"),  # a fallback before any text is fine
+        ("groq", ["error"], "error"),  # groq's text broke off mid-reply
+        ("offline", ["error", "ok"], "stop"),
+    ],
+)
+def test_a_completion_says_when_its_reply_broke_off(provider, outcomes, finish):
+    completion = completion_of(_response(provider, outcomes), "why?")
+    assert completion.choices[0].finish_reason == finish
+    assert completion.usage.completion_tokens == len("Half a pizza is more than a third.") // 4
+    assert completion.tutor.turn_id == "t1" and completion.id == "chatcmpl-t1"
