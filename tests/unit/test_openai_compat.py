@@ -8,7 +8,15 @@ import pytest
 
 from deployments.openai_compat import ChunkWriter, tutor_request
 from deployments.openai_compat import completion as completion_of
-from deployments.schemas import ChatCompletionRequest
+from deployments.schemas import (
+    ChatCompletionRequest,
+    LearnerState,
+    LLMInfo,
+    ProviderAttempt,
+    StrategyChoice,
+    TutorResponse,
+)
+from deployments.turn import unknown_emotion
 
 
 def _sdk(body: str) -> openai.OpenAI:
@@ -58,14 +66,6 @@ def test_the_learner_message_is_the_last_user_message_with_text():
 
 
 def _response(provider: str, outcomes: list[str]):
-    from deployments.schemas import (
-        LearnerState,
-        LLMInfo,
-        ProviderAttempt,
-        StrategyChoice,
-        TutorResponse,
-    )
-    from deployments.turn import unknown_emotion
 
     attempts = [ProviderAttempt(provider=provider, outcome=o, latency_ms=1.0) for o in outcomes]
     return TutorResponse(
