@@ -246,7 +246,7 @@ class TurnRunner:
             emotion_state=emotion.state,
             mastery=recommended.p_correct if recommended else None,
             next_exercise=recommended.model_dump() if recommended else None,
-            history=[(t.message, t.reply) for t in state.recent],
+            history=[(t.message, t.reply) for t in session_memory(state)],
             priority=state.request.priority,
             max_latency_ms=state.request.max_latency_ms,
         )
@@ -336,6 +336,13 @@ class TurnRunner:
         if state.difficulty is not None:
             versions["difficulty"] = state.difficulty.model_version
         return versions
+
+
+def session_memory(state: TurnState) -> list[TurnRecord]:
+    """The conversation the reply continues: the learner's recent turns of this session (all
+    recent turns when the request names no session)."""
+    session = state.request.session_id
+    return [t for t in state.recent if session is None or t.session_id == session]
 
 
 def _offline_info(reason: str) -> LLMInfo:

@@ -136,6 +136,20 @@ async def test_answer_on_a_first_turn_rewards_nothing(tmp_path):
     assert runner.store.learner_rewards("l1") == []
 
 
+async def test_the_reply_remembers_this_session_only(tmp_path):
+    seen = []
+
+    async def respond(context):
+        seen.append([learner for learner, _ in context.history])
+        return await _respond(context)
+
+    runner = _runner(tmp_path, router=_Handle(respond=respond))
+    await _turn(runner, message="old session", session_id="s1")
+    await _turn(runner, message="first", session_id="s2")
+    await _turn(runner, message="second", session_id="s2")
+    assert seen[-1] == ["first"]
+
+
 class _DownStore:
     """A store whose backend is unreachable: every call raises StoreError."""
 
