@@ -188,9 +188,13 @@ class Ingress:
                 "content": {
                     "text/event-stream": {
                         "schema": {
-                            "type": "string",
+                            "type": "object",
                             "description": "With stream=true: `data:` chat.completion.chunk "
                             "objects (the last one carries `tutor`), then `data: [DONE]`.",
+                            "properties": {
+                                "event": {"enum": ["message"]},
+                                "data": {"type": "string", "description": "a JSON object"},
+                            },
                         }
                     }
                 }
