@@ -154,7 +154,7 @@ class TurnRunner:
     async def _load(self, state: TurnState) -> None:
         request = state.request
 
-        def load() -> tuple[bool, list[AnswerRecord], list[TurnRecord]]:
+        def load() -> tuple[bool, bool, list[AnswerRecord], list[TurnRecord]]:
             _, created = self.store.get_or_create_learner(request.learner_id, now=state.started)
             answered = request.answer is not None and self.store.add_answer(
                 AnswerRecord(
@@ -166,23 +166,32 @@ class TurnRunner:
             )
             answers = self.store.answers(request.learner_id, limit=MAX_HISTORY)
             recent = self.store.recent_turns(request.learner_id, limit=RECENT_TURNS)
-            if answered and recent:
-                # The answer is to the exercise the previous turn set: it rewards that turn's
-                # strategy (once; an answer already sent with /v1/feedback wins).
-                reward_turn(
-                    self.store,
-                    recent[-1],
-                    source="answer",
-                    reward=float(request.answer.correct),
-                    now=state.started,
-                )
-            return created, answers, recent
+            return created, answered, answers, recent
 
         loaded = await self._stage(state, "store", lambda: asyncio.to_thread(load), None)
         state.timings_ms["load"] = state.timings_ms.pop("store")
         if loaded is None:
             return
-        state.new_learner, answers, state.recent = loaded
+        state.new_learner, answered, answers, state.recent = loaded
+        if answered and state.recent:
+            # The answer is to the exercise the previous turn set: it rewards that turn's
+            # strategy (once; an answer already sent with /v1/feedback wins). A stage of its own,
+            # so a failed reward is named in `degraded` and never costs the turn its history.
+            previous = state.recent[-1]
+            correct = float(request.answer.correct)
+            await self._stage(
+                state,
+                "reward",
+                lambda: asyncio.to_thread(
+                    reward_turn,
+                    self.store,
+                    previous,
+                    source="answer",
+                    reward=correct,
+                    now=state.started,
+                ),
+                False,
+            )
         state.history = [Interaction(a.item_id, a.skill_id, a.correct) for a in answers]
 
     async def _emotion(self, state: TurnState) -> None:

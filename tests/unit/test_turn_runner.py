@@ -130,6 +130,25 @@ async def test_next_answer_rewards_the_strategy_of_the_turn_before(tmp_path):
     assert (stats.n, stats.reward_sum) == (2, 1.0)
 
 
+class _RewardRefusingStore(SQLiteStore):
+    def add_reward(self, reward, *, context):
+        raise ValueError("bandit statistics of another dimension")
+
+
+async def test_a_failed_reward_is_named_and_the_turn_keeps_its_history(tmp_path):
+    runner = _runner(tmp_path)
+    runner.store = _RewardRefusingStore(tmp_path / "refusing.db")
+    await _turn(runner, turn_id="t-1")
+    answer = {"item_id": "1", "skill_id": "2", "correct": True}
+    body = TutorRequest.model_validate(
+        {"learner_id": "l1", "message": "why?", "turn_id": "t-2", "answer": answer}
+    )
+    state = await runner.prepare(body, "req-2")
+    assert state.degraded == ["reward: ValueError"]
+    assert [(h.item_id, h.correct) for h in state.history] == [("1", True)]
+    assert [t.turn_id for t in state.recent] == ["t-1"]
+
+
 async def test_answer_on_a_first_turn_rewards_nothing(tmp_path):
     runner = _runner(tmp_path)
     await _turn(runner, answer={"item_id": "1", "skill_id": "2", "correct": True})
