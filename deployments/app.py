@@ -34,11 +34,13 @@ def _use_gpu(args: AppArgs) -> bool:
 
 
 def _deployment(cls: type, name: str, args: AppArgs, use_gpu: bool) -> serve.Deployment:
-    # user_config={} makes Serve call reconfigure() with the defaults when the config file
-    # gives no user_config; a user_config in the file replaces it.
-    return serve.deployment(cls, name=name).options(
-        ray_actor_options=args.actor_options(name, use_gpu=use_gpu), user_config={}
-    )
+    options: dict[str, Any] = {"ray_actor_options": args.actor_options(name, use_gpu=use_gpu)}
+    if hasattr(cls, "reconfigure"):
+        # user_config={} makes Serve call reconfigure() with the defaults when the config file
+        # gives no user_config; a user_config in the file replaces it. (Serve refuses to start
+        # a deployment given a user_config that it has no reconfigure() for.)
+        options["user_config"] = {}
+    return serve.deployment(cls, name=name).options(**options)
 
 
 def build_app(raw_args: dict[str, Any]) -> Application:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 from fake_handles import FakeHandle
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from deployments.llm_router import LLMRouterDeployment
 from deployments.local_llm import LocalLMDeployment
-from models.encoder import minilm_dir
 from models.llm.local_lm import LocalLM
 from models.llm.prompts import ReplyContext
 
@@ -17,16 +14,6 @@ MESSAGES = [
     {"role": "system", "content": "You are a tutor."},
     {"role": "user", "content": "why is one half more than one third?"},
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-lm")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())  # any tokenizer on disk will do
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=1, n_head=2)
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_the_model_streams_text_within_the_token_budget(tiny_lm):
