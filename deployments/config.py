@@ -107,6 +107,12 @@ class ProviderConfig(_Strict):
     cost_per_1k_input: float = Field(default=0.0, ge=0, description="Price per 1k prompt tokens.")
     cost_per_1k_output: float = Field(default=0.0, ge=0, description="Price per 1k reply tokens.")
     priority: int = Field(default=100, description="Lower is tried first when otherwise equal.")
+    request_usage: bool = Field(
+        default=True,
+        description="Ask for the token count at the end of the stream "
+        "(`stream_options.include_usage`); turn off for a server that refuses the option. "
+        "Without a count, tokens are estimated from characters.",
+    )
 
     @model_validator(mode="after")
     def _endpoint_for_http(self) -> ProviderConfig:

@@ -350,9 +350,13 @@ class Ingress:
         probes = await asyncio.gather(*(probe(n, h) for n, h in handles.items()))
         deployments = {name: health for name, health, _ in probes}
         versions = {name.lower(): v for name, _, v in probes if v is not None}
+        providers = {}
         try:
-            providers = await asyncio.wait_for(self._handles.router.providers.remote(), timeout=5)
-            deployments["LLMRouter"] = ComponentHealth(ok=True, detail=", ".join(providers))
+            router = self._handles.router.provider_states.remote()
+            providers = await asyncio.wait_for(router, timeout=5)
+            usable = sum(p.configured and p.breaker != "open" for p in providers.values())
+            detail = f"{usable} of {len(providers)} providers usable, then the offline responder"
+            deployments["LLMRouter"] = ComponentHealth(ok=True, detail=detail)
         except Exception as exc:
             deployments["LLMRouter"] = ComponentHealth(ok=False, detail=type(exc).__name__)
         deployments["Ingress"] = ComponentHealth(ok=True)
@@ -367,5 +371,6 @@ class Ingress:
             deployments=deployments,
             store=store,
             model_versions=versions,
+            providers=providers,
         )
         return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())

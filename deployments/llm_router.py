@@ -20,24 +20,66 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from deployments.config import ProviderConfig, RouterUserConfig, router_config
-from deployments.schemas import LLMInfo, ProviderAttempt
+from deployments.schemas import LLMInfo, LLMUsage, ProviderAttempt, ProviderState
 from deployments.telemetry import RouterMetrics
 from models.llm.circuit_breaker import BreakerConfig, CircuitBreaker
 from models.llm.offline import OFFLINE_MODEL, OFFLINE_PROVIDER, offline_tokens
-from models.llm.openai_client import ProviderError, stream_chat
+from models.llm.openai_client import ProviderError, TokenUsage, stream_chat
 from models.llm.prompts import ReplyContext, chat_messages
-from models.llm.routing import ProviderHealth, ProviderProfile, TurnNeeds, rank_providers
+from models.llm.routing import (
+    CHARS_PER_TOKEN,
+    ProviderHealth,
+    ProviderProfile,
+    TurnNeeds,
+    rank_providers,
+)
 
 logger = logging.getLogger("ray.serve")
 
 
 def _ms_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)
+
+
+@dataclass
+class _Call:
+    """What one provider call has produced so far."""
+
+    started: float
+    ttft_ms: float | None = None
+    output_chars: int = 0
+    reported: TokenUsage | None = None
+
+    def saw_text(self, text: str) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = _ms_since(self.started)
+        self.output_chars += len(text)
+
+    def usage(self, provider: ProviderConfig, *, estimated_input_tokens: int) -> LLMUsage | None:
+        """The provider's token count when it reported one, else an estimate; priced. None for
+        a call that failed before any text (not billed, as a rule)."""
+        if self.reported is None and self.ttft_ms is None:
+            return None
+        if self.reported is not None:
+            tokens = (self.reported.input_tokens, self.reported.output_tokens)
+        else:
+            tokens = (estimated_input_tokens, self.output_chars // CHARS_PER_TOKEN)
+        cost = (
+            tokens[0] / 1000 * provider.cost_per_1k_input
+            + tokens[1] / 1000 * provider.cost_per_1k_output
+        )
+        return LLMUsage(
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+            counted_by="provider" if self.reported is not None else "estimate",
+            cost=round(cost, 8),
+        )
 
 
 def _needs(context: ReplyContext, messages: list[dict[str, str]]) -> TurnNeeds:
@@ -48,7 +90,7 @@ def _needs(context: ReplyContext, messages: list[dict[str, str]]) -> TurnNeeds:
         strategy=context.strategy,
         emotion_state=context.emotion_state,
         p_correct=context.mastery,
-        input_tokens=prompt_chars // 4,  # ~4 characters per token in English
+        input_tokens=prompt_chars // CHARS_PER_TOKEN,
     )
 
 
@@ -91,20 +133,21 @@ class LLMRouterDeployment:
         ]
         logger.info("router providers: %s", names)
 
-    def providers(self) -> list[str]:
-        return [p.name for p in self._config.providers] + [OFFLINE_PROVIDER]
-
-    def provider_states(self) -> dict[str, dict]:
-        """Per provider: breaker state and observed health (for /healthz and debugging)."""
+    def provider_states(self) -> dict[str, ProviderState]:
+        """Per provider: whether it can be called, its breaker and observed health (/healthz)."""
         now = time.monotonic()
-        return {
-            name: {
-                "breaker": self._breakers[name].state(now).value,
-                "ttft_ms": self._health[name].ttft_ms,
-                "error_rate": round(self._health[name].error_rate, 4),
-            }
-            for name in self._breakers
-        }
+        states = {}
+        for provider in self._config.providers:
+            breaker, health = self._breakers[provider.name], self._health[provider.name]
+            states[provider.name] = ProviderState(
+                configured=self._unconfigured_reason(provider) is None,
+                breaker=breaker.state(now).value,
+                retry_in_s=round(breaker.retry_in(now), 1),
+                ttft_ms=None if health.ttft_ms is None else round(health.ttft_ms, 1),
+                error_rate=round(health.error_rate, 4),
+                requests=health.requests,
+            )
+        return states
 
     def _ranked(self, needs: TurnNeeds) -> list[ProviderConfig]:
         by_name = {p.name: p for p in self._config.providers}
@@ -127,29 +170,31 @@ class LLMRouterDeployment:
                 continue
             called += 1
             api_key = os.environ.get(provider.api_key_env) if provider.api_key_env else None
-            started = time.perf_counter()
-            ttft_ms: float | None = None
-            output_chars = 0
+            call = _Call(started=time.perf_counter())
             try:
-                async for text in self._provider_stream(provider, messages, api_key):
-                    ttft_ms = ttft_ms if ttft_ms is not None else _ms_since(started)
-                    output_chars += len(text)
-                    yield {"type": "token", "text": text}
+                async for piece in self._provider_stream(provider, messages, api_key):
+                    if isinstance(piece, TokenUsage):
+                        call.reported = piece
+                        continue
+                    call.saw_text(piece)
+                    yield {"type": "token", "text": piece}
             except ProviderError as exc:
-                self._health[provider.name].record(ok=False, ttft_ms=ttft_ms)
+                self._health[provider.name].record(ok=False, ttft_ms=call.ttft_ms)
                 self._breakers[provider.name].record_failure(time.monotonic(), exc.retry_after)
-                self._record_call(provider, exc.outcome, ttft_ms, needs, output_chars)
+                usage = self._record_call(provider, exc.outcome, call, needs)
                 attempts.append(
                     ProviderAttempt(
                         provider=provider.name,
                         outcome=exc.outcome,
-                        latency_ms=_ms_since(started),
+                        latency_ms=_ms_since(call.started),
                         detail=str(exc),
                     )
                 )
                 logger.warning("provider %s failed: %s", provider.name, exc)
-                if ttft_ms is not None:  # text was sent: no fallback, never mixed replies
-                    info = LLMInfo(provider=provider.name, model=provider.model, attempts=attempts)
+                if call.ttft_ms is not None:  # text was sent: no fallback, never mixed replies
+                    info = LLMInfo(
+                        provider=provider.name, model=provider.model, attempts=attempts, usage=usage
+                    )
                     message = f"{provider.name} failed mid-reply"
                     yield {"type": "error", "message": message, "llm": info}
                     return
@@ -159,33 +204,36 @@ class LLMRouterDeployment:
                 self._breakers[provider.name].release_probe()
                 raise
             self._breakers[provider.name].record_success()
-            self._health[provider.name].record(ok=True, ttft_ms=ttft_ms)
-            self._record_call(provider, "ok", ttft_ms, needs, output_chars)
+            self._health[provider.name].record(ok=True, ttft_ms=call.ttft_ms)
+            usage = self._record_call(provider, "ok", call, needs)
             attempts.append(
-                ProviderAttempt(provider=provider.name, outcome="ok", latency_ms=_ms_since(started))
+                ProviderAttempt(
+                    provider=provider.name, outcome="ok", latency_ms=_ms_since(call.started)
+                )
             )
-            yield {
-                "type": "done",
-                "llm": LLMInfo(provider=provider.name, model=provider.model, attempts=attempts),
-            }
+            info = LLMInfo(
+                provider=provider.name, model=provider.model, attempts=attempts, usage=usage
+            )
+            yield {"type": "done", "llm": info}
             return
         async for event in self._offline(context, attempts):
             yield event
 
-    def _skip_reason(self, provider: ProviderConfig) -> ProviderAttempt | None:
+    def _unconfigured_reason(self, provider: ProviderConfig) -> str | None:
         if provider.kind == "local" and self._local_lm is None:
-            return ProviderAttempt(
-                provider=provider.name,
-                outcome="not_configured",
-                latency_ms=0.0,
-                detail="no LocalLM deployment (the app's local_llm_path is not set)",
-            )
+            return "no LocalLM deployment (the app's local_llm_path is not set)"
         if provider.api_key_env and not os.environ.get(provider.api_key_env):
+            return f"environment variable {provider.api_key_env} is not set"
+        return None
+
+    def _skip_reason(self, provider: ProviderConfig) -> ProviderAttempt | None:
+        unconfigured = self._unconfigured_reason(provider)
+        if unconfigured is not None:
             return ProviderAttempt(
                 provider=provider.name,
                 outcome="not_configured",
                 latency_ms=0.0,
-                detail=f"environment variable {provider.api_key_env} is not set",
+                detail=unconfigured,
             )
         breaker = self._breakers[provider.name]
         now = time.monotonic()
@@ -199,28 +247,13 @@ class LLMRouterDeployment:
         return None
 
     def _record_call(
-        self,
-        provider: ProviderConfig,
-        outcome: str,
-        ttft_ms: float | None,
-        needs: TurnNeeds,
-        output_chars: int,
-    ) -> None:
-        output_tokens = output_chars // 4
-        cost = (
-            needs.input_tokens / 1000 * provider.cost_per_1k_input
-            + output_tokens / 1000 * provider.cost_per_1k_output
-        )
-        self._metrics.record_call(
-            provider.name,
-            outcome,
-            ttft_ms=ttft_ms,
-            input_tokens=needs.input_tokens,
-            output_tokens=output_tokens,
-            cost=cost,
-        )
+        self, provider: ProviderConfig, outcome: str, call: _Call, needs: TurnNeeds
+    ) -> LLMUsage | None:
+        usage = call.usage(provider, estimated_input_tokens=needs.input_tokens)
+        self._metrics.record_call(provider.name, outcome, ttft_ms=call.ttft_ms, usage=usage)
         state = self._breakers[provider.name].state(time.monotonic())
         self._metrics.record_breaker(provider.name, state.value)
+        return usage
 
     async def _offline(self, context: ReplyContext, attempts: list[ProviderAttempt]):
         started = time.perf_counter()
@@ -237,7 +270,7 @@ class LLMRouterDeployment:
 
     async def _provider_stream(
         self, provider: ProviderConfig, messages: list[dict[str, str]], api_key: str | None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[str | TokenUsage]:
         if provider.kind == "local":
             async for text in self._local_stream(provider, messages):
                 yield text
@@ -251,6 +284,7 @@ class LLMRouterDeployment:
             timeout_s=provider.timeout_s,
             max_tokens=provider.max_tokens,
             temperature=provider.temperature,
+            request_usage=provider.request_usage,
         ):
             yield text
 

@@ -23,8 +23,8 @@ from deployments.schemas import (
     TutorTurnSummary,
 )
 from models.llm.offline import OFFLINE_PROVIDER
+from models.llm.routing import estimate_tokens
 
-CHARS_PER_TOKEN = 4  # usage is an estimate: the tutor does not see the providers' tokenizers
 _STARTED = int(time.time())
 
 
@@ -47,13 +47,21 @@ def _summary(response: TutorResponse) -> TutorTurnSummary:
     )
 
 
-def _tokens(text: str) -> int:
-    return max(1, len(text) // CHARS_PER_TOKEN) if text else 0
+def _usage(response: TutorResponse, message: str) -> ChatCompletionUsage:
+    """The answering provider's count (system prompt and memory included) when it gave one;
+    else an estimate from the learner's message and the reply."""
+    usage = response.llm.usage
+    if usage is not None and usage.counted_by == "provider":
+        prompt, reply = usage.input_tokens, usage.output_tokens
+    else:
+        prompt, reply = estimate_tokens(message), estimate_tokens(response.reply)
+    return ChatCompletionUsage(
+        prompt_tokens=prompt, completion_tokens=reply, total_tokens=prompt + reply
+    )
 
 
 def completion(response: TutorResponse, message: str) -> ChatCompletionResponse:
-    """``message`` is the learner's; the prompt's system part and memory are not counted."""
-    prompt, reply = _tokens(message), _tokens(response.reply)
+    """``message`` is the learner's."""
     return ChatCompletionResponse(
         id=f"chatcmpl-{response.turn_id}",
         created=int(time.time()),
@@ -63,9 +71,7 @@ def completion(response: TutorResponse, message: str) -> ChatCompletionResponse:
                 finish_reason="error" if _broke(response) else "stop",
             )
         ],
-        usage=ChatCompletionUsage(
-            prompt_tokens=prompt, completion_tokens=reply, total_tokens=prompt + reply
-        ),
+        usage=_usage(response, message),
         tutor=_summary(response),
     )
 

@@ -168,10 +168,23 @@ class ProviderAttempt(BaseModel):
     detail: str | None = None
 
 
+class LLMUsage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    counted_by: Literal["provider", "estimate"] = Field(
+        description="provider: the provider's own count; estimate: about 4 characters a token, "
+        "for providers that report none."
+    )
+    cost: float = Field(description="From the provider's configured prices per 1k tokens.")
+
+
 class LLMInfo(BaseModel):
     provider: str
     model: str
     attempts: list[ProviderAttempt]
+    usage: LLMUsage | None = Field(
+        default=None, description="Tokens and cost of the answering call (none offline)."
+    )
 
 
 class TutorResponse(BaseModel):
@@ -277,11 +290,32 @@ class ComponentHealth(BaseModel):
     detail: str | None = None
 
 
+class ProviderState(BaseModel):
+    """One LLM provider as the router replica that answered sees it (health is per replica)."""
+
+    configured: bool = Field(
+        description="Callable: its key variable is set (or, for a local provider, the LocalLM "
+        "deployment is running). An unconfigured provider is skipped."
+    )
+    breaker: Literal["closed", "open", "half_open"]
+    retry_in_s: float = Field(description="Seconds until an open breaker lets a probe through.")
+    ttft_ms: float | None = Field(
+        description="Moving average of the time to first token (None before the first answer)."
+    )
+    error_rate: float = Field(description="Moving average of failed calls, 0 to 1.")
+    requests: int = Field(description="Calls this replica has made to the provider.")
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok", "degraded"]
     deployments: dict[str, ComponentHealth]
     store: ComponentHealth
     model_versions: dict[str, str]
+    providers: dict[str, ProviderState] = Field(
+        default_factory=dict,
+        description="The LLM providers in routing configuration order. Not part of `status`: "
+        "with none usable, replies come from the offline responder and say so.",
+    )
 
 
 # ---- OpenAI-compatible: /v1/chat/completions, /v1/models ----------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ray.serve import metrics
 
+from deployments.schemas import LLMUsage
+
 _LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
 
 
@@ -76,12 +78,13 @@ class RouterMetrics:
         )
         self.tokens = metrics.Counter(
             "tutor_llm_tokens_total",
-            description="Estimated tokens sent and received (4 characters per token).",
-            tag_keys=("provider", "direction"),
+            description="Tokens sent and received, as the provider counted them or estimated "
+            "(about 4 characters a token) where it reports none: see counted_by.",
+            tag_keys=("provider", "direction", "counted_by"),
         )
         self.cost = metrics.Counter(
             "tutor_llm_cost_total",
-            description="Estimated spend, in the currency of the configured prices.",
+            description="Spend from the tokens and the configured prices per 1k tokens.",
             tag_keys=("provider",),
         )
         self.breaker = metrics.Gauge(
@@ -96,20 +99,20 @@ class RouterMetrics:
         outcome: str,
         *,
         ttft_ms: float | None = None,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        cost: float = 0.0,
+        usage: LLMUsage | None = None,
     ) -> None:
         tags = {"provider": provider}
         self.requests.inc(tags={**tags, "outcome": outcome})
         if ttft_ms is not None:
             self.ttft.observe(ttft_ms, tags=tags)
-        if input_tokens:
-            self.tokens.inc(input_tokens, tags={**tags, "direction": "input"})
-        if output_tokens:
-            self.tokens.inc(output_tokens, tags={**tags, "direction": "output"})
-        if cost:
-            self.cost.inc(cost, tags=tags)
+        if usage is None:
+            return
+        counted = {**tags, "counted_by": usage.counted_by}
+        for direction, tokens in (("input", usage.input_tokens), ("output", usage.output_tokens)):
+            if tokens:
+                self.tokens.inc(tokens, tags={**counted, "direction": direction})
+        if usage.cost:
+            self.cost.inc(usage.cost, tags=tags)
 
     def record_breaker(self, provider: str, state: str) -> None:
         self.breaker.set(_BREAKER_STATE_VALUE[state], tags={"provider": provider})

@@ -7,8 +7,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Tokens the provider says it counted for the call (its own tokenizer, so billable)."""
+
+    input_tokens: int
+    output_tokens: int
 
 
 class ProviderError(RuntimeError):
@@ -40,6 +49,17 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def _usage(chunk: dict) -> TokenUsage | None:
+    # OpenAI, vLLM, Ollama and Gemini put it at the top level; Groq also under ``x_groq``.
+    usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
+    if not usage:
+        return None
+    return TokenUsage(
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
+    )
+
+
 async def stream_chat(
     client: httpx.AsyncClient,
     *,
@@ -50,8 +70,11 @@ async def stream_chat(
     timeout_s: float,
     max_tokens: int,
     temperature: float,
-) -> AsyncIterator[str]:
-    """Yield the reply's text pieces as the provider streams them."""
+    request_usage: bool = True,
+) -> AsyncIterator[str | TokenUsage]:
+    """Yield the reply's text pieces as the provider streams them, and a ``TokenUsage`` when
+    the provider reports one (``request_usage`` asks for it: ``stream_options.include_usage``).
+    """
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     body = {
         "model": model,
@@ -60,6 +83,8 @@ async def stream_chat(
         "max_tokens": max_tokens,
         "temperature": temperature,
     }
+    if request_usage:
+        body["stream_options"] = {"include_usage": True}
     url = base_url.rstrip("/") + "/chat/completions"
     try:
         async with client.stream(
@@ -81,12 +106,16 @@ async def stream_chat(
                     return
                 try:
                     chunk = json.loads(data)
-                    delta = chunk["choices"][0].get("delta") or {}
-                except (json.JSONDecodeError, KeyError, IndexError) as exc:
-                    raise ProviderError(f"malformed stream chunk: {exc}") from exc
-                text = delta.get("content")
+                    # The usage chunk has no choices; other chunks have one.
+                    choices = chunk.get("choices") or [{}]
+                    text = (choices[0].get("delta") or {}).get("content")
+                    usage = _usage(chunk)
+                except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+                    raise ProviderError(f"malformed stream chunk: {exc!r}") from exc
                 if text:
                     yield text
+                if usage is not None:
+                    yield usage
     except httpx.TimeoutException as exc:
         raise ProviderError(f"timeout after {timeout_s}s", outcome="timeout") from exc
     except httpx.HTTPError as exc:

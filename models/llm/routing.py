@@ -29,6 +29,11 @@ NEEDS_SPEED = frozenset({"frustrated", "anxious"})
 PRIOR_TTFT_MS = {"fast": 300.0}
 DEFAULT_PRIOR_TTFT_MS = 1000.0
 COST_WEIGHT = 0.3
+CHARS_PER_TOKEN = 4  # about, in English: for text whose tokens no provider has counted
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, len(text) // CHARS_PER_TOKEN) if text else 0
 
 
 @dataclass(frozen=True)

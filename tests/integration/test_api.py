@@ -102,6 +102,8 @@ def test_health_reports_every_deployment_store_and_versions(client):
     assert body["store"]["ok"] is True
     assert body["model_versions"]["emotion"] == EMOTION_VERSION
     assert body["model_versions"]["difficulty"] == DIFFICULTY_VERSION
+    assert list(body["providers"]) == ["unreachable"]
+    assert body["providers"]["unreachable"]["configured"] is True
 
 
 def test_tutor_turn_returns_reply_state_strategy_and_timings(client):
@@ -140,6 +142,22 @@ def test_tutor_turn_returns_reply_state_strategy_and_timings(client):
     )
     assert body["model_versions"]["emotion"] == EMOTION_VERSION
     assert body["degraded"] == []
+
+
+def test_health_shows_a_failing_provider_with_its_breaker_open(client):
+    # Three failures in a row open the breaker (breaker_failure_threshold in serve_config.yaml);
+    # a turn the open breaker skips leaves it open.
+    for _ in range(3):
+        turn = client.post("/v1/tutor", json={"learner_id": _learner(), "message": "hi"})
+        assert turn.status_code == 200, turn.text
+    body = client.get("/healthz").json()
+    unreachable = body["providers"]["unreachable"]
+    assert unreachable["breaker"] == "open"
+    assert 0 < unreachable["retry_in_s"] <= 30
+    assert unreachable["error_rate"] > 0
+    assert unreachable["ttft_ms"] is None  # it never answered
+    assert body["status"] == "ok"  # the offline responder still answers every turn
+    assert body["deployments"]["LLMRouter"]["detail"].startswith("0 of 1 providers usable")
 
 
 def test_turn_id_makes_a_retry_idempotent(client):

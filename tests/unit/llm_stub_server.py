@@ -1,8 +1,11 @@
 """A loopback OpenAI-compatible server for router tests, with faults injected per provider.
 
 Each provider is a path prefix: ``{base}/{name}/v1/chat/completions``. ``stub.behave(name, ...)``
-sets what that provider does next: answer, 429 with Retry-After, 500, stall before the first
-token, or drop the connection mid-stream. Every request is recorded (provider, headers, body).
+sets what that provider does next: answer, 429 with Retry-After, 500, wait before the first
+token (slow, or a stall past the client's timeout), stall mid-stream, or drop the connection
+mid-stream. Asked for usage (``stream_options.include_usage``), it ends the stream with a usage
+chunk, as OpenAI does: one prompt token per word of the messages, one reply token per word.
+Every request is recorded (provider, headers, body).
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 @dataclass
 class Behaviour:
-    mode: str = "ok"  # ok | rate_limit | error | stall | drop
+    mode: str = "ok"  # ok | rate_limit | error | drop | stall_mid
     text: str = "Hello from the stub."
     retry_after: int = 30
-    delay_s: float = 0.0  # before the first token (a stall: longer than the client's timeout)
+    delay_s: float = 0.0  # before the first token, or after the second one with stall_mid
 
 
 @dataclass
@@ -51,6 +54,13 @@ def _chunk(text: str) -> str:
     return f"data: {json.dumps(body)}\n\n"
 
 
+def _usage_chunk(messages: list[dict], words: list[str]) -> str:
+    prompt = sum(len(m["content"].split()) for m in messages)
+    usage = {"prompt_tokens": prompt, "completion_tokens": len(words)}
+    body = {"object": "chat.completion.chunk", "choices": [], "usage": usage}
+    return f"data: {json.dumps(body)}\n\n"
+
+
 def _app(stub: StubServer) -> FastAPI:
     app = FastAPI()
 
@@ -66,12 +76,17 @@ def _app(stub: StubServer) -> FastAPI:
             return JSONResponse({"error": "internal"}, status_code=500)
 
         async def events():
-            await asyncio.sleep(behaviour.delay_s)
+            if behaviour.mode != "stall_mid":
+                await asyncio.sleep(behaviour.delay_s)
             words = behaviour.text.split(" ")
             for i, word in enumerate(words):
                 yield _chunk(word if i == len(words) - 1 else word + " ")
                 if behaviour.mode == "drop" and i == 1:
                     raise ConnectionResetError("stub drops the connection mid-stream")
+                if behaviour.mode == "stall_mid" and i == 1:
+                    await asyncio.sleep(behaviour.delay_s)
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield _usage_chunk(body["messages"], words)
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

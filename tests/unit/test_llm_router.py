@@ -98,13 +98,13 @@ async def test_breaker_opens_after_repeated_failures_then_a_probe_closes_it(stub
     _, skipped, _ = await router.respond(_context())
     assert _outcomes(skipped) == [("a", "circuit_open"), ("offline", "ok")]
     assert stub.calls("a") == 3
-    assert router.provider_states()["a"]["breaker"] == "open"
+    assert router.provider_states()["a"].breaker == "open"
 
     stub.behave("a", text="I am back.")
     await asyncio.sleep(0.35)
     text, probe, _ = await router.respond(_context())
     assert (text, _outcomes(probe)) == ("I am back.", [("a", "ok")])
-    assert router.provider_states()["a"]["breaker"] == "closed"
+    assert router.provider_states()["a"].breaker == "closed"
 
 
 async def test_a_failing_provider_is_ranked_after_a_healthy_one(stub, key):
@@ -141,6 +141,37 @@ async def test_a_stalled_first_token_times_out_and_falls_back(stub, key):
     text, llm, _ = await _router(stub, ["a", "b"]).respond(_context())
     assert _outcomes(llm) == [("a", "timeout"), ("b", "ok")]
     assert llm.attempts[0].latency_ms < 1500
+
+
+async def test_a_stall_mid_stream_times_out_with_an_error_and_no_second_provider(stub, key):
+    stub.behave("a", "stall_mid", text="one two three four", delay_s=2.0)
+    events = await _events(_router(stub, ["a", "b"]))
+    assert [e["text"] for e in events if e["type"] == "token"] == ["one ", "two "]
+    assert events[-1]["type"] == "error"
+    assert _outcomes(events[-1]["llm"]) == [("a", "timeout")]
+    assert stub.calls("b") == 0
+
+
+async def test_a_slow_first_token_answers_then_ranks_the_provider_down(stub, key):
+    stub.behave("a", "ok", text="slow but sure", delay_s=1.2)
+    router = _router(stub, ["a", "b"])
+    router.reconfigure(
+        {
+            "providers": [
+                {"name": n, "base_url": stub.url(n), "model": "m", "api_key_env": "STUB_KEY",
+                 "timeout_s": 3.0, "priority": i}
+                for i, n in enumerate("ab")
+            ]
+        }
+    )  # fmt: skip
+    text, slow, _ = await router.respond(_context())
+    assert (text, _outcomes(slow)) == ("slow but sure", [("a", "ok")])  # slow is not a failure
+    state = router.provider_states()["a"]
+    assert (state.breaker, state.error_rate) == ("closed", 0.0)
+    assert state.ttft_ms >= 1200
+    # Its observed 1.2 s is now worse than b's 1 s prior: b goes first.
+    _, after, _ = await router.respond(_context())
+    assert _outcomes(after) == [("b", "ok")]
 
 
 async def test_a_missing_key_skips_the_provider(stub, monkeypatch):
@@ -185,7 +216,7 @@ def test_tutor_providers_file_replaces_the_configured_list(tmp_path, monkeypatch
     monkeypatch.setenv("TUTOR_PROVIDERS", str(path))
     router = LLMRouterDeployment(http_client=httpx.AsyncClient())
     router.reconfigure({"providers": [{"name": "x", "base_url": "http://x/v1", "model": "m"}]})
-    assert router.providers() == ["local", "offline"]
+    assert list(router.provider_states()) == ["local"]
     path.write_text("not: a providers list\n")
     with pytest.raises(ValueError, match="providers"):
         router.reconfigure({})
@@ -202,27 +233,51 @@ class _RecordedMetrics:
         self.breakers[provider] = state
 
 
+def _priced(stub, names, **provider) -> list[dict]:
+    return [
+        {"name": n, "base_url": stub.url(n), "model": "m", "api_key_env": "STUB_KEY",
+         "cost_per_1k_input": 1.0, "cost_per_1k_output": 2.0, "priority": i, **provider}
+        for i, n in enumerate(names)
+    ]  # fmt: skip
+
+
 async def test_metrics_per_provider(stub, key):
     stub.behave("a", "error")
-    stub.behave("b", text="a reply of some twenty characters")
+    stub.behave("b", text="a reply of six words here")
     metrics = _RecordedMetrics()
     router = LLMRouterDeployment(http_client=httpx.AsyncClient(), metrics=metrics)
-    router.reconfigure(
-        {
-            "breaker_failure_threshold": 1,
-            "providers": [
-                {"name": n, "base_url": stub.url(n), "model": "m", "api_key_env": "STUB_KEY",
-                 "cost_per_1k_input": 1.0, "cost_per_1k_output": 2.0, "priority": i}
-                for i, n in enumerate("ab")
-            ],
-        }
-    )  # fmt: skip
-    await router.respond(_context())
+    router.reconfigure({"breaker_failure_threshold": 1, "providers": _priced(stub, "ab")})
+    _, llm, _ = await router.respond(_context())
     (a, a_outcome, a_values), (b, b_outcome, b_values) = metrics.calls
     assert (a, a_outcome, b, b_outcome) == ("a", "error", "b", "ok")
-    assert a_values["ttft_ms"] is None and b_values["ttft_ms"] > 0
-    assert b_values["output_tokens"] == len("a reply of some twenty characters") // 4
-    assert b_values["cost"] == pytest.approx(
-        b_values["input_tokens"] / 1000 * 1.0 + b_values["output_tokens"] / 1000 * 2.0
-    )
+    assert a_values == {"ttft_ms": None, "usage": None}  # failed before any text: not billed
+    assert b_values["ttft_ms"] > 0
+    assert b_values["usage"] == llm.usage
     assert metrics.breakers == {"a": "open", "b": "closed"}
+
+
+async def test_usage_is_the_providers_count_and_priced(stub, key):
+    stub.behave("a", text="a reply of six words here")
+    router = LLMRouterDeployment(http_client=httpx.AsyncClient())
+    router.reconfigure({"providers": _priced(stub, "a")})
+    _, llm, _ = await router.respond(_context())
+    sent = stub.requests[-1]["body"]
+    assert sent["stream_options"] == {"include_usage": True}
+    prompt_words = sum(len(m["content"].split()) for m in sent["messages"])
+    usage = llm.usage
+    assert (usage.counted_by, usage.input_tokens, usage.output_tokens) == (
+        "provider",
+        prompt_words,
+        6,
+    )
+    assert usage.cost == pytest.approx(prompt_words / 1000 * 1.0 + 6 / 1000 * 2.0)
+
+
+async def test_usage_is_estimated_for_a_provider_asked_for_none(stub, key):
+    stub.behave("a", text="a reply of some twenty-eight characters")
+    router = LLMRouterDeployment(http_client=httpx.AsyncClient())
+    router.reconfigure({"providers": _priced(stub, "a", request_usage=False)})
+    _, llm, _ = await router.respond(_context())
+    assert "stream_options" not in stub.requests[-1]["body"]
+    assert llm.usage.counted_by == "estimate"
+    assert llm.usage.output_tokens == len("a reply of some twenty-eight characters") // 4

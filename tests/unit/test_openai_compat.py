@@ -12,6 +12,7 @@ from deployments.schemas import (
     ChatCompletionRequest,
     LearnerState,
     LLMInfo,
+    LLMUsage,
     ProviderAttempt,
     StrategyChoice,
     TutorResponse,
@@ -65,8 +66,7 @@ def test_the_learner_message_is_the_last_user_message_with_text():
     assert (request.learner_id, request.message, request.stream) == ("l1", "second", False)
 
 
-def _response(provider: str, outcomes: list[str]):
-
+def _response(provider: str, outcomes: list[str], usage: LLMUsage | None = None):
     attempts = [ProviderAttempt(provider=provider, outcome=o, latency_ms=1.0) for o in outcomes]
     return TutorResponse(
         turn_id="t1",
@@ -74,7 +74,7 @@ def _response(provider: str, outcomes: list[str]):
         reply="Half a pizza is more than a third.",
         learner_state=LearnerState(emotion=unknown_emotion(), difficulty=None),
         strategy=StrategyChoice(name="analogy", propensity=0.5),
-        llm=LLMInfo(provider=provider, model="m", attempts=attempts),
+        llm=LLMInfo(provider=provider, model="m", attempts=attempts, usage=usage),
         model_versions={},
         timings_ms={},
     )
@@ -94,3 +94,12 @@ def test_a_completion_says_when_its_reply_broke_off(provider, outcomes, finish):
     assert completion.choices[0].finish_reason == finish
     assert completion.usage.completion_tokens == len("Half a pizza is more than a third.") // 4
     assert completion.tutor.turn_id == "t1" and completion.id == "chatcmpl-t1"
+
+
+def test_completion_usage_is_the_providers_count_when_it_gave_one():
+    counted = LLMUsage(input_tokens=412, output_tokens=9, counted_by="provider", cost=0.0)
+    usage = completion_of(_response("groq", ["ok"], counted), "why?").usage
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (412, 9, 421)
+    guessed = LLMUsage(input_tokens=412, output_tokens=9, counted_by="estimate", cost=0.0)
+    usage = completion_of(_response("groq", ["ok"], guessed), "why?").usage
+    assert usage.prompt_tokens == 1  # the learner's "why?", estimated
