@@ -5,9 +5,9 @@ offline responder.
   difficulty), the client's ``priority``/``max_latency_ms`` and this replica's observed health.
 - A circuit breaker per provider (``models/llm/circuit_breaker.py``) skips one that keeps
   failing and lets one probe through after the cooldown or its ``Retry-After``.
-- At most ``max_attempts`` providers are called per turn. Fallback happens only before the first
-  token: a provider that fails mid-stream ends the stream with an error event rather than
-  mixing two providers' text.
+- Fallback to the next provider, then one retry of each that failed transiently, at most
+  ``max_attempts`` calls per turn. Both happen only before the first token: a provider that
+  fails mid-stream ends the stream with an error event rather than mixing two replies.
 
 Health and breakers are per replica: each replica learns about a provider from its own calls,
 which is enough to stop hammering a failing provider and needs no shared state.
@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ from models.llm.routing import (
 )
 
 logger = logging.getLogger("ray.serve")
+RETRY_BACKOFF_S = 0.2  # before retrying a provider, jittered ±50% so replicas don't align
 
 
 def _ms_since(start: float) -> float:
@@ -160,14 +162,19 @@ class LLMRouterDeployment:
         messages = chat_messages(context, memory_turns=self._config.memory_turns)
         needs = _needs(context, messages)
         called = 0
-        for provider in self._ranked(needs):
+        for provider, is_retry in self._candidates(needs, attempts):
             if called >= self._config.max_attempts:
                 break
-            skipped = self._skip_reason(provider)
-            if skipped is not None:
-                attempts.append(skipped)
-                self._metrics.record_call(provider.name, skipped.outcome)
-                continue
+            if is_retry:
+                if not self._breakers[provider.name].allow(time.monotonic()):
+                    continue  # its failure is already in attempts; now its breaker is open
+                await asyncio.sleep(RETRY_BACKOFF_S * random.uniform(0.5, 1.5))
+            else:
+                skipped = self._skip_reason(provider)
+                if skipped is not None:
+                    attempts.append(skipped)
+                    self._metrics.record_call(provider.name, skipped.outcome)
+                    continue
             called += 1
             api_key = os.environ.get(provider.api_key_env) if provider.api_key_env else None
             call = _Call(started=time.perf_counter())
@@ -218,6 +225,21 @@ class LLMRouterDeployment:
             return
         async for event in self._offline(context, attempts):
             yield event
+
+    def _candidates(
+        self, needs: TurnNeeds, attempts: list[ProviderAttempt]
+    ) -> Iterator[tuple[ProviderConfig, bool]]:
+        """(provider, is_retry): the ranked providers, then once more each that failed with a
+        transient ``error`` (a refused connection, a 5xx). Lazy: the retries are chosen from
+        ``attempts`` after the first pass. Timeouts are not retried (they already cost
+        ``timeout_s``), nor rate limits (their breaker waits for ``Retry-After``)."""
+        ranked = self._ranked(needs)
+        for provider in ranked:
+            yield provider, False
+        failed = {a.provider for a in attempts if a.outcome == "error"}
+        for provider in ranked:
+            if provider.name in failed:
+                yield provider, True
 
     def _unconfigured_reason(self, provider: ProviderConfig) -> str | None:
         if provider.kind == "local" and self._local_lm is None:

@@ -28,6 +28,7 @@ class Behaviour:
     text: str = "Hello from the stub."
     retry_after: int = 30
     delay_s: float = 0.0  # before the first token, or after the second one with stall_mid
+    times: int | None = None  # the fault happens this many times, then the provider answers
 
 
 @dataclass
@@ -69,6 +70,11 @@ def _app(stub: StubServer) -> FastAPI:
         body = await request.json()
         stub.requests.append({"provider": provider, "headers": dict(request.headers), "body": body})
         behaviour = stub.behaviours.get(provider, Behaviour())
+        if behaviour.times is not None:
+            if behaviour.times == 0:
+                behaviour = Behaviour(text=behaviour.text)
+            else:
+                behaviour.times -= 1
         if behaviour.mode == "rate_limit":
             headers = {"Retry-After": str(behaviour.retry_after)}
             return JSONResponse({"error": "slow down"}, status_code=429, headers=headers)

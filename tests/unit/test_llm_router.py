@@ -125,6 +125,21 @@ async def test_attempts_are_capped_then_the_offline_responder_answers(stub, key)
     assert "offline" in text.lower()
 
 
+async def test_a_transient_error_is_retried_after_the_other_providers(stub, key):
+    stub.behave("a", "error", times=1, text="a, second time lucky")
+    stub.behave("b", "rate_limit")
+    text, llm, _ = await _router(stub, ["a", "b"]).respond(_context())
+    assert _outcomes(llm) == [("a", "error"), ("b", "rate_limited"), ("a", "ok")]
+    assert text == "a, second time lucky"
+
+
+async def test_timeouts_and_rate_limits_are_not_retried(stub, key):
+    stub.behave("a", "ok", delay_s=2.0)
+    stub.behave("b", "rate_limit")
+    _, llm, _ = await _router(stub, ["a", "b"]).respond(_context())
+    assert _outcomes(llm) == [("a", "timeout"), ("b", "rate_limited"), ("offline", "ok")]
+
+
 async def test_a_drop_mid_stream_ends_with_an_error_and_no_second_provider(stub, key):
     stub.behave("a", "drop", text="one two three four")
     stub.behave("b", text="completely different reply")
