@@ -7,6 +7,9 @@ Figures (all on this machine, in this run):
 - difficulty: in-process prediction of 20 candidates for a learner with a 200-step history, fresh
   (nothing cached) and on the next turn (one new answer, the state cache extended), for the
   served version and the DKT v1 baseline.
+- streaming: a second app whose only provider is a loopback stub streaming at a fixed pace;
+  time to first token and to the end of the stream through `/v1/tutor` (SSE) against the stub
+  called directly, at 1 and 8 clients.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import numpy as np
 import torch
 import yaml
 
+from benchmarks.llm_stub import stub_process
 from benchmarks.load import closed_loop
 from benchmarks.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
+from benchmarks.streaming import openai_token, timed_streams, tutor_token
 from models.emotion import EmotionClassifier
 from models.knowledge_tracing import Interaction, KnowledgeTracer
 from models.registry import ModelRegistry
@@ -170,6 +175,90 @@ def bench_served(base_url: str, seconds: float) -> dict:
     }
 
 
+# ---- streaming through the router -----------------------------------------------------------
+
+STUB_PACE = {"first_token_s": 0.1, "token_interval_s": 0.01, "words": 30}
+
+
+def _direct_stream_request(client_index: int, i: int):
+    messages = [{"role": "user", "content": LEARNER_TEXTS[i % len(LEARNER_TEXTS)]}]
+    return "/stub/v1/chat/completions", {"model": "stub", "messages": messages, "stream": True}
+
+
+def _tutor_stream_request(client_index: int, i: int):
+    _, path, body = _tutor_request(client_index, i)
+    return path, {**body, "stream": True}
+
+
+def _streaming_row(served: dict, direct: dict) -> dict:
+    """The tutor's stream against the provider's own: added time to the first token (the
+    turn's other stages and the router) and the span over which tokens arrive (same: not
+    buffered)."""
+
+    def span(r: dict) -> float:
+        return r["total"]["p50_ms"] - r["first_token"]["p50_ms"]
+
+    return {
+        "served": served,
+        "direct": direct,
+        "first_token_added_ms_p50": round(
+            served["first_token"]["p50_ms"] - direct["first_token"]["p50_ms"], 1
+        ),
+        "token_span_ratio_p50": round(span(served) / span(direct), 3),
+    }
+
+
+def bench_streaming(config_path: Path, seconds: float) -> dict:
+    results: dict = {"stub_pace": STUB_PACE}
+    with stub_process(**STUB_PACE) as stub_url, tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        provider = {"name": "stub", "base_url": f"{stub_url}/stub/v1", "model": "stub"}
+        bench_config = write_config(
+            Path(tmp) / "serve_config.yaml",
+            port=port,
+            base=config_path,
+            store_uri=f"sqlite:///{tmp}/bench-stream-{uuid.uuid4().hex}.db",
+            deployment_overrides={"LLMRouter": {"providers": [provider]}},
+        )
+        with serve_running(bench_config, port=port, log_path=Path(tmp) / "serve.log") as url:
+            timed_streams(url, 4, 3, _tutor_stream_request, tutor_token)  # warm-up
+            for clients in (1, 8):
+                direct = timed_streams(
+                    stub_url, clients, seconds, _direct_stream_request, openai_token
+                )
+                served = timed_streams(url, clients, seconds, _tutor_stream_request, tutor_token)
+                results[f"{clients}_clients"] = _streaming_row(served, direct)
+    return results
+
+
+def _p50_p99(timing: dict) -> str:
+    return f"p50 {timing['p50_ms']} ms / p99 {timing['p99_ms']} ms"
+
+
+def _streaming_rows(streaming: dict) -> list[tuple[str, str, str]]:
+    rows = []
+    for clients in (1, 8):
+        row = streaming[f"{clients}_clients"]
+        served, direct = row["served"], row["direct"]
+        rows.append(
+            (
+                f"/v1/tutor stream, {clients} client(s): first token",
+                _p50_p99(served["first_token"]),
+                f"provider alone p50 {direct['first_token']['p50_ms']} ms: "
+                f"+{row['first_token_added_ms_p50']} ms",
+            )
+        )
+        rows.append(
+            (
+                f"/v1/tutor stream, {clients} client(s): whole reply",
+                _p50_p99(served["total"]),
+                f"token span {row['token_span_ratio_p50']:.2f} of the provider's; "
+                f"{served['streams_per_s']} turns/s",
+            )
+        )
+    return rows
+
+
 def _table(results: dict) -> str:
     raw, served = results["in_process"], results["served"]
     e32 = served["emotion_32_clients"]
@@ -226,6 +315,8 @@ def _table(results: dict) -> str:
                 f"{d['next_turn_speedup_p50']}x faster than fresh (state cache)",
             )
         )
+    if "streaming" in results:
+        rows += _streaming_rows(results["streaming"])
     width = max(len(r[0]) for r in rows)
     generator = results["served"]["emotion_32_clients"]["generator"]
     lines = [
@@ -279,6 +370,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         with serve_running(bench_config, port=port, log_path=Path(tmp) / "serve.log") as url:
             results["served"] = bench_served(url, args.seconds)
+    results["streaming"] = bench_streaming(args.config, args.seconds)
     results["emotion_served_over_raw_all_cores"] = round(
         results["served"]["emotion_32_clients"]["requests_per_s"]
         / results["in_process"]["emotion_all_cores"]["texts_per_s"],

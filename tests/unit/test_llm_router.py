@@ -7,8 +7,8 @@ import logging
 
 import httpx
 import pytest
-from llm_stub_server import RunningStub
 
+from benchmarks.llm_stub import RunningStub
 from deployments.llm_router import LLMRouterDeployment
 from models.llm.prompts import ReplyContext
 
