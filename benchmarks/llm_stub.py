@@ -2,7 +2,7 @@
 per provider.
 
 Each provider is a path prefix: ``{base}/{name}/v1/chat/completions``. ``stub.behave(name, ...)``
-sets what that provider does next: answer, 429 with Retry-After, 500, wait before the first
+sets what that provider does next: answer, 429 with Retry-After, 500, 400, wait before the first
 token (slow, or a stall past the client's timeout), stall mid-stream, or drop the connection
 mid-stream. Asked for usage (``stream_options.include_usage``), it ends the stream with a usage
 chunk, as OpenAI does: one prompt token per word of the messages, one reply token per word.
@@ -36,7 +36,7 @@ from benchmarks.serve_process import free_port
 
 @dataclass
 class Behaviour:
-    mode: str = "ok"  # ok | rate_limit | error | drop | stall_mid
+    mode: str = "ok"  # ok | rate_limit | error (500) | reject (400) | drop | stall_mid
     text: str = "Hello from the stub."
     retry_after: int = 30
     delay_s: float = 0.0  # before the first token, or after the second one with stall_mid
@@ -98,6 +98,8 @@ def _app(stub: StubServer) -> FastAPI:
             return JSONResponse({"error": "slow down"}, status_code=429, headers=headers)
         if behaviour.mode == "error":
             return JSONResponse({"error": "internal"}, status_code=500)
+        if behaviour.mode == "reject":
+            return JSONResponse({"error": "unsupported option"}, status_code=400)
 
         async def events():
             if behaviour.mode != "stall_mid":

@@ -163,7 +163,9 @@ class StrategyChoice(BaseModel):
 
 class ProviderAttempt(BaseModel):
     provider: str
-    outcome: str = Field(description="ok, error, timeout, not_configured, ...")
+    outcome: str = Field(
+        description="ok, error, rejected, rate_limited, timeout, circuit_open or not_configured"
+    )
     latency_ms: float
     detail: str | None = None
 

@@ -23,8 +23,9 @@ class TokenUsage:
 class ProviderError(RuntimeError):
     """A provider answered with an error, or not at all, before or during the stream.
 
-    ``outcome`` names the failure for attempts and metrics: ``rate_limited`` (429), ``error``
-    (another HTTP error, a malformed stream, a dropped connection) or ``timeout``.
+    ``outcome`` names the failure for attempts and metrics: ``rate_limited`` (429), ``rejected``
+    (another 4xx: retrying the same request would not help), ``error`` (a 5xx, a malformed
+    stream, a refused or dropped connection) or ``timeout``.
     """
 
     def __init__(
@@ -47,6 +48,14 @@ def _retry_after(response: httpx.Response) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _outcome(status: int) -> str:
+    if status == 429:
+        return "rate_limited"
+    if 400 <= status < 500 and status != 408:
+        return "rejected"  # the request itself: a bad key or model, an option it refuses
+    return "error"
 
 
 def _usage(chunk: dict) -> TokenUsage | None:
@@ -96,7 +105,7 @@ async def stream_chat(
                     f"HTTP {response.status_code}",
                     status=response.status_code,
                     retry_after=_retry_after(response),
-                    outcome="rate_limited" if response.status_code == 429 else "error",
+                    outcome=_outcome(response.status_code),
                 )
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):

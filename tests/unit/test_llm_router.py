@@ -133,11 +133,18 @@ async def test_a_transient_error_is_retried_after_the_other_providers(stub, key)
     assert text == "a, second time lucky"
 
 
-async def test_timeouts_and_rate_limits_are_not_retried(stub, key):
+async def test_timeouts_rate_limits_and_rejections_are_not_retried(stub, key):
     stub.behave("a", "ok", delay_s=2.0)
     stub.behave("b", "rate_limit")
-    _, llm, _ = await _router(stub, ["a", "b"]).respond(_context())
-    assert _outcomes(llm) == [("a", "timeout"), ("b", "rate_limited"), ("offline", "ok")]
+    stub.behave("c", "reject")
+    _, llm, _ = await _router(stub, ["a", "b", "c"], max_attempts=5).respond(_context())
+    assert _outcomes(llm) == [
+        ("a", "timeout"),
+        ("b", "rate_limited"),
+        ("c", "rejected"),
+        ("offline", "ok"),
+    ]
+    assert [stub.calls(name) for name in "abc"] == [1, 1, 1]
 
 
 async def test_a_drop_mid_stream_ends_with_an_error_and_no_second_provider(stub, key):
