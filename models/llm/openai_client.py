@@ -69,6 +69,23 @@ def _usage(chunk: dict) -> TokenUsage | None:
     )
 
 
+def _parse_chunk(data: str) -> tuple[str | None, TokenUsage | None]:
+    """(text, usage) of one ``data:`` line; an error object or a malformed chunk raises."""
+    try:
+        chunk = json.loads(data)
+        if "error" in chunk:  # some servers report a failure mid-stream this way
+            message = str((chunk["error"] or {}).get("message", ""))[:200]
+            raise ProviderError(f"provider error mid-stream: {message}")
+        usage = _usage(chunk)
+        if "choices" not in chunk and usage is None:
+            raise ProviderError("malformed stream chunk: no choices")
+        # The usage chunk's choices are empty; a text chunk has one.
+        choices = chunk.get("choices") or [{}]
+        return (choices[0].get("delta") or {}).get("content"), usage
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+        raise ProviderError(f"malformed stream chunk: {exc!r}") from exc
+
+
 async def stream_chat(
     client: httpx.AsyncClient,
     *,
@@ -113,14 +130,7 @@ async def stream_chat(
                 data = line[len("data:") :].strip()
                 if data == "[DONE]":
                     return
-                try:
-                    chunk = json.loads(data)
-                    # The usage chunk has no choices; other chunks have one.
-                    choices = chunk.get("choices") or [{}]
-                    text = (choices[0].get("delta") or {}).get("content")
-                    usage = _usage(chunk)
-                except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
-                    raise ProviderError(f"malformed stream chunk: {exc!r}") from exc
+                text, usage = _parse_chunk(data)
                 if text:
                     yield text
                 if usage is not None:

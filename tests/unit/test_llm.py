@@ -46,21 +46,23 @@ def _sse(*chunks: str) -> bytes:
     return ("".join(lines) + "data: [DONE]\n\n").encode()
 
 
-async def _collect(transport: httpx.MockTransport) -> list[str]:
+async def _stream(transport: httpx.MockTransport):
     async with httpx.AsyncClient(transport=transport) as client:
-        return [
-            piece
-            async for piece in stream_chat(
-                client,
-                base_url="http://llm.test/v1",
-                model="m",
-                messages=[{"role": "user", "content": "hi"}],
-                api_key="sk-secret",
-                timeout_s=5,
-                max_tokens=10,
-                temperature=0.0,
-            )
-        ]
+        async for piece in stream_chat(
+            client,
+            base_url="http://llm.test/v1",
+            model="m",
+            messages=[{"role": "user", "content": "hi"}],
+            api_key="sk-secret",
+            timeout_s=5,
+            max_tokens=10,
+            temperature=0.0,
+        ):
+            yield piece
+
+
+async def _collect(transport: httpx.MockTransport) -> list[str]:
+    return [piece async for piece in _stream(transport)]
 
 
 async def test_stream_chat_parses_openai_sse_and_sends_the_key_as_bearer():
@@ -84,3 +86,22 @@ async def test_stream_chat_reports_status_and_retry_after_without_the_key():
     assert failure.value.status == 429
     assert failure.value.retry_after == 7.0
     assert "sk-secret" not in str(failure.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"error": {"message": "overloaded"}}', "provider error mid-stream: overloaded"),
+        ('{"object": "chat.completion.chunk"}', "no choices"),
+        ("{not json", "malformed"),
+    ],
+)
+async def test_stream_chat_fails_on_an_error_chunk_after_text(line, problem):
+    body = _sse("Hel").replace(b"data: [DONE]\n\n", b"") + f"data: {line}\n\n".encode()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
+    received = []
+    with pytest.raises(ProviderError, match=problem) as failure:
+        async for piece in _stream(transport):
+            received.append(piece)
+    assert received == ["Hel"]  # the text before the failure was delivered
+    assert failure.value.outcome == "error"
