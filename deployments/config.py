@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.registry import DEFAULT_REGISTRY_ROOT
+from models.common.registry import DEFAULT_REGISTRY_ROOT
 
 NEURAL_DEPLOYMENTS = ("Emotion", "Difficulty", "LocalLM")
 ALL_DEPLOYMENTS = ("Ingress", "Emotion", "Difficulty", "Personalization", "LLMRouter", "LocalLM")
@@ -54,7 +54,7 @@ class DifficultyUserConfig(_Strict):
     target_band: tuple[float, float] = Field(
         default=(0.70, 0.85), description="P(correct) band the recommended exercise aims for."
     )
-    state_cache_size: int = Field(
+    encoding_cache_size: int = Field(
         default=1024,
         ge=0,
         le=100_000,

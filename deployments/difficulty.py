@@ -15,8 +15,8 @@ from deployments.schemas import (
     Prediction,
     SkillMastery,
 )
-from models.knowledge_tracing import CandidatePrediction, Interaction, KnowledgeTracer, recommend
-from models.registry import ModelRegistry
+from models.common.registry import ModelRegistry
+from models.difficulty.tracer import CandidatePrediction, Interaction, KnowledgeTracer, recommend
 
 logger = logging.getLogger("ray.serve")
 MODEL_NAME = "difficulty"
@@ -42,30 +42,30 @@ class DifficultyDeployment:
         self._cache_size = -1
         self._band = (0.70, 0.85)
         self._cache_reuse = metrics.Gauge(
-            "tutor_difficulty_state_reuse_ratio",
-            description="Share of history rows whose encoding came from the state cache.",
+            "tutor_difficulty_encoding_reuse_ratio",
+            description="Share of history rows whose encoding came from the encoding cache.",
         )
         self._cache_entries = metrics.Gauge(
-            "tutor_difficulty_state_cache_entries",
+            "tutor_difficulty_encoding_cache_entries",
             description="Learners' encoded histories held by this replica.",
         )
 
     def reconfigure(self, user_config: dict) -> None:
         config = DifficultyUserConfig.model_validate(user_config)
         version = self._registry.resolve_version(MODEL_NAME, config.model_version)
-        if version != self._version or config.state_cache_size != self._cache_size:
+        if version != self._version or config.encoding_cache_size != self._cache_size:
             artifact = self._registry.load(MODEL_NAME, version)
             # The artifact's own window: the rows the model was trained to read.
             self._tracer = KnowledgeTracer.from_artifact(
-                artifact.path, device=self._device, state_cache_size=config.state_cache_size
+                artifact.path, device=self._device, encoding_cache_size=config.encoding_cache_size
             )
-            self._version, self._cache_size = version, config.state_cache_size
+            self._version, self._cache_size = version, config.encoding_cache_size
             logger.info(
-                "difficulty model %s loaded on %s (window %d rows, state cache %d)",
+                "difficulty model %s loaded on %s (window %d rows, encoding cache %d)",
                 version,
                 self._device,
                 self._tracer.max_history,
-                config.state_cache_size,
+                config.encoding_cache_size,
             )
         self._band = config.target_band
 
@@ -101,8 +101,8 @@ class DifficultyDeployment:
         ]
 
     def _record_cache(self) -> None:
-        if self._tracer is not None and self._tracer.state_cache is not None:
-            stats = self._tracer.state_cache.stats()
+        if self._tracer is not None and self._tracer.encoding_cache is not None:
+            stats = self._tracer.encoding_cache.stats()
             self._cache_reuse.set(stats["reuse_ratio"])
             self._cache_entries.set(stats["entries"])
 

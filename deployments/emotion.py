@@ -11,8 +11,8 @@ from ray import serve
 
 from deployments.config import EmotionUserConfig
 from deployments.schemas import EmotionResponse, EmotionResult, GoEmotionsScores
-from models.emotion import EmotionClassifier, EmotionPrediction
-from models.registry import ModelRegistry
+from models.common.registry import ModelRegistry
+from models.emotion.classifier import EmotionClassifier, EmotionPrediction
 
 logger = logging.getLogger("ray.serve")
 MODEL_NAME = "emotion"

@@ -14,9 +14,7 @@ from fastapi import FastAPI, Path
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
-from deployments import openai_compat
 from deployments.config import IngressUserConfig
-from deployments.emotion_batching import CoalescedEmotion
 from deployments.errors import ERROR_RESPONSES, error_response, install_error_handlers, required
 from deployments.request_context import current_request_id
 from deployments.schemas import (
@@ -38,10 +36,12 @@ from deployments.schemas import (
     TutorResponse,
 )
 from deployments.telemetry import TurnMetrics
-from deployments.turn import TurnHandles, TurnRunner
-from models.context_features import CONTEXT_DIM, learner_pace
-from models.emotion_states import emotion_trend
-from models.knowledge_tracing import Interaction
+from deployments.tutoring import openai_chat
+from deployments.tutoring.emotion_coalescing import CoalescedEmotion
+from deployments.tutoring.turn import TurnHandles, TurnRunner
+from models.difficulty.tracer import Interaction
+from models.emotion.learning_states import emotion_trend
+from models.personalization.context import CONTEXT_DIM, learner_pace
 from store import TutorStore, open_store
 
 logger = logging.getLogger("ray.serve")
@@ -178,7 +178,7 @@ class Ingress:
 
     @api.get("/v1/models", response_model=ModelList)
     async def models(self):
-        return openai_compat.model_list()
+        return openai_chat.model_list()
 
     @api.post(
         "/v1/chat/completions",
@@ -191,7 +191,7 @@ class Ingress:
     )
     async def chat_completions(self, body: ChatCompletionRequest):
         try:
-            request = openai_compat.tutor_request(body)
+            request = openai_chat.tutor_request(body)
         except ValueError as exc:
             return error_response(422, str(exc))
         state = await self._runner.prepare(request, current_request_id())
@@ -200,10 +200,10 @@ class Ingress:
         reply, llm = await self._runner.reply(state)
         response = await self._runner.finish(state, reply, llm)
         self._record(response, stream=False)
-        return openai_compat.completion(response, request.message)
+        return openai_chat.completion(response, request.message)
 
     async def _stream_chat(self, state) -> AsyncIterator[str]:
-        chunks = openai_compat.ChunkWriter(state.turn_id)
+        chunks = openai_chat.ChunkWriter(state.turn_id)
         yield chunks.role()
         error = None
         async for event in self._runner.stream_turn(state):

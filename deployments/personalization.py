@@ -14,11 +14,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from deployments.config import PersonalizationUserConfig
-from deployments.rewards import reward_turn
 from deployments.schemas import FeedbackResponse, StrategyChoice, StrategyStats
-from models.bandit import ArmStatistics, LinearThompsonSampling, ThompsonConfig
-from models.context_features import CONTEXT_DIM, LearnerActivity, build_context
-from models.vocab import STRATEGIES
+from deployments.tutoring.rewards import reward_turn
+from models.common.vocab import STRATEGIES
+from models.personalization.bandit import ArmStatistics, LinearThompsonSampling, ThompsonConfig
+from models.personalization.context import CONTEXT_DIM, LearnerActivity, build_context
 from store import FeedbackRecord, TutorStore, open_store
 from store.records import AnswerRecord
 

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from models.vocab import LEARNING_STATES, STRATEGIES
+from models.common.vocab import LEARNING_STATES, STRATEGIES
 
 MAX_MESSAGE_CHARS = 4000
 MAX_TEXTS = 64

@@ -5,7 +5,7 @@
 Writes ``turns.jsonl`` (one logged turn per line: the context the policy saw, the strategy it
 chose, the propensity of that choice, and the turn's rewards by source) and ``bandit_<policy>.json``
 for every policy named in the turns (its additive statistics, as the store holds them), the
-input of ``python -m pipelines.off_policy_eval``.
+input of ``python -m pipelines.personalization.off_policy_eval``.
 """
 
 from __future__ import annotations

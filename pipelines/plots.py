@@ -38,7 +38,7 @@ def plot_per_label_f1(per_label_f1: dict[str, float], macro_f1: float, title: st
 
 def plot_reliability(panels: dict[str, dict[str, dict[str, Any]]], title: str, path: Path) -> Path:
     """Reliability diagrams: one panel per key of ``panels``, one curve per model in it, each
-    curve a ``models.calibration.reliability`` result (``ece`` and ``bins``)."""
+    curve a ``models.common.calibration.reliability`` result (``ece`` and ``bins``)."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), dpi=110,
                              squeeze=False)  # fmt: skip
     for ax, (panel, curves) in zip(axes[0], panels.items(), strict=True):

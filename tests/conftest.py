@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from models.encoder import minilm_dir
+from models.emotion.encoder import minilm_dir
 
 
 @pytest.fixture(scope="session")

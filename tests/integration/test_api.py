@@ -18,8 +18,8 @@ import hypothesis
 import pytest
 import yaml
 
-from benchmarks.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
-from models.vocab import LEARNING_STATES, STRATEGIES
+from models.common.vocab import LEARNING_STATES, STRATEGIES
+from tests.support.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ from ray import serve
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
-from benchmarks.serve_process import free_port
 from deployments.app import build_app
 from deployments.config import PROVIDERS_FILE_ENV
 from models.llm.prompts import ReplyContext
+from tests.support.serve_process import free_port
 
 pytestmark = pytest.mark.integration
 SMALL = {"num_cpus": 0.1}

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.serve_process import free_port, serve_running, write_config
+from tests.support.serve_process import free_port, serve_running, write_config
 
 pytestmark = pytest.mark.integration
 

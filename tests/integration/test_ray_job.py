@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import ray
 
-from benchmarks.serve_process import free_port
 from pipelines.common import REPO_ROOT, shared_data_dir
+from tests.support.serve_process import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.data]
 GOEMOTIONS = shared_data_dir() / "goemotions"
@@ -50,7 +50,7 @@ def test_train_emotion_runs_as_a_submitted_job(job_server, tmp_path):
     runtime_env = f'{{"env_vars": {{"TUTOR_DATA_DIR": "{GOEMOTIONS.parent.resolve()}"}}}}'
     # The job's shell may not have this venv on its PATH: name the interpreter.
     entrypoint = [
-        sys.executable, "-m", "pipelines.train_emotion", "--limit-train", "32",
+        sys.executable, "-m", "pipelines.emotion.train", "--limit-train", "32",
         "--limit-eval", "32", "--epochs", "1", "--threads", "1", "--no-register",
         "--storage", str(tmp_path / "results"),
     ]  # fmt: skip

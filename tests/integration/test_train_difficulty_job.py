@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import ray
 
-from models.knowledge_tracing import KnowledgeTracer
-from models.registry import ModelRegistry
+from models.common.registry import ModelRegistry
+from models.difficulty.tracer import KnowledgeTracer
 from pipelines.common import shared_data_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.data]
@@ -23,7 +23,7 @@ def own_ray():
 def test_a_small_run_registers_a_servable_version(model, tmp_path):
     if not (KT_DIR / "assist2009_pid").is_dir():
         pytest.skip(f"shared data not found at {KT_DIR}")
-    from pipelines.train_difficulty import main
+    from pipelines.difficulty.train import main
 
     result = main(
         [

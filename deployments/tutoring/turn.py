@@ -1,0 +1,412 @@
+"""One tutoring turn through the graph: load, emotion || difficulty, strategy, reply, store.
+
+Every stage has a timeout and a fallback, and every fallback is named in ``degraded``: a learner
+always gets a reply, and the response says which parts of it are not the models' work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from deployments.schemas import (
+    MAX_HISTORY,
+    DifficultyResponse,
+    EmotionResult,
+    GoEmotionsScores,
+    LearnerState,
+    LLMInfo,
+    ProviderAttempt,
+    StrategyChoice,
+    TutorRequest,
+    TutorResponse,
+)
+from deployments.tutoring.rewards import reward_turn
+from models.common.vocab import LEARNING_STATES, STRATEGIES
+from models.difficulty.tracer import Interaction
+from models.llm.offline import OFFLINE_MODEL, OFFLINE_PROVIDER, offline_reply
+from models.llm.prompts import ReplyContext
+from models.personalization.context import LearnerActivity
+from store import StoreError, TutorStore
+from store.records import AnswerRecord, TurnRecord
+
+logger = logging.getLogger("ray.serve")
+T = TypeVar("T")
+RECENT_TURNS = 20
+
+
+def unknown_emotion() -> EmotionResult:
+    """What the tutor assumes when the emotion stage is unavailable: no information."""
+    uniform = 1.0 / len(LEARNING_STATES)
+    return EmotionResult(
+        state="neutral",
+        confidence=uniform,
+        states={s: uniform for s in LEARNING_STATES},
+        goemotions=GoEmotionsScores(scores={}, predicted=[]),
+    )
+
+
+@dataclass
+class TurnHandles:
+    """The downstream deployments, as handles (or any object with the same async methods)."""
+
+    emotion: Any
+    difficulty: Any
+    personalization: Any
+    router: Any
+
+
+@dataclass
+class TurnState:
+    """What is known about a turn before its reply is written."""
+
+    request: TutorRequest
+    turn_id: str
+    request_id: str
+    started: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    degraded: list[str] = field(default_factory=list)
+    new_learner: bool = False
+    history: list[Interaction] = field(default_factory=list)
+    recent: list[TurnRecord] = field(default_factory=list)
+    emotion: EmotionResult | None = None
+    emotion_version: str = "unavailable"
+    difficulty: DifficultyResponse | None = None
+    strategy: StrategyChoice | None = None
+    context: list[float] = field(default_factory=list)
+    policy_version: str = "unavailable"
+
+    def learner_state(self) -> LearnerState:
+        return LearnerState(emotion=self.emotion or unknown_emotion(), difficulty=self.difficulty)
+
+
+class TurnRunner:
+    def __init__(
+        self,
+        handles: TurnHandles,
+        store: TutorStore,
+        *,
+        stage_timeout_s: float,
+        reply_timeout_s: float = 60.0,
+    ) -> None:
+        self.handles = handles
+        self.store = store
+        self.stage_timeout_s = stage_timeout_s
+        self.reply_timeout_s = reply_timeout_s  # an LLM's whole reply takes longer than a model
+
+    async def _stage(
+        self,
+        state: TurnState,
+        name: str,
+        call: Callable[[], Awaitable[T]],
+        fallback: T,
+        timeout_s: float | None = None,
+    ) -> T:
+        """Run one stage with a timeout; on failure record it in ``degraded`` and fall back."""
+        timeout_s = timeout_s or self.stage_timeout_s
+        started = time.perf_counter()
+        try:
+            return await asyncio.wait_for(call(), timeout=timeout_s)
+        except TimeoutError:
+            state.degraded.append(f"{name}: timed out after {timeout_s}s")
+        except Exception as exc:  # a failing dependency degrades the answer, never the turn
+            state.degraded.append(f"{name}: {type(exc).__name__}")
+            logger.exception("stage %s failed", name)
+        finally:
+            state.timings_ms[name] = round((time.perf_counter() - started) * 1000, 2)
+        return fallback
+
+    async def replay(self, request: TutorRequest) -> TutorResponse | None:
+        """The stored answer of a retried turn (same ``turn_id``), or None for a new turn."""
+        if request.turn_id is None:
+            return None
+        try:
+            stored = await asyncio.to_thread(self.store.get_turn, request.turn_id)
+        except StoreError:
+            # Without the store a retry cannot be recognised; answering (degraded) beats a 503.
+            logger.warning("store unavailable: turn %s answered as new", request.turn_id)
+            return None
+        if stored is None:
+            return None
+        if stored.learner_id != request.learner_id:
+            raise PermissionError(f"turn_id {request.turn_id} belongs to another learner")
+        return response_from_record(stored)
+
+    async def prepare(self, request: TutorRequest, request_id: str) -> TurnState:
+        """Everything up to the reply: learner state, models, strategy."""
+        state = TurnState(
+            request=request,
+            turn_id=request.turn_id or uuid.uuid4().hex,
+            request_id=request_id,
+            started=time.time(),
+        )
+        await self._load(state)
+        await asyncio.gather(self._emotion(state), self._difficulty(state))
+        await self._choose_strategy(state)
+        return state
+
+    async def _load(self, state: TurnState) -> None:
+        request = state.request
+
+        def load() -> tuple[bool, bool, list[AnswerRecord], list[TurnRecord]]:
+            _, created = self.store.get_or_create_learner(request.learner_id, now=state.started)
+            answered = request.answer is not None and self.store.add_answer(
+                AnswerRecord(
+                    learner_id=request.learner_id,
+                    source_id=f"{state.turn_id}:answer",
+                    ts=state.started,
+                    **request.answer.model_dump(),
+                )
+            )
+            answers = self.store.answers(request.learner_id, limit=MAX_HISTORY)
+            recent = self.store.recent_turns(request.learner_id, limit=RECENT_TURNS)
+            return created, answered, answers, recent
+
+        loaded = await self._stage(state, "store", lambda: asyncio.to_thread(load), None)
+        state.timings_ms["load"] = state.timings_ms.pop("store")
+        if loaded is None:
+            return
+        state.new_learner, answered, answers, state.recent = loaded
+        if answered and state.recent:
+            # The answer is to the exercise the previous turn set: it rewards that turn's
+            # strategy (once; an answer already sent with /v1/feedback wins). A stage of its own,
+            # so a failed reward is named in `degraded` and never costs the turn its history.
+            previous = state.recent[-1]
+            correct = float(request.answer.correct)
+            await self._stage(
+                state,
+                "reward",
+                lambda: asyncio.to_thread(
+                    reward_turn,
+                    self.store,
+                    previous,
+                    source="answer",
+                    reward=correct,
+                    now=state.started,
+                ),
+                False,
+            )
+        state.history = [Interaction(a.item_id, a.skill_id, a.correct) for a in answers]
+
+    async def _emotion(self, state: TurnState) -> None:
+        response = await self._stage(
+            state,
+            "emotion",
+            lambda: self.handles.emotion.classify.remote([state.request.message]),
+            None,
+        )
+        if response is not None:
+            state.emotion, state.emotion_version = response.results[0], response.model_version
+
+    async def _difficulty(self, state: TurnState) -> None:
+        if not state.request.candidates:
+            return
+        state.difficulty = await self._stage(
+            state,
+            "difficulty",
+            lambda: self.handles.difficulty.predict.remote(state.history, state.request.candidates),
+            None,
+        )
+
+    async def _choose_strategy(self, state: TurnState) -> None:
+        emotion = state.emotion or unknown_emotion()
+        predictions = state.difficulty.predictions if state.difficulty else []
+        session_turns = sum(
+            1
+            for t in state.recent
+            if state.request.session_id and t.session_id == state.request.session_id
+        )
+        last_turn_at = state.recent[-1].ts if state.recent else None
+        activity = LearnerActivity(
+            recent_correct=[step.correct for step in state.history[-10:]],
+            session_turns=session_turns,
+            seconds_since_last_turn=(state.started - last_turn_at) if last_turn_at else None,
+        )
+        uniform = StrategyChoice(name=random.choice(STRATEGIES), propensity=1.0 / len(STRATEGIES))
+        chosen = await self._stage(
+            state,
+            "personalization",
+            lambda: self.handles.personalization.choose.remote(
+                states=emotion.states,
+                p_correct_next=state.difficulty.recommended.p_correct if state.difficulty else None,
+                mastery_mean=(
+                    sum(p.p_correct for p in predictions) / len(predictions)
+                    if predictions
+                    else None
+                ),
+                activity=activity,
+            ),
+            (uniform, [], "unavailable"),
+        )
+        state.strategy, state.context, state.policy_version = chosen
+
+    def reply_context(self, state: TurnState) -> ReplyContext:
+        emotion = state.emotion or unknown_emotion()
+        recommended = state.difficulty.recommended if state.difficulty else None
+        return ReplyContext(
+            message=state.request.message,
+            strategy=state.strategy.name,
+            emotion_state=emotion.state,
+            mastery=recommended.p_correct if recommended else None,
+            next_exercise=recommended.model_dump() if recommended else None,
+            history=[(t.message, t.reply) for t in session_memory(state)],
+            priority=state.request.priority,
+            max_latency_ms=state.request.max_latency_ms,
+        )
+
+    async def reply(self, state: TurnState) -> tuple[str, LLMInfo]:
+        context = self.reply_context(state)
+        fallback = (offline_reply(context), _offline_info("router unavailable"), None)
+        text, llm, error = await self._stage(
+            state,
+            "reply",
+            lambda: self.handles.router.respond.remote(context),
+            fallback,
+            timeout_s=self.reply_timeout_s,
+        )
+        if error:
+            state.degraded.append(f"reply: {error}")
+        return text, llm
+
+    async def stream_reply(self, state: TurnState) -> AsyncIterator[dict]:
+        """Router events, or the offline reply when the router itself cannot be reached."""
+        context = self.reply_context(state)
+        started = time.perf_counter()
+        sent_token = False
+        try:
+            generator = self.handles.router.options(stream=True).stream.remote(context)
+            async for event in generator:
+                sent_token = sent_token or event["type"] == "token"
+                yield event
+            return
+        except Exception as exc:
+            logger.exception("router stream failed")
+            state.degraded.append(f"reply: {type(exc).__name__}")
+            if sent_token:
+                yield {"type": "error", "message": "reply stream broke", "llm": _offline_info("")}
+                return
+        finally:
+            state.timings_ms["reply"] = round((time.perf_counter() - started) * 1000, 2)
+        yield {"type": "token", "text": offline_reply(context)}
+        yield {"type": "done", "llm": _offline_info("router unavailable")}
+
+    async def stream_turn(self, state: TurnState) -> AsyncIterator[dict]:
+        """The reply's ``token`` and ``error`` events, then ``{"type": "summary", "response"}``
+        once the turn is stored (with the time to its first token)."""
+        pieces: list[str] = []
+        first_token_at: float | None = None
+        started = time.perf_counter()
+        llm = None
+        async for event in self.stream_reply(state):
+            if event["type"] == "token":
+                first_token_at = first_token_at or time.perf_counter()
+                pieces.append(event["text"])
+                yield event
+                continue
+            llm = event["llm"]
+            if event["type"] == "error":
+                state.degraded.append(f"reply: {event['message']}")
+                yield event
+        if first_token_at is not None:
+            state.timings_ms["first_token"] = round((first_token_at - started) * 1000, 2)
+        yield {"type": "summary", "response": await self.finish(state, "".join(pieces), llm)}
+
+    async def finish(self, state: TurnState, reply: str, llm: LLMInfo) -> TutorResponse:
+        state.timings_ms["total"] = round((time.time() - state.started) * 1000, 2)
+        response = TutorResponse(
+            turn_id=state.turn_id,
+            learner_id=state.request.learner_id,
+            reply=reply,
+            learner_state=state.learner_state(),
+            strategy=state.strategy,
+            llm=llm,
+            model_versions=self.model_versions(state),
+            timings_ms=state.timings_ms,
+            degraded=state.degraded,
+            new_learner=state.new_learner,
+        )
+        record = record_from_response(response, state)
+        saved = await self._stage(
+            state, "save", lambda: asyncio.to_thread(self.store.save_turn, record), None
+        )
+        if saved is None:
+            response.degraded.append("store: the turn was not saved")
+        response.timings_ms = state.timings_ms
+        return response
+
+    def model_versions(self, state: TurnState) -> dict[str, str]:
+        versions = {"emotion": state.emotion_version, "personalization": state.policy_version}
+        if state.difficulty is not None:
+            versions["difficulty"] = state.difficulty.model_version
+        return versions
+
+
+def session_memory(state: TurnState) -> list[TurnRecord]:
+    """The conversation the reply continues: the learner's recent turns of this session (all
+    recent turns when the request names no session)."""
+    session = state.request.session_id
+    return [t for t in state.recent if session is None or t.session_id == session]
+
+
+def _offline_info(reason: str) -> LLMInfo:
+    return LLMInfo(
+        provider=OFFLINE_PROVIDER,
+        model=OFFLINE_MODEL,
+        attempts=[
+            ProviderAttempt(provider="router", outcome="error", latency_ms=0.0, detail=reason)
+        ],
+    )
+
+
+def record_from_response(response: TutorResponse, state: TurnState) -> TurnRecord:
+    return TurnRecord(
+        turn_id=response.turn_id,
+        learner_id=response.learner_id,
+        session_id=state.request.session_id,
+        ts=state.started,
+        request_id=state.request_id,
+        message=state.request.message,
+        reply=response.reply,
+        emotion=response.learner_state.emotion.model_dump(),
+        difficulty=response.learner_state.difficulty.model_dump()
+        if response.learner_state.difficulty
+        else {},
+        strategy=response.strategy.name,
+        propensity=response.strategy.propensity,
+        context=state.context,
+        provider=response.llm.provider,
+        model=response.llm.model,
+        llm_attempts=[a.model_dump() for a in response.llm.attempts],
+        model_versions=response.model_versions,
+        timings_ms=response.timings_ms,
+        degraded=response.degraded,
+    )
+
+
+def response_from_record(record: TurnRecord) -> TutorResponse:
+    return TutorResponse(
+        turn_id=record.turn_id,
+        learner_id=record.learner_id,
+        reply=record.reply,
+        learner_state=LearnerState(
+            emotion=EmotionResult.model_validate(record.emotion),
+            difficulty=DifficultyResponse.model_validate(record.difficulty)
+            if record.difficulty
+            else None,
+        ),
+        strategy=StrategyChoice(name=record.strategy, propensity=record.propensity),
+        llm=LLMInfo(
+            provider=record.provider,
+            model=record.model,
+            attempts=[ProviderAttempt.model_validate(a) for a in record.llm_attempts],
+        ),
+        model_versions=record.model_versions,
+        timings_ms=record.timings_ms,
+        degraded=record.degraded,
+    )

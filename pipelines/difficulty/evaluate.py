@@ -1,0 +1,233 @@
+"""Evaluate a registered difficulty (knowledge-tracing) model on a fold's test file.
+
+    python -m pipelines.difficulty.evaluate --data ../shared/data/kt [--version v1] [--fold 1]
+        [--limit-students 200] [--out reports/difficulty_v1.json]
+
+Protocol (the figure to quote): leak-free. Consecutive rows with the same problem id are one
+attempt, and every row of an attempt is predicted from the model's state before the attempt.
+Sequences are cut into non-overlapping windows of the model's ``max_history`` rows, each
+starting from the initial state (the pyKT convention), so a row sees at most ``max_history - 1``
+earlier rows, as in serving. The per-row ("leaky") AUC, where a multi-skill problem's later rows
+see its earlier rows' shared response, is reported beside it only for comparison with early
+papers. ``skill_prior_auc`` is a same-run baseline: each row predicted by its skill's training
+mean correctness.
+
+The metric code here is shared with ``pipelines.difficulty.train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from models.common.calibration import reliability
+from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
+from models.difficulty.akt import AKT
+from models.difficulty.data import Priors, StudentSequence, Vocabulary, load_split, windows
+from models.difficulty.dkt import DKT, encode_batch
+from models.difficulty.tracer import KnowledgeTracer
+from pipelines.common import code_version, setup_logging, shared_data_dir
+from pipelines.plots import plot_reliability
+
+log = logging.getLogger("pipelines.difficulty.evaluate")
+
+MODEL_NAME = "difficulty"
+DEFAULT_DATA_DIR = shared_data_dir() / "kt"
+DEFAULT_DATASET = "assist2009_pid"
+
+
+@torch.inference_mode()
+def predict_rows(
+    model: DKT | AKT,
+    vocab: Vocabulary,
+    priors: Priors,
+    sequences: Sequence[StudentSequence],
+    *,
+    protocol: str = "attempt",
+    window: int = 200,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, P(correct)) for every row, in a fixed order independent of the protocol.
+
+    Rows whose skill the vocabulary lacks get the skill's prior, else the global prior, as in
+    serving.
+    """
+    was_training = model.training
+    model.eval()
+    chunks = sorted(windows(sequences, window), key=len)
+    labels, probs = [], []
+    for start in range(0, len(chunks), batch_size):
+        batch = encode_batch(chunks[start : start + batch_size], vocab, protocol=protocol)
+        batch = batch.to(device)
+        logits, _ = model(batch.skills, batch.correct, batch.context_index, items=batch.items)
+        p = torch.sigmoid(logits).cpu()
+        for i, chunk in enumerate(chunks[start : start + batch_size]):
+            row_p = p[i, : len(chunk)].numpy().astype(np.float64)
+            unknown = batch.skills[i, : len(chunk)].cpu().numpy() == 0
+            if unknown.any():
+                row_p[unknown] = [
+                    priors.for_skill(s) for s, u in zip(chunk.skill_ids, unknown, strict=True) if u
+                ]
+            labels.append(np.asarray(chunk.correct, dtype=np.int64))
+            probs.append(row_p)
+    model.train(was_training)
+    if not labels:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(labels), np.concatenate(probs)
+
+
+def binary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """AUC, accuracy at 0.5, log loss and the number of rows."""
+    if len(labels) == 0:
+        raise ValueError("no rows to evaluate")
+    clipped = np.clip(probs, 1e-7, 1 - 1e-7)
+    auc = float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else float("nan")
+    return {
+        "auc": auc,
+        "acc": float(np.mean((probs >= 0.5) == (labels == 1))),
+        "log_loss": float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))),
+        "rows": int(len(labels)),
+    }
+
+
+def evaluate_model(
+    model: DKT | AKT,
+    vocab: Vocabulary,
+    priors: Priors,
+    sequences: Sequence[StudentSequence],
+    *,
+    window: int = 200,
+    batch_size: int = 64,
+    device: str = "cpu",
+    leaky: bool = True,
+) -> dict[str, Any]:
+    """Leak-free metrics (``auc``, ``acc``, ``log_loss``), plus with ``leaky`` the per-row AUC
+    (``per_row_leaky_auc``) and the skill-prior baseline's AUC."""
+    kwargs = {"window": window, "batch_size": batch_size, "device": device}
+    labels, probs = predict_rows(model, vocab, priors, sequences, protocol="attempt", **kwargs)
+    result: dict[str, Any] = {"protocol": "leak_free_attempt", **binary_metrics(labels, probs)}
+    result["calibration"] = reliability(probs, labels)
+    result["students"] = len(sequences)
+    result["unseen_skill_rows"] = sum(
+        1 for seq in sequences for s in seq.skill_ids if not vocab.has_skill(s)
+    )
+    result["unseen_item_rows"] = sum(
+        1 for seq in sequences for i in seq.item_ids if not vocab.has_item(i)
+    )
+    if leaky:
+        row_labels, row_probs = predict_rows(
+            model, vocab, priors, sequences, protocol="row", **kwargs
+        )
+        assert np.array_equal(row_labels, labels)
+        result["per_row_leaky_auc"] = binary_metrics(row_labels, row_probs)["auc"]
+        prior_probs = np.concatenate(
+            [[priors.for_skill(s) for s in seq.skill_ids] for seq in windows(sequences, window)]
+        )
+        prior_labels = np.concatenate([seq.correct for seq in windows(sequences, window)])
+        result["skill_prior_auc"] = binary_metrics(prior_labels, prior_probs)["auc"]
+    return result
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="the kt/ data dir")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET)
+    parser.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        help="test fold (default: the fold the model was trained on)",
+    )
+    parser.add_argument("--version", default="latest")
+    parser.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_ROOT)
+    parser.add_argument(
+        "--limit-students", type=int, default=None, help="evaluate only the first N test students"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON report (default reports/difficulty_<version>.json)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    setup_logging()
+    torch.set_num_threads(args.threads)
+    artifact = ModelRegistry(args.registry).load(MODEL_NAME, args.version)
+    meta = artifact.metadata
+    trained_fold = meta.config.get("fold")
+    fold = args.fold if args.fold is not None else int(trained_fold or 1)
+    if trained_fold is not None and fold != int(trained_fold):
+        log.warning(
+            "evaluating fold %d's test file with a model trained on fold %s: those test "
+            "students were in its training data, so the figures are optimistic",
+            fold,
+            trained_fold,
+        )
+    tracer = KnowledgeTracer.from_artifact(artifact.path)
+    sequences = load_split(args.data, args.dataset, "test", fold)
+    if args.limit_students is not None:
+        sequences = sequences[: args.limit_students]
+    started = time.perf_counter()
+    metrics = evaluate_model(
+        tracer.model,
+        tracer.vocab,
+        tracer.priors,
+        sequences,
+        window=tracer.max_history,
+        batch_size=args.batch_size,
+    )
+    report = {
+        "model": MODEL_NAME,
+        "version": meta.version,
+        "dataset": f"{args.dataset} fold {fold} test",
+        "limit_students": args.limit_students,
+        "window": tracer.max_history,
+        "metrics": metrics,
+        "registered_metrics": meta.metrics,
+        "code_version": code_version(),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    out = args.out or Path("reports") / f"difficulty_{meta.version}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    plot_reliability(
+        {report["dataset"]: {f"{meta.version} ({tracer.architecture})": metrics["calibration"]}},
+        "Reliability: leak-free test predictions",
+        out.with_name(f"{out.stem}_reliability.png"),
+    )
+    log.info(
+        "%s %s on %s (%d students, %d rows): leak-free AUC %.4f ACC %.4f | per-row (leaky) "
+        "AUC %.4f | skill-prior AUC %.4f -> %s",
+        MODEL_NAME,
+        meta.version,
+        report["dataset"],
+        metrics["students"],
+        metrics["rows"],
+        metrics["auc"],
+        metrics["acc"],
+        metrics["per_row_leaky_auc"],
+        metrics["skill_prior_auc"],
+        out,
+    )
+    print(json.dumps(report["metrics"], indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

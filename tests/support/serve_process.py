@@ -1,0 +1,158 @@
+"""Start the real application the way `make serve` does (`serve run <config>`), on a free port.
+
+Used by the integration tests and the benchmark: one `serve run` process per test module,
+stopped with SIGINT (Serve's own clean shutdown), so only processes we started are ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "serve_config.yaml"
+
+# How `make serve` runs Serve (the Makefile exports the same): HAProxy in front of the ingress
+# replicas instead of Serve's Python proxy, and Serve's throughput-optimised data plane (gRPC
+# between replicas). Measured by `make bench`: ~2x tutor turns/s at 16 clients. Request-path
+# logs stay unbuffered so a turn's lines are on disk at once. The caller's environment wins.
+SERVE_RUNTIME_ENV = {
+    "RAY_SERVE_ENABLE_HA_PROXY": os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1"),
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1"),
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": os.environ.get(
+        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE", "1"
+    ),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(
+    target: Path,
+    *,
+    port: int,
+    store_uri: str,
+    base: Path = DEFAULT_CONFIG,
+    deployment_overrides: dict[str, dict] | None = None,
+) -> Path:
+    """A copy of ``base`` on another port and store, with per-deployment user_config overrides."""
+    config = yaml.safe_load(base.read_text())
+    config["http_options"]["port"] = port
+    app = config["applications"][0]
+    app["args"]["store_uri"] = store_uri
+    for deployment in app["deployments"]:
+        override = (deployment_overrides or {}).get(deployment["name"])
+        if override:
+            deployment.setdefault("user_config", {}).update(override)
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    return target
+
+
+@contextlib.contextmanager
+def serve_running(
+    config: Path,
+    *,
+    port: int,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 180.0,
+) -> Iterator[str]:
+    """Run `serve run config` until the block ends; yields the base URL once /healthz is ok."""
+    serve_bin = Path(sys.executable).parent / "serve"
+    full_env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # A Ray of its own: never join a cluster that happens to run on this machine.
+        "RAY_ADDRESS": "local",
+        **SERVE_RUNTIME_ENV,
+        # HAProxy's stats and metrics ports are fixed by default: take free ones, so this runs
+        # beside a `make serve` on the same machine.
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        **(env or {}),
+    }
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [str(serve_bin), "run", str(config)],
+        cwd=REPO_ROOT,
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base_url, process, log_path, timeout_s)
+        yield base_url
+    finally:
+        _stop(process)
+        log.close()
+
+
+def _wait_healthy(base_url: str, process: subprocess.Popen, log_path: Path, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve run exited early:\n{log_path.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    raise TimeoutError(f"not healthy after {timeout_s}s:\n{log_path.read_text()[-4000:]}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGINT first (serve run shuts Serve and its local Ray down), then escalate, by our pid."""
+    if process.poll() is None:
+        _signal_until_exit(process)
+    # A shutdown cut short (SIGTERM/SIGKILL) can leave children behind, e.g. HAProxy reparented
+    # to init in a process group of its own: end what is left of the session we created.
+    for pid in _session_members(process.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _session_members(session_id: int) -> list[int]:
+    """Processes of the session that ``serve run`` led (Linux /proc; elsewhere, none)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # Fields after the parenthesised command: state ppid pgrp session ...
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == session_id:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _signal_until_exit(process: subprocess.Popen) -> None:
+    for sig, wait_s in ((signal.SIGINT, 60), (signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError):
+            if sig == signal.SIGINT:
+                process.send_signal(sig)  # serve run's own clean shutdown
+            else:
+                os.killpg(process.pid, sig)  # our session only: serve run and what it started
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,65 @@
+"""serve_config.yaml and cluster.yaml are valid for the installed Ray and for our own models."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+from ray.serve.schema import ServeDeploySchema
+
+from deployments.config import USER_CONFIG_MODELS, AppArgs, DifficultyUserConfig, Placement
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _app() -> dict:
+    config = ServeDeploySchema.model_validate(
+        yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    )
+    assert config.http_options.host == "127.0.0.1", "bind to loopback by default"
+    return yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]
+
+
+def test_serve_config_args_and_user_configs_validate():
+    app = _app()
+    args = AppArgs.model_validate(app["args"])
+    assert {d["name"] for d in app["deployments"]} == set(USER_CONFIG_MODELS)
+    for deployment in app["deployments"]:
+        USER_CONFIG_MODELS[deployment["name"]].model_validate(deployment["user_config"])
+        assert {"autoscaling_config", "max_ongoing_requests", "max_queued_requests"} <= set(
+            deployment
+        )
+    emotion = next(d for d in app["deployments"] if d["name"] == "Emotion")
+    assert emotion["max_ongoing_requests"] >= emotion["user_config"]["max_batch_size"]
+    # The neural deployments ask for GPUs only when the cluster has them.
+    assert args.actor_options("Emotion", use_gpu=True)["num_gpus"] > 0
+    assert "num_gpus" not in args.actor_options("Emotion", use_gpu=False)
+    assert "num_gpus" not in args.actor_options("Personalization", use_gpu=True)
+    assert args.actor_options("LocalLM", use_gpu=True)["num_gpus"] > 0
+
+
+def test_config_errors_name_the_bad_value():
+    with pytest.raises(ValidationError, match="Emotoin"):
+        AppArgs.model_validate({"placement": {"Emotoin": {}}})
+    with pytest.raises(ValidationError, match="target_band"):
+        DifficultyUserConfig.model_validate({"target_band": [0.9, 0.1]})
+    with pytest.raises(ValidationError, match="gpu_ray_actor_options"):
+        Placement.model_validate({"ray_actor_options": {"num_gpus": 1}})
+
+
+def test_cluster_yaml_is_a_valid_launcher_config():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = prepare_config(yaml.safe_load((ROOT / "cluster.yaml").read_text()))
+    validate_config(config)
+    assert {"head", "cpu_worker", "gpu_worker"} <= set(config["available_node_types"])
+
+
+def test_an_http_provider_needs_a_base_url_and_a_local_one_does_not():
+    router = USER_CONFIG_MODELS["LLMRouter"]
+    with pytest.raises(ValidationError, match="needs a base_url"):
+        router.model_validate({"providers": [{"name": "p", "model": "m"}]})
+    local = router.model_validate({"providers": [{"name": "l", "kind": "local", "model": "m"}]})
+    assert local.providers[0].base_url is None
+    with pytest.raises(ValidationError, match="unique"):
+        router.model_validate({"providers": [{"name": "l", "kind": "local", "model": "m"}] * 2})
