@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -18,7 +17,7 @@ from deployments.schemas import FeedbackResponse, StrategyChoice, StrategyStats
 from deployments.tutoring.rewards import reward_turn
 from models.common.vocab import STRATEGIES
 from models.personalization.bandit import ArmStatistics, LinearThompsonSampling, ThompsonConfig
-from models.personalization.context import CONTEXT_DIM, LearnerActivity, build_context
+from models.personalization.context import CONTEXT_DIM
 from store import FeedbackRecord, TutorStore, open_store
 from store.records import AnswerRecord
 
@@ -63,28 +62,14 @@ class PersonalizationDeployment:
         )
         self._stats_loaded_at = time.monotonic()
 
-    def choose(
-        self,
-        *,
-        states: Mapping[str, float],
-        p_correct_next: float | None,
-        mastery_mean: float | None,
-        activity: LearnerActivity,
-    ) -> tuple[StrategyChoice, list[float], str]:
-        """The strategy, the context it was chosen in (logged for learning) and the policy."""
+    def choose(self, context: list[float]) -> tuple[StrategyChoice, str]:
+        """The strategy for a turn's context (``models.personalization.context.build_context``)
+        and the policy that chose it."""
+        if len(context) != CONTEXT_DIM:
+            raise ValueError(f"context has {len(context)} features, the policy {CONTEXT_DIM}")
         self._refresh()
-        context = build_context(
-            states=states,
-            p_correct_next=p_correct_next,
-            mastery_mean=mastery_mean,
-            activity=activity,
-        )
-        choice = self._policy.choose(context, self._rng)
-        return (
-            StrategyChoice(name=choice.arm, propensity=choice.propensity),
-            context.tolist(),
-            self._config.policy,
-        )
+        choice = self._policy.choose(np.asarray(context, dtype=np.float64), self._rng)
+        return StrategyChoice(name=choice.arm, propensity=choice.propensity), self._config.policy
 
     def preferred(self, context: list[float]) -> str:
         self._refresh()

@@ -32,6 +32,26 @@ def code_version() -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
+class DirtyTreeError(RuntimeError):
+    """The working tree has uncommitted changes, so no commit names the code that would run."""
+
+
+def committed_code_version(*, allow_dirty: bool = False) -> str:
+    """The commit to register a model under; refuses a tree with uncommitted changes.
+
+    Called before training starts, so that a long run is not wasted on an artifact whose code no
+    commit holds. ``allow_dirty`` (the pipelines' ``--allow-dirty``, for experiments) records
+    ``<sha>-dirty`` instead.
+    """
+    version = code_version()
+    if version.endswith("-dirty") and not allow_dirty:
+        raise DirtyTreeError(
+            f"the working tree has uncommitted changes on top of {version[: -len('-dirty')]}: "
+            "commit them before registering a model (or pass --allow-dirty, or --no-register)"
+        )
+    return version
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -32,7 +32,7 @@ from models.common.vocab import LEARNING_STATES, STRATEGIES
 from models.difficulty.tracer import Interaction
 from models.llm.offline import OFFLINE_MODEL, OFFLINE_PROVIDER, offline_reply
 from models.llm.prompts import ReplyContext
-from models.personalization.context import LearnerActivity
+from models.personalization.context import build_context
 from store import StoreError, TutorStore
 from store.records import AnswerRecord, TurnRecord
 
@@ -223,28 +223,26 @@ class TurnRunner:
             if state.request.session_id and t.session_id == state.request.session_id
         )
         last_turn_at = state.recent[-1].ts if state.recent else None
-        activity = LearnerActivity(
-            recent_correct=[step.correct for step in state.history[-10:]],
+        context = build_context(
+            states=emotion.states,
+            recommended_p_correct=state.difficulty.recommended.p_correct
+            if state.difficulty
+            else None,
+            candidate_p_correct=[p.p_correct for p in predictions],
+            answers=[step.correct for step in state.history],
             session_turns=session_turns,
             seconds_since_last_turn=(state.started - last_turn_at) if last_turn_at else None,
-        )
+        ).tolist()
         uniform = StrategyChoice(name=random.choice(STRATEGIES), propensity=1.0 / len(STRATEGIES))
         chosen = await self._stage(
             state,
             "personalization",
-            lambda: self.handles.personalization.choose.remote(
-                states=emotion.states,
-                p_correct_next=state.difficulty.recommended.p_correct if state.difficulty else None,
-                mastery_mean=(
-                    sum(p.p_correct for p in predictions) / len(predictions)
-                    if predictions
-                    else None
-                ),
-                activity=activity,
-            ),
-            (uniform, [], "unavailable"),
+            lambda: self.handles.personalization.choose.remote(context),
+            (uniform, "unavailable"),
         )
-        state.strategy, state.context, state.policy_version = chosen
+        state.strategy, state.policy_version = chosen
+        # The context a policy chose in is logged for learning; a fallback choice logs none.
+        state.context = context if state.policy_version != "unavailable" else []
 
     def reply_context(self, state: TurnState) -> ReplyContext:
         emotion = state.emotion or unknown_emotion()

@@ -36,6 +36,8 @@ class ArtifactMetadata:
     metrics: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    # How the record came to be when that is not the plain story (e.g. a corrected field).
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

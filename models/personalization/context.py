@@ -6,7 +6,6 @@ Every feature is bounded to about [0, 1] so that one ridge prior fits them all.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,15 +26,6 @@ RECENT_WINDOW = 10
 SESSION_BREAK_S = 30 * 60.0  # a longer pause between turns starts a new session
 
 
-@dataclass(frozen=True)
-class LearnerActivity:
-    """What the store knows of the learner's recent activity, as the bandit needs it."""
-
-    recent_correct: Sequence[bool] = ()  # chronological, newest last
-    session_turns: int = 0
-    seconds_since_last_turn: float | None = None
-
-
 def _streak(recent_correct: Sequence[bool]) -> float:
     """Signed run length of the latest outcomes: +3 after three rights, -2 after two wrongs."""
     if not recent_correct:
@@ -52,21 +42,36 @@ def _streak(recent_correct: Sequence[bool]) -> float:
 def build_context(
     *,
     states: Mapping[str, float],
-    p_correct_next: float | None,
-    mastery_mean: float | None,
-    activity: LearnerActivity,
+    recommended_p_correct: float | None,
+    candidate_p_correct: Sequence[float],
+    answers: Sequence[bool],
+    session_turns: int,
+    seconds_since_last_turn: float | None,
 ) -> np.ndarray:
-    recent = list(activity.recent_correct)[-RECENT_WINDOW:]
+    """The bandit's context for one turn, from what the tutor knows when it picks a strategy.
+
+    The one place the context is made: serving (``deployments.tutoring.turn``) and the learner
+    simulator (``pipelines.personalization.simulator``) both call it, so the policy is judged
+    offline on exactly the features it sees in service.
+
+    ``states``: the emotion distribution over the learning states; ``recommended_p_correct``:
+    P(correct) of the exercise the difficulty model recommends, ``candidate_p_correct``: of every
+    candidate (none: no exercise this turn); ``answers``: the learner's answers so far, oldest
+    first (only the last ``RECENT_WINDOW`` count); ``session_turns``: earlier turns in this
+    session; ``seconds_since_last_turn``: None for a first turn.
+    """
+    recent = list(answers)[-RECENT_WINDOW:]
     recent_accuracy = float(np.mean(recent)) if recent else 0.5
-    minutes = activity.seconds_since_last_turn
+    mastery_mean = float(np.mean(candidate_p_correct)) if len(candidate_p_correct) else 0.5
+    minutes = seconds_since_last_turn
     vector = [
         1.0,
         *(float(states.get(s, 0.0)) for s in LEARNING_STATES),
-        0.5 if p_correct_next is None else float(p_correct_next),
-        0.5 if mastery_mean is None else float(mastery_mean),
+        0.5 if recommended_p_correct is None else float(recommended_p_correct),
+        mastery_mean,
         recent_accuracy,
         float(np.clip(_streak(recent) / 5.0, -1.0, 1.0)),
-        float(min(activity.session_turns, 20) / 20.0),
+        float(min(session_turns, 20) / 20.0),
         # log scale: the gap between 1 and 10 minutes matters more than between 60 and 70.
         0.0 if minutes is None else float(min(np.log1p(minutes / 60.0) / np.log1p(60.0), 1.0)),
     ]

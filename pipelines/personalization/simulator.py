@@ -28,7 +28,7 @@ import numpy as np
 from models.common.vocab import LEARNING_STATES, STRATEGIES
 from models.difficulty.data import StudentSequence
 from models.difficulty.tracer import Interaction, KnowledgeTracer, recommend
-from models.personalization.context import LearnerActivity, build_context
+from models.personalization.context import build_context
 
 STATE_INDEX = {s: i for i, s in enumerate(LEARNING_STATES)}
 POSITIVE_STATES = ("curious", "engaged", "breakthrough", "neutral")
@@ -161,13 +161,11 @@ class LearnerSimulator:
         observed = self._observed_emotion(learner)
         context = build_context(
             states=dict(zip(LEARNING_STATES, observed, strict=True)),
-            p_correct_next=mastery,
-            mastery_mean=float(np.mean([p.p_correct for p in predictions])),
-            activity=LearnerActivity(
-                recent_correct=[h.correct for h in learner.history[-10:]],
-                session_turns=learner.session_turns,
-                seconds_since_last_turn=learner.seconds_since_last,
-            ),
+            recommended_p_correct=mastery,
+            candidate_p_correct=[p.p_correct for p in predictions],
+            answers=[h.correct for h in learner.history],
+            session_turns=learner.session_turns,
+            seconds_since_last_turn=learner.seconds_since_last,
         )
         long_gap = (learner.seconds_since_last or 0.0) >= self.config.long_gap_s
         logit = math.log(mastery / (1.0 - mastery))

@@ -5,7 +5,6 @@ from models.personalization.bandit import ArmStatistics, LinearThompsonSampling,
 from models.personalization.context import (
     CONTEXT_DIM,
     FEATURE_NAMES,
-    LearnerActivity,
     build_context,
     learner_pace,
 )
@@ -51,24 +50,31 @@ def test_untrained_policy_explores_every_arm_with_propensities_that_match():
 def test_context_is_bounded_and_named():
     context = build_context(
         states={"confused": 0.7, "neutral": 0.3},
-        p_correct_next=0.8,
-        mastery_mean=0.6,
-        activity=LearnerActivity(
-            recent_correct=[False, True, True, True], session_turns=40, seconds_since_last_turn=1e7
-        ),
+        recommended_p_correct=0.8,
+        candidate_p_correct=[0.8, 0.4],
+        # only the last RECENT_WINDOW (10) answers count: the four wrong ones fall out
+        answers=[False] * 4 + [True] * 6 + [False, True, True, True],
+        session_turns=40,
+        seconds_since_last_turn=1e7,
     )
     assert context.shape == (CONTEXT_DIM,) == (len(FEATURE_NAMES),)
     named = dict(zip(FEATURE_NAMES, context, strict=True))
     assert named["state_confused"] == 0.7
     assert named["streak"] == pytest.approx(3 / 5)
-    assert named["recent_accuracy"] == 0.75
+    assert named["mastery_mean"] == pytest.approx(0.6)
+    assert named["recent_accuracy"] == 0.9
     assert named["session_turns"] == 1.0
     assert np.all(np.abs(context) <= 1.0)
 
 
 def test_cold_context_uses_neutral_priors():
     context = build_context(
-        states={}, p_correct_next=None, mastery_mean=None, activity=LearnerActivity()
+        states={},
+        recommended_p_correct=None,
+        candidate_p_correct=[],
+        answers=[],
+        session_turns=0,
+        seconds_since_last_turn=None,
     )
     named = dict(zip(FEATURE_NAMES, context, strict=True))
     assert named["p_correct_next"] == named["mastery_mean"] == named["recent_accuracy"] == 0.5

@@ -12,7 +12,7 @@ import numpy as np
 
 from deployments.personalization import PersonalizationDeployment
 from models.common.vocab import LEARNING_STATES, STRATEGIES
-from models.personalization.context import CONTEXT_DIM, LearnerActivity
+from models.personalization.context import CONTEXT_DIM, build_context
 from store import TurnRecord
 from store.sqlite_store import SQLiteStore
 
@@ -50,12 +50,15 @@ def _save_turn(store, turn_id: str, strategy: str, context: list[float]) -> None
 
 def _choose(replica, rng):
     states = dict(zip(LEARNING_STATES, rng.dirichlet(np.ones(len(LEARNING_STATES))), strict=True))
-    choice, context, policy = replica.choose(
+    context = build_context(
         states=states,
-        p_correct_next=float(rng.random()),
-        mastery_mean=float(rng.random()),
-        activity=LearnerActivity(recent_correct=[True, False], session_turns=3),
-    )
+        recommended_p_correct=float(rng.random()),
+        candidate_p_correct=[float(rng.random())],
+        answers=[True, False],
+        session_turns=3,
+        seconds_since_last_turn=None,
+    ).tolist()
+    choice, policy = replica.choose(context)
     assert policy == POLICY and len(context) == CONTEXT_DIM
     return choice, context
 

@@ -37,8 +37,9 @@ async def _hangs(*args, **kwargs):
     await asyncio.sleep(60)
 
 
-async def _choose(**kwargs):
-    return StrategyChoice(name="quiz", propensity=0.5), [1.0] * 15, "policy-x"
+async def _choose(context):
+    assert len(context) == 15
+    return StrategyChoice(name="quiz", propensity=0.5), "policy-x"
 
 
 async def _respond(context):
