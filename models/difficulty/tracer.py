@@ -41,9 +41,14 @@ from models.difficulty.data import Priors, Vocabulary, attempt_context_index
 from models.difficulty.dkt import DKT, DKTConfig
 from models.difficulty.encoding_cache import NOTHING_CACHED, EncodingCache
 
-# File names kept from v1 (DKT); the config's "architecture" says which network the weights are.
-WEIGHTS_FILE = "dkt.pt"
-CONFIG_FILE = "dkt_config.json"
+# The config's "architecture" says which network the weights are (absent: DKT, v1's format).
+WEIGHTS_FILE = "tracer_weights.pt"
+CONFIG_FILE = "tracer_config.json"
+# Until 2026-12-01 every artifact was saved as dkt.pt / dkt_config.json, whatever its architecture
+# (the shipped v1 and v2 were renamed, weights unchanged); registries elsewhere may still hold
+# those names, so the loader falls back to them.
+LEGACY_WEIGHTS_FILE = "dkt.pt"
+LEGACY_CONFIG_FILE = "dkt_config.json"
 ARCHITECTURES: dict[str, tuple[type, type]] = {"dkt": (DKT, DKTConfig), "akt": (AKT, AKTConfig)}
 VOCAB_FILE = "vocab.json"
 PRIORS_FILE = "priors.json"
@@ -122,10 +127,13 @@ class KnowledgeTracer:
     ) -> KnowledgeTracer:
         """``max_history`` overrides the artifact's window (its training window by default)."""
         artifact_dir = Path(artifact_dir)
-        raw_config = json.loads((artifact_dir / CONFIG_FILE).read_text())
+        weights_file, config_file = WEIGHTS_FILE, CONFIG_FILE
+        if not (artifact_dir / config_file).is_file():  # saved before the rename (see above)
+            weights_file, config_file = LEGACY_WEIGHTS_FILE, LEGACY_CONFIG_FILE
+        raw_config = json.loads((artifact_dir / config_file).read_text())
         network, network_config = ARCHITECTURES[raw_config.get("architecture", "dkt")]
         model = network(network_config.from_dict(raw_config["model"]))
-        state = torch.load(artifact_dir / WEIGHTS_FILE, map_location=device, weights_only=True)
+        state = torch.load(artifact_dir / weights_file, map_location=device, weights_only=True)
         model.load_state_dict(state)
         return cls(
             model,
