@@ -12,12 +12,18 @@ see its earlier rows' shared response, is reported beside it only for comparison
 papers. ``skill_prior_auc`` is a same-run baseline: each row predicted by its skill's training
 mean correctness.
 
+Calibration, like with like (``metrics.temperature``): the test ECE at temperature 1 (the raw
+network) and at a temperature fitted on the fold's valid split: the artifact's own when it has
+one (the train pipeline fits it there), else fitted here the same way, the artifact unchanged.
+The other metrics are the served model's, at the artifact's temperature.
+
 The metric code here is shared with ``pipelines.difficulty.train``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -29,7 +35,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from models.common.calibration import reliability
+from models.common.calibration import fit_temperature, reliability
 from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.difficulty.akt import AKT
 from models.difficulty.data import Priors, StudentSequence, Vocabulary, load_split, windows
@@ -138,6 +144,78 @@ def evaluate_model(
     return result
 
 
+def fit_valid_temperature(
+    model: DKT | AKT,
+    vocab: Vocabulary,
+    priors: Priors,
+    valid: Sequence[StudentSequence],
+    **kwargs: Any,
+) -> float:
+    """The one temperature that minimises the leak-free valid log loss of the model's logits.
+
+    The model's own temperature is divided out first, so the result replaces it (it does not
+    stack on it). Rows of skills the model lacks carry their prior, not a logit; they are rare
+    enough in valid not to matter to one scalar.
+    """
+    labels, probs = predict_rows(model, vocab, priors, valid, protocol="attempt", **kwargs)
+    clipped = np.clip(probs, 1e-6, 1 - 1e-6)
+    logits = np.log(clipped / (1 - clipped)) * model.config.temperature
+    return fit_temperature(logits, labels)
+
+
+def reliability_at_temperature(
+    model: DKT | AKT,
+    temperature: float,
+    vocab: Vocabulary,
+    priors: Priors,
+    sequences: Sequence[StudentSequence],
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """The leak-free reliability (ECE and bins) with the model's temperature set to
+    ``temperature`` for this one pass; the model keeps its own afterwards."""
+    own = model.config
+    model.config = dataclasses.replace(own, temperature=temperature)
+    try:
+        labels, probs = predict_rows(model, vocab, priors, sequences, protocol="attempt", **kwargs)
+    finally:
+        model.config = own
+    return reliability(probs, labels)
+
+
+def compare_temperatures(
+    model: DKT | AKT,
+    vocab: Vocabulary,
+    priors: Priors,
+    valid: Sequence[StudentSequence],
+    test: Sequence[StudentSequence],
+    *,
+    served: dict[str, Any],
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Test ECE before (temperature 1) and after a temperature fitted on valid (module
+    docstring); ``served`` is the test reliability at the artifact's temperature, reused."""
+    in_artifact = float(model.config.temperature)
+    fitted = fit_valid_temperature(model, vocab, priors, valid, **kwargs)
+    if in_artifact != 1.0:
+        applied, source = in_artifact, "artifact (fitted on valid when trained)"
+        calibrated = served
+        uncalibrated = reliability_at_temperature(model, 1.0, vocab, priors, test, **kwargs)
+    else:
+        applied, source = fitted, "fitted on valid here (the artifact keeps 1.0)"
+        calibrated = reliability_at_temperature(model, fitted, vocab, priors, test, **kwargs)
+        uncalibrated = served
+    return {
+        "in_artifact": in_artifact,
+        "fitted_on_valid": fitted,
+        "applied": applied,
+        "source": source,
+        "test_ece_uncalibrated": uncalibrated["ece"],
+        "test_ece_calibrated": calibrated["ece"],
+        "uncalibrated": uncalibrated,
+        "calibrated": calibrated,
+    }
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="the kt/ data dir")
@@ -181,16 +259,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     tracer = KnowledgeTracer.from_artifact(artifact.path)
     sequences = load_split(args.data, args.dataset, "test", fold)
+    valid = load_split(args.data, args.dataset, "valid", fold)
     if args.limit_students is not None:
         sequences = sequences[: args.limit_students]
+        valid = valid[: args.limit_students]
     started = time.perf_counter()
-    metrics = evaluate_model(
-        tracer.model,
-        tracer.vocab,
-        tracer.priors,
-        sequences,
-        window=tracer.max_history,
-        batch_size=args.batch_size,
+    kwargs = {"window": tracer.max_history, "batch_size": args.batch_size}
+    model, vocab, priors = tracer.model, tracer.vocab, tracer.priors
+    metrics = evaluate_model(model, vocab, priors, sequences, **kwargs)
+    metrics["temperature"] = compare_temperatures(
+        model, vocab, priors, valid, sequences, served=metrics["calibration"], **kwargs
     )
     report = {
         "model": MODEL_NAME,
@@ -206,14 +284,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = args.out or Path("reports") / f"difficulty_{meta.version}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
+    temperature = metrics["temperature"]
+    name = f"{meta.version} ({tracer.architecture})"
     plot_reliability(
-        {report["dataset"]: {f"{meta.version} ({tracer.architecture})": metrics["calibration"]}},
-        "Reliability: leak-free test predictions",
+        {
+            report["dataset"]: {
+                f"{name}, T = 1": temperature["uncalibrated"],
+                f"{name}, T = {temperature['applied']:.3f}": temperature["calibrated"],
+            }
+        },
+        "Reliability: leak-free test predictions,\nbefore and after a temperature fitted on valid",
         out.with_name(f"{out.stem}_reliability.png"),
     )
     log.info(
         "%s %s on %s (%d students, %d rows): leak-free AUC %.4f ACC %.4f | per-row (leaky) "
-        "AUC %.4f | skill-prior AUC %.4f -> %s",
+        "AUC %.4f | skill-prior AUC %.4f | ECE %.4f at T = 1, %.4f at T = %.3f (%s) -> %s",
         MODEL_NAME,
         meta.version,
         report["dataset"],
@@ -223,9 +308,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         metrics["acc"],
         metrics["per_row_leaky_auc"],
         metrics["skill_prior_auc"],
+        temperature["test_ece_uncalibrated"],
+        temperature["test_ece_calibrated"],
+        temperature["applied"],
+        temperature["source"],
         out,
     )
-    print(json.dumps(report["metrics"], indent=2))
+    print(json.dumps({k: v for k, v in metrics.items() if k != "temperature"}, indent=2))
+    print(json.dumps({k: v for k, v in temperature.items() if not isinstance(v, dict)}, indent=2))
     return report
 
 
