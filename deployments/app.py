@@ -21,9 +21,13 @@ logger = logging.getLogger("ray.serve")
 
 
 def cluster_has_gpus() -> bool:
+    """Whether the cluster the app is built on has any GPU (``accelerator: auto``)."""
+    if not ray.is_initialized():
+        return False  # built outside a cluster (a unit test, a config check): plan for CPUs
     try:
-        return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
-    except Exception:  # no cluster to ask: plan for CPUs
+        return ray.cluster_resources().get("GPU", 0) > 0
+    except Exception:
+        logger.warning("could not read the cluster's resources: planning for CPUs", exc_info=True)
         return False
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.common.registry import DEFAULT_REGISTRY_ROOT
+from models.llm.config import RouterConfig
 
 NEURAL_DEPLOYMENTS = ("Emotion", "Difficulty", "LocalLM")
 ALL_DEPLOYMENTS = ("Ingress", "Emotion", "Difficulty", "Personalization", "LLMRouter", "LocalLM")
@@ -34,9 +35,6 @@ class TutorSettings(BaseSettings):
 
     store_uri: str = Field(
         default="sqlite:///var/tutor.db", description="sqlite:///path or mongodb://host/db"
-    )
-    providers: Path | None = Field(
-        default=None, description="YAML file whose `providers` list replaces the router's."
     )
 
 
@@ -82,88 +80,24 @@ class PersonalizationUserConfig(_Strict):
     propensity_samples: int = Field(default=512, ge=16, le=10000)
 
 
-class ProviderConfig(_Strict):
-    name: str
-    kind: Literal["openai", "local"] = Field(
-        default="openai",
-        description="openai: an OpenAI-compatible HTTP endpoint; local: the LocalLM deployment "
-        "(the app's `local_llm_path`).",
-    )
-    base_url: str | None = Field(
-        default=None, description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1"
-    )
-    model: str
-    api_key_env: str | None = Field(
-        default=None, description="Name of the environment variable holding the key."
-    )
-    timeout_s: float = Field(
-        default=20.0, gt=0, description="Longest wait for a response or the next token."
-    )
-    max_tokens: int = Field(default=400, ge=1)
-    temperature: float = Field(default=0.4, ge=0, le=2)
-    tags: list[str] = Field(
-        default_factory=list, description="e.g. fast, strong: what routing may prefer it for."
-    )
-    cost_per_1k_input: float = Field(default=0.0, ge=0, description="Price per 1k prompt tokens.")
-    cost_per_1k_output: float = Field(default=0.0, ge=0, description="Price per 1k reply tokens.")
-    priority: int = Field(default=100, description="Lower is tried first when otherwise equal.")
-    request_usage: bool = Field(
-        default=True,
-        description="Ask for the token count at the end of the stream "
-        "(`stream_options.include_usage`); turn off for a server that refuses the option. "
-        "Without a count, tokens are estimated from characters.",
-    )
-
-    @model_validator(mode="after")
-    def _endpoint_for_http(self) -> ProviderConfig:
-        if self.kind == "openai" and not self.base_url:
-            raise ValueError(f"provider {self.name!r}: an openai provider needs a base_url")
-        return self
-
-
-class RouterUserConfig(_Strict):
-    providers: list[ProviderConfig] = Field(
-        default_factory=list,
-        description="Replaced by the `providers` list of the YAML file $TUTOR_PROVIDERS names.",
-    )
-    memory_turns: int = Field(default=4, ge=0, le=50, description="Past turns in the prompt.")
-    max_attempts: int = Field(
-        default=3, ge=1, le=10, description="Providers called per turn before the offline reply."
-    )
-    breaker_failure_threshold: int = Field(
-        default=3, ge=1, description="Failures in a row that open a provider's circuit breaker."
-    )
-    breaker_cooldown_s: float = Field(
-        default=30.0, gt=0, description="How long an open breaker waits before one probe."
-    )
-
-    @model_validator(mode="after")
-    def _unique_provider_names(self) -> RouterUserConfig:
-        names = [p.name for p in self.providers]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"provider names must be unique, repeated: {duplicates}")
-        return self
-
-
 PROVIDERS_FILE_ENV = "TUTOR_PROVIDERS"
 
 
-def router_config(user_config: dict[str, Any]) -> RouterUserConfig:
+def router_config(user_config: dict[str, Any]) -> RouterConfig:
     """The router's user_config, with its providers replaced by $TUTOR_PROVIDERS' when set.
 
     The file is read on every reconfigure, so `serve deploy` also picks up an edited file.
     """
     path = os.environ.get(PROVIDERS_FILE_ENV)
     if not path:
-        return RouterUserConfig.model_validate(user_config)
+        return RouterConfig.model_validate(user_config)
     try:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"${PROVIDERS_FILE_ENV}={path}: cannot read it: {exc}") from exc
     if not isinstance(loaded, dict) or not isinstance(loaded.get("providers"), list):
         raise ValueError(f"${PROVIDERS_FILE_ENV}={path}: needs a top-level `providers` list")
-    return RouterUserConfig.model_validate({**user_config, "providers": loaded["providers"]})
+    return RouterConfig.model_validate({**user_config, "providers": loaded["providers"]})
 
 
 class IngressUserConfig(_Strict):
@@ -182,7 +116,7 @@ USER_CONFIG_MODELS: dict[str, type[BaseModel]] = {
     "Emotion": EmotionUserConfig,
     "Difficulty": DifficultyUserConfig,
     "Personalization": PersonalizationUserConfig,
-    "LLMRouter": RouterUserConfig,
+    "LLMRouter": RouterConfig,
 }
 
 

@@ -1,99 +1,38 @@
-"""LLM router deployment: ranks the providers per turn, calls them until one answers, then the
-offline responder.
+"""LLMRouter deployment: one ``models.llm.router.ProviderRouter`` per replica, behind Serve.
 
-- Order: ``models/llm/routing.py`` scores each provider from the turn (strategy, emotion,
-  difficulty), the client's ``priority``/``max_latency_ms`` and this replica's observed health.
-- A circuit breaker per provider (``models/llm/circuit_breaker.py``) skips one that keeps
-  failing and lets one probe through after the cooldown or its ``Retry-After``.
-- Fallback to the next provider, then one retry of each that failed transiently, at most
-  ``max_attempts`` calls per turn. Both happen only before the first token: a provider that
-  fails mid-stream ends the stream with an error event rather than mixing two replies.
-
-Health and breakers are per replica: each replica learns about a provider from its own calls,
-which is enough to stop hammering a failing provider and needs no shared state.
+The routing itself (ranking, breakers, fallback, retries) is plain Python in
+``models/llm/router.py``; this class feeds it the user_config, the LocalLM handle and the
+replica's Prometheus metrics, and turns its results into the API's schemas.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import random
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any
 
 import httpx
 
-from deployments.config import ProviderConfig, RouterUserConfig, router_config
-from deployments.schemas import LLMInfo, LLMUsage, ProviderAttempt, ProviderState
+from deployments.config import router_config
+from deployments.schemas import LLMInfo, ProviderState
 from deployments.telemetry import RouterMetrics
-from models.llm.circuit_breaker import BreakerConfig, CircuitBreaker
-from models.llm.offline import OFFLINE_MODEL, OFFLINE_PROVIDER, offline_tokens
-from models.llm.openai_client import ProviderError, TokenUsage, stream_chat
-from models.llm.prompts import ReplyContext, chat_messages
-from models.llm.routing import (
-    CHARS_PER_TOKEN,
-    ProviderHealth,
-    ProviderProfile,
-    TurnNeeds,
-    rank_providers,
-)
-
-logger = logging.getLogger("ray.serve")
-RETRY_BACKOFF_S = 0.2  # before retrying a provider, jittered ±50% so replicas don't align
+from models.llm.prompts import ReplyContext
+from models.llm.router import LocalModel, ProviderRouter, RouterObserver
 
 
-def _ms_since(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 2)
+def _local_model(handle: Any) -> LocalModel:
+    """The LocalLM deployment's streaming method, as the router calls a local model."""
+
+    def stream(messages: list[dict[str, str]], max_tokens: int, temperature: float):
+        return handle.options(stream=True).stream.remote(messages, max_tokens, temperature)
+
+    return stream
 
 
-@dataclass
-class _Call:
-    """What one provider call has produced so far."""
-
-    started: float
-    ttft_ms: float | None = None
-    output_chars: int = 0
-    reported: TokenUsage | None = None
-
-    def saw_text(self, text: str) -> None:
-        if self.ttft_ms is None:
-            self.ttft_ms = _ms_since(self.started)
-        self.output_chars += len(text)
-
-    def usage(self, provider: ProviderConfig, *, estimated_input_tokens: int) -> LLMUsage | None:
-        """The provider's token count when it reported one, else an estimate; priced. None for
-        a call that failed before any text (not billed, as a rule)."""
-        if self.reported is None and self.ttft_ms is None:
-            return None
-        if self.reported is not None:
-            tokens = (self.reported.input_tokens, self.reported.output_tokens)
-        else:
-            tokens = (estimated_input_tokens, self.output_chars // CHARS_PER_TOKEN)
-        cost = (
-            tokens[0] / 1000 * provider.cost_per_1k_input
-            + tokens[1] / 1000 * provider.cost_per_1k_output
-        )
-        return LLMUsage(
-            input_tokens=tokens[0],
-            output_tokens=tokens[1],
-            counted_by="provider" if self.reported is not None else "estimate",
-            cost=round(cost, 8),
-        )
-
-
-def _needs(context: ReplyContext, messages: list[dict[str, str]]) -> TurnNeeds:
-    prompt_chars = sum(len(m["content"]) for m in messages)
-    return TurnNeeds(
-        priority=context.priority,
-        max_latency_ms=context.max_latency_ms,
-        strategy=context.strategy,
-        emotion_state=context.emotion_state,
-        p_correct=context.mastery,
-        input_tokens=prompt_chars // CHARS_PER_TOKEN,
-    )
+def _api_event(event: dict) -> dict:
+    if "llm" in event:
+        return {**event, "llm": LLMInfo.model_validate(asdict(event["llm"]))}
+    return event
 
 
 class LLMRouterDeployment:
@@ -101,243 +40,30 @@ class LLMRouterDeployment:
         self,
         *,
         http_client: httpx.AsyncClient | None = None,
-        metrics: RouterMetrics | None = None,
+        metrics: RouterObserver | None = None,
         local_lm: Any | None = None,
     ) -> None:
         """``local_lm``: a handle to the LocalLM deployment, for providers of kind ``local``."""
-        self._client = http_client or httpx.AsyncClient()
-        self._local_lm = local_lm
-        self._metrics = metrics or RouterMetrics()
-        self._config = RouterUserConfig()
-        self._breakers: dict[str, CircuitBreaker] = {}
-        self._health: dict[str, ProviderHealth] = {}
-        self._profiles: list[ProviderProfile] = []
+        self._router = ProviderRouter(
+            http_client=http_client,
+            local_model=_local_model(local_lm) if local_lm is not None else None,
+            observer=metrics or RouterMetrics(),
+        )
 
     def reconfigure(self, user_config: dict) -> None:
-        self._config = router_config(user_config)
-        breaker = BreakerConfig(
-            failure_threshold=self._config.breaker_failure_threshold,
-            cooldown_s=self._config.breaker_cooldown_s,
-        )
-        names = [p.name for p in self._config.providers]
-        # A provider kept across a reconfigure keeps its health; its breaker takes new settings.
-        self._health = {n: self._health.get(n, ProviderHealth()) for n in names}
-        self._breakers = {n: CircuitBreaker(breaker) for n in names}
-        self._profiles = [
-            ProviderProfile(
-                name=p.name,
-                tags=frozenset(p.tags),
-                cost_per_1k_input=p.cost_per_1k_input,
-                cost_per_1k_output=p.cost_per_1k_output,
-                priority=p.priority,
-            )
-            for p in self._config.providers
-        ]
-        logger.info("router providers: %s", names)
+        self._router.configure(router_config(user_config))
 
     def provider_states(self) -> dict[str, ProviderState]:
-        """Per provider: whether it can be called, its breaker and observed health (/healthz)."""
-        now = time.monotonic()
-        states = {}
-        for provider in self._config.providers:
-            breaker, health = self._breakers[provider.name], self._health[provider.name]
-            states[provider.name] = ProviderState(
-                configured=self._unconfigured_reason(provider) is None,
-                breaker=breaker.state(now).value,
-                retry_in_s=round(breaker.retry_in(now), 1),
-                ttft_ms=None if health.ttft_ms is None else round(health.ttft_ms, 1),
-                error_rate=round(health.error_rate, 4),
-                requests=health.requests,
-            )
-        return states
-
-    def _ranked(self, needs: TurnNeeds) -> list[ProviderConfig]:
-        by_name = {p.name: p for p in self._config.providers}
-        return [by_name[r.name] for r in rank_providers(self._profiles, self._health, needs)]
+        states = self._router.provider_states().items()
+        return {name: ProviderState.model_validate(asdict(s)) for name, s in states}
 
     async def stream(self, context: ReplyContext) -> AsyncIterator[dict]:
         """Events: ``{"type": "token", "text"}`` ... then ``{"type": "done", "llm": LLMInfo}``,
         or ``{"type": "error", "message", "llm"}`` when a provider broke mid-reply."""
-        attempts: list[ProviderAttempt] = []
-        messages = chat_messages(context, memory_turns=self._config.memory_turns)
-        needs = _needs(context, messages)
-        called = 0
-        for provider, is_retry in self._candidates(needs, attempts):
-            if called >= self._config.max_attempts:
-                break
-            if is_retry:
-                if not self._breakers[provider.name].allow(time.monotonic()):
-                    continue  # its failure is already in attempts; now its breaker is open
-                await asyncio.sleep(RETRY_BACKOFF_S * random.uniform(0.5, 1.5))
-            else:
-                skipped = self._skip_reason(provider)
-                if skipped is not None:
-                    attempts.append(skipped)
-                    self._metrics.record_call(provider.name, skipped.outcome)
-                    continue
-            called += 1
-            api_key = os.environ.get(provider.api_key_env) if provider.api_key_env else None
-            call = _Call(started=time.perf_counter())
-            try:
-                async for piece in self._provider_stream(provider, messages, api_key):
-                    if isinstance(piece, TokenUsage):
-                        call.reported = piece
-                        continue
-                    call.saw_text(piece)
-                    yield {"type": "token", "text": piece}
-            except ProviderError as exc:
-                self._health[provider.name].record(ok=False, ttft_ms=call.ttft_ms)
-                self._breakers[provider.name].record_failure(time.monotonic(), exc.retry_after)
-                usage = self._record_call(provider, exc.outcome, call, needs)
-                attempts.append(
-                    ProviderAttempt(
-                        provider=provider.name,
-                        outcome=exc.outcome,
-                        latency_ms=_ms_since(call.started),
-                        detail=str(exc),
-                    )
-                )
-                logger.warning("provider %s failed: %s", provider.name, exc)
-                if call.ttft_ms is not None:  # text was sent: no fallback, never mixed replies
-                    info = LLMInfo(
-                        provider=provider.name, model=provider.model, attempts=attempts, usage=usage
-                    )
-                    message = f"{provider.name} failed mid-reply"
-                    yield {"type": "error", "message": message, "llm": info}
-                    return
-                continue
-            except BaseException:
-                # The client went away (cancelled): neither a success nor the provider's fault.
-                self._breakers[provider.name].release_probe()
-                raise
-            self._breakers[provider.name].record_success()
-            self._health[provider.name].record(ok=True, ttft_ms=call.ttft_ms)
-            usage = self._record_call(provider, "ok", call, needs)
-            attempts.append(
-                ProviderAttempt(
-                    provider=provider.name, outcome="ok", latency_ms=_ms_since(call.started)
-                )
-            )
-            info = LLMInfo(
-                provider=provider.name, model=provider.model, attempts=attempts, usage=usage
-            )
-            yield {"type": "done", "llm": info}
-            return
-        async for event in self._offline(context, attempts):
-            yield event
-
-    def _candidates(
-        self, needs: TurnNeeds, attempts: list[ProviderAttempt]
-    ) -> Iterator[tuple[ProviderConfig, bool]]:
-        """(provider, is_retry): the ranked providers, then once more each that failed with a
-        transient ``error`` (a refused connection, a 5xx). Lazy: the retries are chosen from
-        ``attempts`` after the first pass. Timeouts are not retried (they already cost
-        ``timeout_s``), nor rate limits (their breaker waits for ``Retry-After``)."""
-        ranked = self._ranked(needs)
-        for provider in ranked:
-            yield provider, False
-        failed = {a.provider for a in attempts if a.outcome == "error"}
-        for provider in ranked:
-            if provider.name in failed:
-                yield provider, True
-
-    def _unconfigured_reason(self, provider: ProviderConfig) -> str | None:
-        if provider.kind == "local" and self._local_lm is None:
-            return "no LocalLM deployment (the app's local_llm_path is not set)"
-        if provider.api_key_env and not os.environ.get(provider.api_key_env):
-            return f"environment variable {provider.api_key_env} is not set"
-        return None
-
-    def _skip_reason(self, provider: ProviderConfig) -> ProviderAttempt | None:
-        unconfigured = self._unconfigured_reason(provider)
-        if unconfigured is not None:
-            return ProviderAttempt(
-                provider=provider.name,
-                outcome="not_configured",
-                latency_ms=0.0,
-                detail=unconfigured,
-            )
-        breaker = self._breakers[provider.name]
-        now = time.monotonic()
-        if not breaker.allow(now):
-            return ProviderAttempt(
-                provider=provider.name,
-                outcome="circuit_open",
-                latency_ms=0.0,
-                detail=f"retry in {breaker.retry_in(now):.1f}s",
-            )
-        return None
-
-    def _record_call(
-        self, provider: ProviderConfig, outcome: str, call: _Call, needs: TurnNeeds
-    ) -> LLMUsage | None:
-        usage = call.usage(provider, estimated_input_tokens=needs.input_tokens)
-        self._metrics.record_call(provider.name, outcome, ttft_ms=call.ttft_ms, usage=usage)
-        state = self._breakers[provider.name].state(time.monotonic())
-        self._metrics.record_breaker(provider.name, state.value)
-        return usage
-
-    async def _offline(self, context: ReplyContext, attempts: list[ProviderAttempt]):
-        started = time.perf_counter()
-        for token in offline_tokens(context):
-            yield {"type": "token", "text": token}
-        attempts.append(
-            ProviderAttempt(provider=OFFLINE_PROVIDER, outcome="ok", latency_ms=_ms_since(started))
-        )
-        self._metrics.record_call(OFFLINE_PROVIDER, "ok")
-        yield {
-            "type": "done",
-            "llm": LLMInfo(provider=OFFLINE_PROVIDER, model=OFFLINE_MODEL, attempts=attempts),
-        }
-
-    async def _provider_stream(
-        self, provider: ProviderConfig, messages: list[dict[str, str]], api_key: str | None
-    ) -> AsyncIterator[str | TokenUsage]:
-        if provider.kind == "local":
-            async for text in self._local_stream(provider, messages):
-                yield text
-            return
-        async for text in stream_chat(
-            self._client,
-            base_url=provider.base_url,
-            model=provider.model,
-            messages=messages,
-            api_key=api_key,
-            timeout_s=provider.timeout_s,
-            max_tokens=provider.max_tokens,
-            temperature=provider.temperature,
-            request_usage=provider.request_usage,
-        ):
-            yield text
-
-    async def _local_stream(
-        self, provider: ProviderConfig, messages: list[dict[str, str]]
-    ) -> AsyncIterator[str]:
-        """The LocalLM deployment's pieces, with the same timeout and errors as HTTP providers."""
-        pieces = self._local_lm.options(stream=True).stream.remote(
-            messages, provider.max_tokens, provider.temperature
-        )
-        iterator = pieces.__aiter__()
-        while True:
-            try:
-                text = await asyncio.wait_for(iterator.__anext__(), timeout=provider.timeout_s)
-            except StopAsyncIteration:
-                return
-            except TimeoutError as exc:
-                message = f"timeout after {provider.timeout_s}s"
-                raise ProviderError(message, outcome="timeout") from exc
-            except Exception as exc:  # the replica died or the model raised
-                raise ProviderError(f"local model failed: {type(exc).__name__}") from exc
-            yield text
+        async for event in self._router.stream(context):
+            yield _api_event(event)
 
     async def respond(self, context: ReplyContext) -> tuple[str, LLMInfo, str | None]:
         """The whole reply at once: (text, llm info, error message if it broke mid-reply)."""
-        pieces: list[str] = []
-        async for event in self.stream(context):
-            if event["type"] == "token":
-                pieces.append(event["text"])
-            elif event["type"] == "done":
-                return "".join(pieces), event["llm"], None
-            else:
-                return "".join(pieces), event["llm"], event["message"]
-        raise RuntimeError("router stream ended without a closing event")
+        text, info, error = await self._router.respond(context)
+        return text, LLMInfo.model_validate(asdict(info)), error

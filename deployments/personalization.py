@@ -14,6 +14,7 @@ import numpy as np
 
 from deployments.config import PersonalizationUserConfig
 from deployments.schemas import FeedbackResponse, StrategyChoice, StrategyStats
+from deployments.tutoring.exceptions import NotFoundError
 from deployments.tutoring.rewards import reward_turn
 from models.common.vocab import STRATEGIES
 from models.personalization.bandit import ArmStatistics, LinearThompsonSampling, ThompsonConfig
@@ -22,10 +23,6 @@ from store import FeedbackRecord, TutorStore, open_store
 from store.records import AnswerRecord
 
 logger = logging.getLogger("ray.serve")
-
-
-class UnknownTurnError(LookupError):
-    pass
 
 
 class PersonalizationDeployment:
@@ -85,7 +82,7 @@ class PersonalizationDeployment:
     ) -> FeedbackResponse:
         turn = self._store.get_turn(turn_id)
         if turn is None:
-            raise UnknownTurnError(turn_id)
+            raise NotFoundError(f"unknown turn_id {turn_id!r}")
         accepted = self._store.add_feedback(
             FeedbackRecord(
                 turn_id=turn_id, learner_id=turn.learner_id, reward=reward, ts=now, **(answer or {})

@@ -1,10 +1,14 @@
-"""Prometheus metrics of the request graph (exported by Ray's metrics agent)."""
+"""Prometheus metrics of the request graph (exported by Ray's metrics agent).
+
+Part of the Serve edge: the deployment classes create these and hand them to the Serve-free
+code as observers (``TutorService``, ``ProviderRouter``), which never imports Ray.
+"""
 
 from __future__ import annotations
 
 from ray.serve import metrics
 
-from deployments.schemas import LLMUsage
+from models.llm.router import Usage
 
 _LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
 
@@ -99,7 +103,7 @@ class RouterMetrics:
         outcome: str,
         *,
         ttft_ms: float | None = None,
-        usage: LLMUsage | None = None,
+        usage: Usage | None = None,
     ) -> None:
         tags = {"provider": provider}
         self.requests.inc(tags={**tags, "outcome": outcome})

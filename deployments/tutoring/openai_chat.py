@@ -22,6 +22,7 @@ from deployments.schemas import (
     TutorResponse,
     TutorTurnSummary,
 )
+from deployments.tutoring.exceptions import InvalidRequestError
 from models.llm.offline import OFFLINE_PROVIDER
 from models.llm.routing import estimate_tokens
 
@@ -29,8 +30,13 @@ _STARTED = int(time.time())
 
 
 def tutor_request(body: ChatCompletionRequest) -> TutorRequest:
-    """Raises ValueError when no user message has text."""
-    return TutorRequest(learner_id=body.user, message=body.learner_message(), stream=body.stream)
+    """Raises ``InvalidRequestError`` when no user message has text."""
+    try:  # (pydantic's ValidationError is a ValueError too: e.g. a message past the limit)
+        return TutorRequest(
+            learner_id=body.user, message=body.learner_message(), stream=body.stream
+        )
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc)) from exc
 
 
 def model_list() -> ModelList:

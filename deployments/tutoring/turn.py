@@ -27,6 +27,9 @@ from deployments.schemas import (
     TutorRequest,
     TutorResponse,
 )
+from deployments.tutoring.exceptions import ConflictError
+from deployments.tutoring.history import interactions
+from deployments.tutoring.records import record_from_response, response_from_record
 from deployments.tutoring.rewards import reward_turn
 from models.common.vocab import LEARNING_STATES, STRATEGIES
 from models.difficulty.tracer import Interaction
@@ -135,7 +138,7 @@ class TurnRunner:
         if stored is None:
             return None
         if stored.learner_id != request.learner_id:
-            raise PermissionError(f"turn_id {request.turn_id} belongs to another learner")
+            raise ConflictError(f"turn_id {request.turn_id} belongs to another learner")
         return response_from_record(stored)
 
     async def prepare(self, request: TutorRequest, request_id: str) -> TurnState:
@@ -192,7 +195,7 @@ class TurnRunner:
                 ),
                 False,
             )
-        state.history = [Interaction(a.item_id, a.skill_id, a.correct) for a in answers]
+        state.history = interactions(answers)
 
     async def _emotion(self, state: TurnState) -> None:
         response = await self._stage(
@@ -329,7 +332,14 @@ class TurnRunner:
             degraded=state.degraded,
             new_learner=state.new_learner,
         )
-        record = record_from_response(response, state)
+        record = record_from_response(
+            response,
+            session_id=state.request.session_id,
+            ts=state.started,
+            request_id=state.request_id,
+            message=state.request.message,
+            context=state.context,
+        )
         saved = await self._stage(
             state, "save", lambda: asyncio.to_thread(self.store.save_turn, record), None
         )
@@ -359,52 +369,4 @@ def _offline_info(reason: str) -> LLMInfo:
         attempts=[
             ProviderAttempt(provider="router", outcome="error", latency_ms=0.0, detail=reason)
         ],
-    )
-
-
-def record_from_response(response: TutorResponse, state: TurnState) -> TurnRecord:
-    return TurnRecord(
-        turn_id=response.turn_id,
-        learner_id=response.learner_id,
-        session_id=state.request.session_id,
-        ts=state.started,
-        request_id=state.request_id,
-        message=state.request.message,
-        reply=response.reply,
-        emotion=response.learner_state.emotion.model_dump(),
-        difficulty=response.learner_state.difficulty.model_dump()
-        if response.learner_state.difficulty
-        else {},
-        strategy=response.strategy.name,
-        propensity=response.strategy.propensity,
-        context=state.context,
-        provider=response.llm.provider,
-        model=response.llm.model,
-        llm_attempts=[a.model_dump() for a in response.llm.attempts],
-        model_versions=response.model_versions,
-        timings_ms=response.timings_ms,
-        degraded=response.degraded,
-    )
-
-
-def response_from_record(record: TurnRecord) -> TutorResponse:
-    return TutorResponse(
-        turn_id=record.turn_id,
-        learner_id=record.learner_id,
-        reply=record.reply,
-        learner_state=LearnerState(
-            emotion=EmotionResult.model_validate(record.emotion),
-            difficulty=DifficultyResponse.model_validate(record.difficulty)
-            if record.difficulty
-            else None,
-        ),
-        strategy=StrategyChoice(name=record.strategy, propensity=record.propensity),
-        llm=LLMInfo(
-            provider=record.provider,
-            model=record.model,
-            attempts=[ProviderAttempt.model_validate(a) for a in record.llm_attempts],
-        ),
-        model_versions=record.model_versions,
-        timings_ms=record.timings_ms,
-        degraded=record.degraded,
     )

@@ -1,4 +1,5 @@
-"""The router against a loopback OpenAI-compatible stub with injected faults."""
+"""The router (``models.llm.router``, no Serve) against a loopback OpenAI-compatible stub with
+injected faults."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import httpx
 import pytest
 
 from deployments.llm_router import LLMRouterDeployment
+from models.llm.config import RouterConfig
 from models.llm.prompts import ReplyContext
+from models.llm.router import ProviderRouter
 from tests.support.llm_stub import RunningStub
 
 SECRET = "sk-test-never-in-logs-0123456789"
@@ -34,8 +37,13 @@ def key(monkeypatch):
     monkeypatch.setenv("STUB_KEY", SECRET)
 
 
-def _router(stub, names, **config) -> LLMRouterDeployment:
-    router = LLMRouterDeployment(http_client=httpx.AsyncClient())
+def _configured(config: dict, **kwargs) -> ProviderRouter:
+    return ProviderRouter(
+        RouterConfig.model_validate(config), http_client=httpx.AsyncClient(), **kwargs
+    )
+
+
+def _router(stub, names, **config) -> ProviderRouter:
     providers = [
         {
             "name": name,
@@ -47,8 +55,7 @@ def _router(stub, names, **config) -> LLMRouterDeployment:
         }
         for i, name in enumerate(names)
     ]
-    router.reconfigure({"providers": providers, **config})
-    return router
+    return _configured({"providers": providers, **config})
 
 
 def _context(**overrides) -> ReplyContext:
@@ -176,8 +183,7 @@ async def test_a_stall_mid_stream_times_out_with_an_error_and_no_second_provider
 
 async def test_a_slow_first_token_answers_then_ranks_the_provider_down(stub, key):
     stub.behave("a", "ok", text="slow but sure", delay_s=1.2)
-    router = _router(stub, ["a", "b"])
-    router.reconfigure(
+    router = _configured(
         {
             "providers": [
                 {"name": n, "base_url": stub.url(n), "model": "m", "api_key_env": "STUB_KEY",
@@ -204,8 +210,7 @@ async def test_a_missing_key_skips_the_provider(stub, monkeypatch):
 
 
 async def test_the_client_priority_picks_the_provider(stub, key):
-    router = _router(stub, ["strong", "fast"])
-    router.reconfigure(
+    router = _configured(
         {
             "providers": [
                 {"name": "strong", "base_url": stub.url("strong"), "model": "big",
@@ -267,8 +272,9 @@ async def test_metrics_per_provider(stub, key):
     stub.behave("a", "error")
     stub.behave("b", text="a reply of six words here")
     metrics = _RecordedMetrics()
-    router = LLMRouterDeployment(http_client=httpx.AsyncClient(), metrics=metrics)
-    router.reconfigure({"breaker_failure_threshold": 1, "providers": _priced(stub, "ab")})
+    router = _configured(
+        {"breaker_failure_threshold": 1, "providers": _priced(stub, "ab")}, observer=metrics
+    )
     _, llm, _ = await router.respond(_context())
     (a, a_outcome, a_values), (b, b_outcome, b_values) = metrics.calls
     assert (a, a_outcome, b, b_outcome) == ("a", "error", "b", "ok")
@@ -280,8 +286,7 @@ async def test_metrics_per_provider(stub, key):
 
 async def test_usage_is_the_providers_count_and_priced(stub, key):
     stub.behave("a", text="a reply of six words here")
-    router = LLMRouterDeployment(http_client=httpx.AsyncClient())
-    router.reconfigure({"providers": _priced(stub, "a")})
+    router = _configured({"providers": _priced(stub, "a")})
     _, llm, _ = await router.respond(_context())
     sent = stub.requests[-1]["body"]
     assert sent["stream_options"] == {"include_usage": True}
@@ -297,8 +302,7 @@ async def test_usage_is_the_providers_count_and_priced(stub, key):
 
 async def test_usage_is_estimated_for_a_provider_asked_for_none(stub, key):
     stub.behave("a", text="a reply of some twenty-eight characters")
-    router = LLMRouterDeployment(http_client=httpx.AsyncClient())
-    router.reconfigure({"providers": _priced(stub, "a", request_usage=False)})
+    router = _configured({"providers": _priced(stub, "a", request_usage=False)})
     _, llm, _ = await router.respond(_context())
     assert "stream_options" not in stub.requests[-1]["body"]
     assert llm.usage.counted_by == "estimate"

@@ -1,62 +1,21 @@
 """The turn's degradation rules, with small in-process stand-ins for the deployment handles."""
 
-import asyncio
-
 import pytest
 
-from deployments.schemas import (
-    EmotionResponse,
-    EmotionResult,
-    GoEmotionsScores,
-    LLMInfo,
-    ProviderAttempt,
-    StrategyChoice,
-    TutorRequest,
-)
+from deployments.schemas import TutorRequest
 from deployments.tutoring.turn import TurnHandles, TurnRunner
 from store import StoreError
 from store.sqlite_store import SQLiteStore
 from tests.support.fake_handles import FakeHandle as _Handle
-
-
-async def _emotion_ok(texts):
-    result = EmotionResult(
-        state="curious",
-        confidence=0.9,
-        states={"curious": 0.9, "neutral": 0.1},
-        goemotions=GoEmotionsScores(scores={"curiosity": 0.9}, predicted=["curiosity"]),
-    )
-    return EmotionResponse(results=[result] * len(texts), model_version="v9")
-
-
-async def _fails(*args, **kwargs):
-    raise RuntimeError("replica died")
-
-
-async def _hangs(*args, **kwargs):
-    await asyncio.sleep(60)
-
-
-async def _choose(context):
-    assert len(context) == 15
-    return StrategyChoice(name="quiz", propensity=0.5), "policy-x"
-
-
-async def _respond(context):
-    info = LLMInfo(
-        provider="p",
-        model="m",
-        attempts=[ProviderAttempt(provider="p", outcome="ok", latency_ms=1)],
-    )
-    return f"reply to {context.message}", info, None
+from tests.unit.tutoring.fakes import choose, emotion_ok, fails, hangs, respond
 
 
 def _runner(tmp_path, **handles) -> TurnRunner:
     defaults = dict(
-        emotion=_Handle(classify=_emotion_ok),
-        difficulty=_Handle(predict=_fails),
-        personalization=_Handle(choose=_choose),
-        router=_Handle(respond=_respond),
+        emotion=_Handle(classify=emotion_ok),
+        difficulty=_Handle(predict=fails),
+        personalization=_Handle(choose=choose),
+        router=_Handle(respond=respond),
     )
     return TurnRunner(
         TurnHandles(**{**defaults, **handles}),
@@ -84,7 +43,7 @@ async def test_healthy_turn_is_not_degraded_and_is_stored(tmp_path):
 
 
 async def test_failing_emotion_degrades_to_an_uninformed_state(tmp_path):
-    response = await _turn(_runner(tmp_path, emotion=_Handle(classify=_fails)))
+    response = await _turn(_runner(tmp_path, emotion=_Handle(classify=fails)))
     assert response.degraded == ["emotion: RuntimeError"]
     emotion = response.learner_state.emotion
     assert emotion.state == "neutral"
@@ -93,7 +52,7 @@ async def test_failing_emotion_degrades_to_an_uninformed_state(tmp_path):
 
 
 async def test_failing_difficulty_and_personalization_still_answer(tmp_path):
-    runner = _runner(tmp_path, personalization=_Handle(choose=_fails))
+    runner = _runner(tmp_path, personalization=_Handle(choose=fails))
     response = await _turn(runner, candidates=[{"item_id": "1", "skill_id": "2"}])
     assert response.degraded == ["difficulty: RuntimeError", "personalization: RuntimeError"]
     assert response.learner_state.difficulty is None
@@ -101,7 +60,7 @@ async def test_failing_difficulty_and_personalization_still_answer(tmp_path):
 
 
 async def test_stalled_router_times_out_to_the_offline_responder(tmp_path):
-    response = await _turn(_runner(tmp_path, router=_Handle(respond=_hangs)))
+    response = await _turn(_runner(tmp_path, router=_Handle(respond=hangs)))
     assert response.degraded == ["reply: timed out after 0.7s"]
     assert response.llm.provider == "offline"
     assert response.reply.startswith("[offline tutor")
@@ -159,11 +118,11 @@ async def test_answer_on_a_first_turn_rewards_nothing(tmp_path):
 async def test_the_reply_remembers_this_session_only(tmp_path):
     seen = []
 
-    async def respond(context):
+    async def remembering(context):
         seen.append([learner for learner, _ in context.history])
-        return await _respond(context)
+        return await respond(context)
 
-    runner = _runner(tmp_path, router=_Handle(respond=respond))
+    runner = _runner(tmp_path, router=_Handle(respond=remembering))
     await _turn(runner, message="old session", session_id="s1")
     await _turn(runner, message="first", session_id="s2")
     await _turn(runner, message="second", session_id="s2")
@@ -182,10 +141,10 @@ class _DownStore:
 
 async def test_unreachable_store_still_answers_and_says_the_turn_was_not_saved():
     handles = dict(
-        emotion=_Handle(classify=_emotion_ok),
-        difficulty=_Handle(predict=_fails),
-        personalization=_Handle(choose=_choose),
-        router=_Handle(respond=_respond),
+        emotion=_Handle(classify=emotion_ok),
+        difficulty=_Handle(predict=fails),
+        personalization=_Handle(choose=choose),
+        router=_Handle(respond=respond),
     )
     runner = TurnRunner(TurnHandles(**handles), _DownStore(), stage_timeout_s=0.5)
     body = TutorRequest.model_validate({"learner_id": "l1", "message": "why?", "turn_id": "t-9"})

@@ -1,0 +1,41 @@
+"""What the tutoring logic raises when a request cannot be answered; the API maps each to one
+status in the one error shape (``deployments/errors.py``), so the logic never speaks HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TypeVar
+
+logger = logging.getLogger("ray.serve")
+T = TypeVar("T")
+
+
+class NotFoundError(LookupError):
+    """An unknown learner or turn (404)."""
+
+
+class ConflictError(RuntimeError):
+    """The request contradicts what is stored, e.g. another learner's turn id (409)."""
+
+
+class InvalidRequestError(ValueError):
+    """Valid JSON the tutor still cannot serve, e.g. a chat with no user text (422)."""
+
+
+class UnavailableError(RuntimeError):
+    """A dependency the endpoint cannot answer without failed (503, with Retry-After)."""
+
+    def __init__(self, dependency: str, cause: BaseException) -> None:
+        super().__init__(f"the {dependency} is unavailable ({type(cause).__name__})")
+        self.dependency = dependency
+
+
+async def required(dependency: str, call: Awaitable[T], *, timeout_s: float) -> T:
+    """Await a deployment call whose failure leaves nothing to answer with."""
+    try:
+        return await asyncio.wait_for(call, timeout=timeout_s)
+    except Exception as exc:
+        logger.warning("%s failed: %r", dependency, exc)
+        raise UnavailableError(dependency, exc) from exc

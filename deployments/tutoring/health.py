@@ -1,0 +1,67 @@
+"""/healthz: each deployment, the store and the LLM providers, probed concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from deployments.schemas import ComponentHealth, HealthResponse
+from deployments.tutoring.turn import TurnHandles
+from store import TutorStore
+
+logger = logging.getLogger("ray.serve")
+PROBE_TIMEOUT_S = 5.0
+
+
+async def _probe(name: str, handle: Any) -> tuple[str, ComponentHealth, str | None]:
+    """A model deployment answers with its version in service, or is reported down."""
+    try:
+        version = await asyncio.wait_for(handle.model_version.remote(), timeout=PROBE_TIMEOUT_S)
+        return name, ComponentHealth(ok=True), version
+    except Exception as exc:
+        logger.warning("health: %s did not answer: %r", name, exc)
+        return name, ComponentHealth(ok=False, detail=type(exc).__name__), None
+
+
+class HealthCheck:
+    def __init__(self, handles: TurnHandles, store: TutorStore) -> None:
+        self._handles = handles
+        self._store = store
+
+    async def check(self) -> HealthResponse:
+        """``status`` is ``degraded`` when a deployment or the store is down. Providers do not
+        count: with none usable, the offline responder still answers every turn."""
+        models = {
+            "Emotion": self._handles.emotion,
+            "Difficulty": self._handles.difficulty,
+            "Personalization": self._handles.personalization,
+        }
+        probes = await asyncio.gather(*(_probe(n, h) for n, h in models.items()))
+        deployments = {name: health for name, health, _ in probes}
+        versions = {name.lower(): v for name, _, v in probes if v is not None}
+        providers = {}
+        try:
+            call = self._handles.router.provider_states.remote()
+            providers = await asyncio.wait_for(call, timeout=PROBE_TIMEOUT_S)
+            usable = sum(p.configured and p.breaker != "open" for p in providers.values())
+            detail = f"{usable} of {len(providers)} providers usable, then the offline responder"
+            deployments["LLMRouter"] = ComponentHealth(ok=True, detail=detail)
+        except Exception as exc:
+            logger.warning("health: LLMRouter did not answer: %r", exc)
+            deployments["LLMRouter"] = ComponentHealth(ok=False, detail=type(exc).__name__)
+        deployments["Ingress"] = ComponentHealth(ok=True)
+        try:
+            await asyncio.to_thread(self._store.ping)
+            store = ComponentHealth(ok=True)
+        except Exception as exc:
+            logger.warning("health: the store did not answer: %r", exc)
+            store = ComponentHealth(ok=False, detail=str(exc))
+        healthy = store.ok and all(h.ok for h in deployments.values())
+        return HealthResponse(
+            status="ok" if healthy else "degraded",
+            deployments=deployments,
+            store=store,
+            model_versions=versions,
+            providers=providers,
+        )

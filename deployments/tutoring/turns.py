@@ -1,0 +1,161 @@
+"""/v1/tutor and /v1/chat/completions: one tutoring turn, answered whole or as a stream.
+
+A stream is an async iterator of ready-to-send server-sent-event strings; the route only wraps
+it in a streaming response. Every answered turn is reported to the observer (the ingress's
+Prometheus metrics) and logged by id, never with the learner's message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from deployments.schemas import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    LearnerState,
+    StrategyChoice,
+    TutorRequest,
+    TutorResponse,
+)
+from deployments.tutoring import openai_chat
+from deployments.tutoring.turn import TurnRunner, TurnState
+
+logger = logging.getLogger("ray.serve")
+EventStream = AsyncIterator[str]
+
+
+class TurnObserver(Protocol):
+    def record_turn(
+        self,
+        *,
+        timings_ms: dict[str, float],
+        state: str,
+        strategy: str,
+        degraded: list[str],
+        stream: bool,
+    ) -> None: ...
+
+
+def sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def state_event(
+    turn_id: str,
+    learner_state: LearnerState,
+    strategy: StrategyChoice,
+    versions: dict[str, str],
+    degraded: list[str],
+) -> str:
+    """The stream's first event: what the models found, before any reply token."""
+    return sse(
+        "state",
+        {
+            "turn_id": turn_id,
+            "learner_state": learner_state.model_dump(),
+            "strategy": strategy.model_dump(),
+            "model_versions": versions,
+            "degraded": list(degraded),
+        },
+    )
+
+
+async def replay_events(stored: TutorResponse) -> EventStream:
+    """A retried streaming turn: the stored turn as the same three kinds of event."""
+    yield state_event(
+        stored.turn_id,
+        stored.learner_state,
+        stored.strategy,
+        stored.model_versions,
+        stored.degraded,
+    )
+    yield sse("token", {"text": stored.reply})
+    yield sse("summary", stored.model_dump())
+
+
+class TutorService:
+    def __init__(self, runner: TurnRunner, observer: TurnObserver | None = None) -> None:
+        self.runner = runner
+        self._observer = observer
+
+    async def tutor(self, request: TutorRequest, request_id: str) -> TutorResponse | EventStream:
+        """The turn (or, for a retried ``turn_id``, the stored one); events with ``stream``.
+
+        Raises ``ConflictError`` for another learner's ``turn_id``."""
+        replayed = await self.runner.replay(request)
+        if replayed is not None:
+            return replay_events(replayed) if request.stream else replayed
+        state = await self.runner.prepare(request, request_id)
+        if request.stream:
+            return self._tutor_events(state)
+        return await self._answer(state)
+
+    async def chat(
+        self, body: ChatCompletionRequest, request_id: str
+    ) -> ChatCompletionResponse | EventStream:
+        """The turn in OpenAI's format; ``data:`` chunks with ``stream``.
+
+        Raises ``InvalidRequestError`` when no user message has text."""
+        request = openai_chat.tutor_request(body)
+        state = await self.runner.prepare(request, request_id)
+        if body.stream:
+            return self._chat_chunks(state)
+        return openai_chat.completion(await self._answer(state), request.message)
+
+    async def _answer(self, state: TurnState) -> TutorResponse:
+        reply, llm = await self.runner.reply(state)
+        response = await self.runner.finish(state, reply, llm)
+        self._record(response, stream=False)
+        return response
+
+    async def _tutor_events(self, state: TurnState) -> EventStream:
+        versions = self.runner.model_versions(state)
+        yield state_event(
+            state.turn_id, state.learner_state(), state.strategy, versions, state.degraded
+        )
+        async for event in self.runner.stream_turn(state):
+            if event["type"] == "token":
+                yield sse("token", {"text": event["text"]})
+            elif event["type"] == "error":
+                yield sse("error", {"message": event["message"]})
+            else:
+                self._record(event["response"], stream=True)
+                yield sse("summary", event["response"].model_dump())
+
+    async def _chat_chunks(self, state: TurnState) -> EventStream:
+        chunks = openai_chat.ChunkWriter(state.turn_id)
+        yield chunks.role()
+        error = None
+        async for event in self.runner.stream_turn(state):
+            if event["type"] == "token":
+                yield chunks.content(event["text"])
+            elif event["type"] == "error":
+                error = event["message"]
+            else:
+                self._record(event["response"], stream=True)
+                yield chunks.error(error) if error else chunks.finish(event["response"])
+        yield chunks.done()
+
+    def _record(self, response: TutorResponse, *, stream: bool) -> None:
+        emotion = response.learner_state.emotion.state
+        if self._observer is not None:
+            self._observer.record_turn(
+                timings_ms=response.timings_ms,
+                state=emotion,
+                strategy=response.strategy.name,
+                degraded=response.degraded,
+                stream=stream,
+            )
+        logger.info(
+            "turn %s learner=%s state=%s strategy=%s provider=%s total_ms=%s degraded=%s",
+            response.turn_id,
+            response.learner_id,
+            emotion,
+            response.strategy.name,
+            response.llm.provider,
+            response.timings_ms.get("total"),
+            response.degraded,
+        )
