@@ -3,7 +3,7 @@
     python -m pipelines.difficulty.cross_validate [--datasets assist2009_pid assist2015 statics]
         [--models dkt akt] [--folds 1 2 3 4 5] [--parallel N] [--out reports/difficulty_cv.json]
 
-Each (dataset, model, fold) is ``pipelines.difficulty.train.fit_and_test``: train on
+Each (dataset, model, fold) is ``pipelines.difficulty.training.fit_and_test``: train on
 ``train_k``, pick the epoch on ``valid_k``, measure ``test_k`` leak-free (and per-row, labelled
 as leaky), nothing registered. Runs are Ray tasks, so on a cluster they spread over its nodes
 (``ray job submit -- python -m pipelines.difficulty.cross_validate``); ``--parallel`` caps how
@@ -51,7 +51,8 @@ SUMMARY_KEYS = (
 
 def run_fold(dataset: str, model: str, fold: int, extra: Sequence[str]) -> dict[str, Any]:
     """One (dataset, model, fold): its test metrics (the model itself is not kept)."""
-    from pipelines.difficulty.train import fit_and_test, parse_args
+    from pipelines.difficulty.train import parse_args
+    from pipelines.difficulty.training import fit_and_test
 
     setup_logging()
     args = parse_args(
@@ -174,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--parallel", type=int, default=1, help="runs at once (Ray tasks)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPUs) per run")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "difficulty_cv.json")
-    parser.add_argument("extra", nargs="*", help="after --: more train_difficulty arguments")
+    parser.add_argument(
+        "extra", nargs="*", help="after --: more pipelines.difficulty.train arguments"
+    )
     args = parser.parse_args(argv)
     setup_logging()
     import ray

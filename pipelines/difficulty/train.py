@@ -1,58 +1,43 @@
 """Train a difficulty model (DKT or the attentive AKT) on one fold and register it.
 
     python -m pipelines.difficulty.train [--model dkt|akt] [--dataset assist2009_pid] [--fold 1]
+        [--no-register | --allow-dirty]
 
 A Ray Train job (``TorchTrainer``, one worker, a GPU when the cluster has one or ``--gpu``):
 each epoch's train loss and valid AUC are reported, the final artifact is the run's checkpoint,
-and the driver registers it. Runs locally (a private Ray) or under ``ray job submit``.
+and the driver registers it. Runs locally (a private Ray) or under ``ray job submit``. This
+module is the worker, the driver and the CLI; the training itself (plain PyTorch) is
+``pipelines.difficulty.training.fit_and_test``.
 
 Trains on ``train_k``, picks the epoch with the best leak-free AUC on ``valid_k``, and reports
 on ``test_k`` the leak-free AUC/accuracy (the figure to quote), the per-row ("leaky") AUC early
 papers reported, and a skill-prior baseline, all from ``pipelines.difficulty.evaluate``'s metric
 code. Training uses the same leak-free gather as evaluation and serving. Sequences are cut into
 windows of ``--window`` rows (also the served model's ``max_history``).
+
+A registering run takes its code version before training and refuses a working tree with
+uncommitted changes (``--allow-dirty`` registers it as ``<sha>-dirty``). The Ray Train run's
+folder is recorded relative to ``--storage``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import json
 import logging
-import random
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from models.common.calibration import fit_temperature
 from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
-from models.difficulty.akt import AKT, AKTConfig
-from models.difficulty.data import (
-    Priors,
-    StudentSequence,
-    Vocabulary,
-    has_item_ids,
-    load_split,
-    read_skill_names,
-)
-from models.difficulty.data import windows as make_windows
-from models.difficulty.dkt import DKT, DKTConfig, encode_batch
 from models.difficulty.tracer import KnowledgeTracer
-from pipelines.common import REPO_ROOT, code_version, init_ray, setup_logging
-from pipelines.difficulty.evaluate import (
-    DEFAULT_DATA_DIR,
-    DEFAULT_DATASET,
-    MODEL_NAME,
-    evaluate_model,
-    predict_rows,
-)
+from pipelines.common import REPO_ROOT, committed_code_version, init_ray, setup_logging
+from pipelines.difficulty.evaluate import DEFAULT_DATA_DIR, DEFAULT_DATASET, MODEL_NAME
+from pipelines.difficulty.training import ARCHITECTURES, fit_and_test
 
 log = logging.getLogger("pipelines.difficulty.train")
 DEFAULT_STORAGE = REPO_ROOT / "var" / "ray_results"
@@ -63,7 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="the kt/ data dir")
     parser.add_argument("--dataset", default=DEFAULT_DATASET)
-    parser.add_argument("--model", choices=("dkt", "akt"), default="dkt")
+    parser.add_argument("--model", choices=sorted(ARCHITECTURES), default="dkt")
     parser.add_argument("--fold", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument(
@@ -79,7 +64,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--hidden-size", type=int, default=100)
     parser.add_argument("--embedding-dim", type=int, default=64)
-    parser.add_argument("--dropout", type=float, default=None, help="default: DKT 0.4, AKT 0.2")
+    parser.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help="default: "
+        + ", ".join(f"{name} {a.default_dropout}" for name, a in sorted(ARCHITECTURES.items())),
+    )
     parser.add_argument("--d-model", type=int, default=64, help="AKT")
     parser.add_argument("--heads", type=int, default=4, help="AKT")
     parser.add_argument("--ffn-dim", type=int, default=128, help="AKT")
@@ -118,254 +109,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-register", action="store_true", help="train and evaluate but register nothing"
     )
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="register from a working tree with uncommitted changes, as <sha>-dirty "
+        "(experiments only: no commit holds that code)",
+    )
     return parser.parse_args(argv)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def length_bucketed_batches(
-    chunks: Sequence[StudentSequence], batch_size: int, rng: random.Random
-) -> list[list[StudentSequence]]:
-    """Batches of similar length (less padding), in random order."""
-    order = sorted(range(len(chunks)), key=lambda i: (len(chunks[i]), rng.random()))
-    batches = [
-        [chunks[i] for i in order[start : start + batch_size]]
-        for start in range(0, len(order), batch_size)
-    ]
-    rng.shuffle(batches)
-    return batches
-
-
-DEFAULT_DROPOUT = {"dkt": 0.4, "akt": 0.2}
-
-
-def build_model(args: argparse.Namespace, vocab: Vocabulary) -> DKT | AKT:
-    dropout = DEFAULT_DROPOUT[args.model] if args.dropout is None else args.dropout
-    if args.model == "dkt":
-        return DKT(
-            DKTConfig(
-                num_skills=vocab.num_skills,
-                hidden_size=args.hidden_size,
-                embedding_dim=args.embedding_dim,
-                dropout=dropout,
-            )
-        )
-    return AKT(
-        AKTConfig(
-            num_skills=vocab.num_skills,
-            num_items=len(vocab.items),
-            d_model=args.d_model,
-            num_heads=args.heads,
-            ffn_dim=args.ffn_dim,
-            dropout=dropout,
-            rasch_l2=args.rasch_l2,
-            item_bias=args.item_bias,
-            decay=args.decay,
-            output_reads=args.output_reads,
-            output_layers=args.output_layers,
-            shared_query_key=args.shared_query_key,
-        )
-    )
-
-
-def train_epoch(
-    model: DKT | AKT,
-    optimizer: torch.optim.Optimizer,
-    chunks: Sequence[StudentSequence],
-    vocab: Vocabulary,
-    *,
-    batch_size: int,
-    rng: random.Random,
-    device: torch.device | str = "cpu",
-    protocol: str = "attempt",
-) -> float:
-    model.train()
-    total_loss, total_rows = 0.0, 0
-    for batch_chunks in length_bucketed_batches(chunks, batch_size, rng):
-        batch = encode_batch(batch_chunks, vocab, protocol=protocol).to(device)
-        _, loss = model(
-            batch.skills,
-            batch.correct,
-            batch.context_index,
-            targets=batch.correct.float(),
-            mask=batch.mask,
-            items=batch.items,
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        rows = int(batch.mask.sum())
-        total_loss += loss.item() * rows
-        total_rows += rows
-    return total_loss / max(total_rows, 1)
-
-
-def calibrate(
-    model: DKT | AKT,
-    vocab: Vocabulary,
-    priors: Priors,
-    valid: Sequence[StudentSequence],
-    eval_kwargs: dict[str, Any],
-) -> float:
-    """Fit one temperature on the leak-free valid predictions and set it in the model's config.
-
-    AUC is unchanged (a monotone map); the probabilities, which the recommender compares with
-    its target band, become calibrated. Rows of skills the model lacks carry their prior, not
-    a logit; they are rare enough in valid not to matter to one scalar.
-    """
-    labels, probs = predict_rows(model, vocab, priors, valid, protocol="attempt", **eval_kwargs)
-    clipped = np.clip(probs, 1e-6, 1 - 1e-6)
-    logits = np.log(clipped / (1 - clipped)) * model.config.temperature
-    temperature = fit_temperature(logits, labels)
-    model.config = dataclasses.replace(model.config, temperature=temperature)
-    log.info("temperature fitted on valid: %.3f", temperature)
-    return temperature
-
-
-@dataclass
-class FoldResult:
-    model: DKT | AKT
-    vocab: Vocabulary
-    priors: Priors
-    skill_names: dict[str, str]
-    metrics: dict[str, Any]
-
-
-def fit_and_test(
-    args: argparse.Namespace,
-    *,
-    device: torch.device | str = "cpu",
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-) -> FoldResult:
-    """Train on ``train_k``, keep the epoch with the best leak-free valid AUC, test on test_k.
-
-    ``on_epoch`` receives each epoch's record (Ray Train reports it).
-    """
-    torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    started = time.perf_counter()
-    splits = {
-        split: load_split(args.data, args.dataset, split, args.fold)
-        for split in ("train", "valid", "test")
-    }
-    if args.limit_students is not None:
-        splits = {k: v[: args.limit_students] for k, v in splits.items()}
-    for split, seqs in splits.items():
-        log.info(
-            "%s%d: %d students, %d rows", split, args.fold, len(seqs), sum(len(s) for s in seqs)
-        )
-    vocab = Vocabulary.build(splits["train"], with_items=has_item_ids(args.dataset))
-    priors = Priors.compute(splits["train"])
-    skill_names_path = Path(args.data) / args.dataset / "skill.json"
-    skill_names = read_skill_names(skill_names_path) if skill_names_path.is_file() else {}
-    log.info(
-        "%s %s: %d skills, %d items; global prior %.4f; %d skill names",
-        args.model,
-        args.dataset,
-        vocab.num_skills,
-        len(vocab.items),
-        priors.global_prior,
-        len(skill_names),
-    )
-
-    model = build_model(args, vocab).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    train_chunks = make_windows(splits["train"], args.window)
-    rng = random.Random(args.seed)
-    eval_kwargs = {"window": args.window, "batch_size": args.batch_size, "device": device}
-
-    best_auc, best_epoch, best_state, history = -1.0, 0, None, []
-    for epoch in range(1, args.epochs + 1):
-        t0 = time.perf_counter()
-        loss = train_epoch(
-            model,
-            optimizer,
-            train_chunks,
-            vocab,
-            batch_size=args.batch_size,
-            rng=rng,
-            device=device,
-            protocol=args.train_protocol,
-        )
-        valid = evaluate_model(
-            model, vocab, priors, splits["valid"], leaky=args.train_protocol == "row", **eval_kwargs
-        )
-        if args.train_protocol == "row":  # the leaky model is picked by its own protocol
-            valid["auc"] = valid["per_row_leaky_auc"]
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": loss,
-                "valid_auc": valid["auc"],
-                "valid_acc": valid["acc"],
-            }
-        )
-        if on_epoch is not None:
-            on_epoch(history[-1])
-        improved = valid["auc"] > best_auc
-        if improved:
-            best_auc, best_epoch = valid["auc"], epoch
-            best_state = copy.deepcopy(model.state_dict())
-        log.info(
-            "epoch %d: train loss %.4f | valid %s AUC %.4f ACC %.4f%s | %.1fs",
-            epoch,
-            loss,
-            "per-row (leaky)" if args.train_protocol == "row" else "leak-free",
-            valid["auc"],
-            valid["acc"],
-            " *" if improved else "",
-            time.perf_counter() - t0,
-        )
-        if epoch - best_epoch >= args.patience:
-            log.info("no better valid AUC for %d epochs: stopping", args.patience)
-            break
-    assert best_state is not None
-    model.load_state_dict(best_state)
-
-    uncalibrated_ece = None
-    if args.calibrate:
-        uncalibrated_ece = evaluate_model(
-            model, vocab, priors, splits["test"], leaky=False, **eval_kwargs
-        )["calibration"]["ece"]
-        calibrate(model, vocab, priors, splits["valid"], eval_kwargs)
-    test = evaluate_model(model, vocab, priors, splits["test"], **eval_kwargs)
-    log.info(
-        "test%d (epoch %d): leak-free AUC %.4f ACC %.4f | per-row (leaky) AUC %.4f | "
-        "skill-prior baseline AUC %.4f",
-        args.fold,
-        best_epoch,
-        test["auc"],
-        test["acc"],
-        test["per_row_leaky_auc"],
-        test["skill_prior_auc"],
-    )
-
-    metrics = {
-        "protocol": "leak-free: rows of one problem attempt predicted from the state before it",
-        "train_protocol": args.train_protocol,
-        "test_auc": test["auc"],
-        "test_acc": test["acc"],
-        "test_log_loss": test["log_loss"],
-        "test_rows": test["rows"],
-        "test_students": test["students"],
-        "test_per_row_leaky_auc": test["per_row_leaky_auc"],
-        "test_skill_prior_auc": test["skill_prior_auc"],
-        "test_ece": test["calibration"]["ece"],
-        "test_ece_uncalibrated": uncalibrated_ece,
-        "temperature": model.config.temperature,
-        "test_reliability": test["calibration"],
-        "valid_auc": best_auc,
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
-        "history": history,
-        "train_seconds": round(time.perf_counter() - started, 1),
-    }
-    return FoldResult(model.cpu(), vocab, priors, skill_names, metrics)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -421,6 +171,8 @@ def run_training(args: argparse.Namespace) -> Path:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     setup_logging()
+    # Before training: a long run is not spent on an artifact whose code no commit holds.
+    version = None if args.no_register else committed_code_version(allow_dirty=args.allow_dirty)
     final_dir = run_training(args)
     metrics = json.loads((final_dir / METRICS_FILE).read_text())
     result: dict[str, Any] = {"metrics": metrics}
@@ -442,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "limit_students": args.limit_students,
         "num_items": len(tracer.vocab.items),
         "global_prior": tracer.priors.global_prior,
-        "ray_train_checkpoint": str(final_dir),
+        # Relative to --storage: the same run folder on whichever machine holds the runs.
+        "ray_train_checkpoint": str(final_dir.relative_to(args.storage.resolve())),
     }
     with tempfile.TemporaryDirectory() as tmp:
         tracer.save(tmp)  # the artifact's files only, not the checkpoint's metrics.json
@@ -450,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             MODEL_NAME,
             tmp,
             dataset=f"{args.dataset} fold {args.fold}",
-            code_version=code_version(),
+            code_version=version,
             metrics=metrics,
             config=run_config,
         )
