@@ -63,8 +63,10 @@ train-difficulty: install
 	$(PY) -m pipelines.difficulty.train --data $(DATA_DIR)/kt --model akt --dropout 0.2 \
 		--item-bias --patience 4
 
+# Both shipped versions: reports/difficulty_v2.json (served) and difficulty_v1.json (DKT).
 evaluate-difficulty: install
-	$(PY) -m pipelines.difficulty.evaluate --data $(DATA_DIR)/kt
+	$(PY) -m pipelines.difficulty.evaluate --data $(DATA_DIR)/kt --version v2
+	$(PY) -m pipelines.difficulty.evaluate --data $(DATA_DIR)/kt --version v1
 
 # DKT vs the attentive tracer, 5 folds x 3 datasets (hours on 2 CPU cores; Ray tasks on a cluster).
 cv-difficulty: install
