@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ray.serve import metrics
 
+from deployments.schemas import TutorResponse
 from models.llm.router import Usage
 
 _LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
@@ -44,21 +45,14 @@ class TurnMetrics:
             tag_keys=("stage",),
         )
 
-    def record_turn(
-        self,
-        *,
-        timings_ms: dict[str, float],
-        state: str,
-        strategy: str,
-        degraded: list[str],
-        stream: bool,
-    ) -> None:
-        self.turns.inc(tags={"outcome": "degraded" if degraded else "ok", "stream": str(stream)})
-        for stage, ms in timings_ms.items():
+    def record_turn(self, response: TutorResponse, *, stream: bool) -> None:
+        outcome = "degraded" if response.degraded else "ok"
+        self.turns.inc(tags={"outcome": outcome, "stream": str(stream)})
+        for stage, ms in response.timings_ms.items():
             self.stage_latency.observe(ms, tags={"stage": stage})
-        self.states.inc(tags={"state": state})
-        self.strategies.inc(tags={"strategy": strategy})
-        for entry in degraded:
+        self.states.inc(tags={"state": response.learner_state.emotion.state})
+        self.strategies.inc(tags={"strategy": response.strategy.name})
+        for entry in response.degraded:
             self.degraded.inc(tags={"stage": entry.split(":", 1)[0]})
 
 

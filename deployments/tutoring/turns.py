@@ -28,15 +28,9 @@ EventStream = AsyncIterator[str]
 
 
 class TurnObserver(Protocol):
-    def record_turn(
-        self,
-        *,
-        timings_ms: dict[str, float],
-        state: str,
-        strategy: str,
-        degraded: list[str],
-        stream: bool,
-    ) -> None: ...
+    """Where answered turns are reported (the ingress's Prometheus metrics)."""
+
+    def record_turn(self, response: TutorResponse, *, stream: bool) -> None: ...
 
 
 def sse(event: str, data: dict) -> str:
@@ -140,20 +134,13 @@ class TutorService:
         yield chunks.done()
 
     def _record(self, response: TutorResponse, *, stream: bool) -> None:
-        emotion = response.learner_state.emotion.state
         if self._observer is not None:
-            self._observer.record_turn(
-                timings_ms=response.timings_ms,
-                state=emotion,
-                strategy=response.strategy.name,
-                degraded=response.degraded,
-                stream=stream,
-            )
+            self._observer.record_turn(response, stream=stream)
         logger.info(
             "turn %s learner=%s state=%s strategy=%s provider=%s total_ms=%s degraded=%s",
             response.turn_id,
             response.learner_id,
-            emotion,
+            response.learner_state.emotion.state,
             response.strategy.name,
             response.llm.provider,
             response.timings_ms.get("total"),

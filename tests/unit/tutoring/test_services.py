@@ -33,8 +33,8 @@ class _Observer:
     def __init__(self):
         self.turns = []
 
-    def record_turn(self, **turn):
-        self.turns.append(turn)
+    def record_turn(self, response, *, stream):
+        self.turns.append((response.strategy.name, stream))
 
 
 def _handles(**overrides) -> TurnHandles:
@@ -77,7 +77,7 @@ async def test_a_turn_is_answered_stored_and_observed(store):
     request = TutorRequest(learner_id="l1", message="why?", turn_id="t-1")
     response = await service.tutor(request, "req-1")
     assert response.reply == "reply to why?" and store.get_turn("t-1") is not None
-    assert [t["strategy"] for t in observer.turns] == ["quiz"]
+    assert observer.turns == [("quiz", False)]
 
 
 async def test_a_retried_turn_is_replayed_and_another_learners_turn_id_conflicts(store):
