@@ -118,6 +118,7 @@ class TurnRunner:
             return await asyncio.wait_for(call(), timeout=timeout_s)
         except TimeoutError:
             state.degraded.append(f"{name}: timed out after {timeout_s}s")
+            logger.warning("stage %s timed out after %ss", name, timeout_s)
         except Exception as exc:  # a failing dependency degrades the answer, never the turn
             state.degraded.append(f"{name}: {type(exc).__name__}")
             logger.exception("stage %s failed", name)
