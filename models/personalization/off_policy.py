@@ -8,7 +8,8 @@ comes from a model fitted on the other folds) so that its errors do not correlat
 
 The work splits so that a distributed job can run it over batches: fit the reward model on all
 rows, compute ``row_terms`` per batch, reduce them to additive ``TermSums`` and call
-``TermSums.estimates``. Pure numpy: no Ray, no file I/O.
+``TermSums.estimates``. Where the true values are known (a simulator's log), ``TruthCheck``
+measures each estimate's error against them. Pure numpy: no Ray, no file I/O.
 """
 
 from __future__ import annotations
@@ -326,3 +327,60 @@ def snips(log: LoggedTurns, target_probs, **options) -> Estimate:
 
 def doubly_robust(log: LoggedTurns, target_probs, **options) -> Estimate:
     return evaluate_policy(log, target_probs, **options).dr
+
+
+ESTIMATORS = ("ips", "snips", "dm", "dr")  # PolicyEstimates' estimates
+
+
+@dataclass(frozen=True)
+class EstimateError:
+    """One estimate against the true value."""
+
+    error: float  # estimate - truth
+    std_errors: float | None  # |error| / standard error; None when the standard error is 0
+    within: bool  # |error| <= `within` standard errors
+
+
+@dataclass(frozen=True)
+class TruthCheck:
+    """A policy's estimates against its true value on the logged contexts (what they target)."""
+
+    truth: float
+    ips: EstimateError | None  # None where the estimate is undefined (SNIPS)
+    snips: EstimateError | None
+    dm: EstimateError | None
+    dr: EstimateError | None
+    dr_ips_std_error_ratio: float | None  # DR's standard error over IPS's
+
+    @classmethod
+    def of(cls, estimates: PolicyEstimates, truth: float, within: float = 2.0) -> TruthCheck:
+        errors = {}
+        for name in ESTIMATORS:
+            estimate: Estimate = getattr(estimates, name)
+            if estimate.value is None or estimate.std_error is None:
+                errors[name] = None
+                continue
+            error, std_error = estimate.value - truth, estimate.std_error
+            errors[name] = EstimateError(
+                error,
+                abs(error) / std_error if std_error > 0 else None,
+                bool(abs(error) <= within * std_error),
+            )
+        ips_se, dr_se = estimates.ips.std_error, estimates.dr.std_error
+        return cls(truth, **errors, dr_ips_std_error_ratio=dr_se / ips_se if ips_se else None)
+
+
+def summarise_truth_checks(checks: Mapping[str, TruthCheck]) -> dict[str, dict]:
+    """Per estimator: mean absolute error and how many estimates lie within; DR/IPS s.e. ratio."""
+    estimators: dict[str, dict] = {}
+    for name in ESTIMATORS:
+        errors = [e for e in (getattr(c, name) for c in checks.values()) if e is not None]
+        estimators[name] = {
+            "mean_abs_error": float(np.mean([abs(e.error) for e in errors])) if errors else None,
+            "within": sum(e.within for e in errors),
+            "compared": len(errors),
+        }
+    ratios = [c.dr_ips_std_error_ratio for c in checks.values() if c.dr_ips_std_error_ratio]
+    ratio = {"mean": float(np.mean(ratios)) if ratios else None}
+    ratio |= {"min": min(ratios, default=None), "max": max(ratios, default=None)}
+    return {"estimators": estimators, "dr_ips_std_error_ratio": ratio}

@@ -3,7 +3,7 @@
     python -m pipelines.personalization.off_policy_eval --export var/export/turns.jsonl \\
         --policies uniform fixed:quiz greedy lin_ts [--stats arm_stats.json] \\
         [--reward-source any|answer|explicit] [--folds 5] [--max-weight W] \\
-        [--out reports/off_policy.json]
+        [--truth var/sim_uniform_log.truth.json] [--out reports/off_policy.json]
 
 The export (a JSON Lines file, or a directory of them) has one logged turn per line. Ray Data
 reads it and labels every row usable or dropped (counted by reason, never silently lost); the
@@ -11,7 +11,9 @@ driver gathers the usable rows, fits the cross-fitted reward model
 (models/personalization/off_policy.py) and the policies' statistics, and Ray Data computes every
 policy's per-row terms batch by batch, reduced to additive sums. Without ``--stats``, greedy and
 lin_ts use statistics fitted on the same log they are evaluated on: an in-sample, optimistic
-figure, and the report says so.
+figure, and the report says so. ``--truth`` (the simulator's ``<log>.truth.json``) adds, per
+candidate with a true value on the logged contexts, each estimator's error and whether it lies
+within 2 standard errors, each estimator's mean absolute error and DR's s.e. over IPS's.
 """
 
 from __future__ import annotations
@@ -190,6 +192,39 @@ def gather(dataset) -> dict[str, np.ndarray]:
     return {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
 
 
+def load_truth(path: Path) -> dict[str, dict[str, float]]:
+    """``{"on_logged_contexts": {policy: value}, "on_policy": {policy: value}}`` (the second
+    optional), as ``pipelines.personalization.simulate --log-policy`` writes it."""
+    truth = json.loads(path.read_text())
+    if not isinstance(truth, dict) or not isinstance(truth.get("on_logged_contexts"), dict):
+        raise ValueError(f"{path}: no 'on_logged_contexts' mapping of policy -> true value")
+    sections = {name: truth.get(name) or {} for name in ("on_logged_contexts", "on_policy")}
+    for name, values in sections.items():
+        if not all(isinstance(v, int | float) and np.isfinite(v) for v in values.values()):
+            raise ValueError(f"{path}: {name} must map policies to finite numbers")
+    return {name: {k: float(v) for k, v in values.items()} for name, values in sections.items()}
+
+
+def truth_section(estimates, truth, *, source: str, within: float = 2.0) -> dict[str, Any]:
+    """The candidates that have a truth on the logged contexts, checked against it."""
+    on_logged, on_policy = truth["on_logged_contexts"], truth["on_policy"]
+    checks = {
+        name: ope.TruthCheck.of(estimate, on_logged[name], within)
+        for name, estimate in estimates.items()
+        if name in on_logged
+    }
+    return {
+        "source": source,
+        "within_std_errors": within,
+        "policies": {
+            name: asdict(check) | {"truth_on_policy": on_policy.get(name)}
+            for name, check in checks.items()
+        },
+        **ope.summarise_truth_checks(checks),  # "estimators" and "dr_ips_std_error_ratio"
+        "reference": {name: v for name, v in on_logged.items() if name not in estimates},
+    }
+
+
 IN_SAMPLE = "fitted on this log (in-sample: greedy and lin_ts estimates are optimistic)"
 
 
@@ -244,7 +279,53 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     lines.append(f"| logging policy (observed) | {observed} | | | | {logged['n']} |")
     dropped = ", ".join(f"{k} {v}" for k, v in report["dropped"].items() if v) or "none"
     lines += ["", f"Dropped turns: {dropped}.", f"Arm statistics: {report['stats_source']}."]
+    if "truth" in report:
+        lines += ["", *truth_table(report["truth"])]
     return "\n".join(lines) + "\n"
+
+
+LABELS = {"ips": "IPS", "snips": "SNIPS", "dm": "DM", "dr": "DR"}
+
+
+def truth_table(truth: Mapping[str, Any]) -> list[str]:
+    """Each estimate's error (estimate - truth) and its size in standard errors, as Markdown."""
+
+    def error(e: Mapping[str, Any] | None) -> str:
+        if e is None:
+            return "n/a"
+        size = "" if e["std_errors"] is None else f" ({e['std_errors']:.1f} se)"
+        return f"{e['error']:+.4f}{size}" + ("" if e["within"] else " **outside**")
+
+    within = truth["within_std_errors"]
+    lines = [
+        f"Errors against the truth on the logged contexts ({truth['source']}), in standard "
+        f"errors; **outside**: more than {within:g} away.",
+        "",
+        "| policy | truth on the logged contexts | truth when run "
+        f"| {' | '.join(f'{label} error' for label in LABELS.values())} | DR se / IPS se |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in truth["policies"].items():
+        run, ratio = row["truth_on_policy"], row["dr_ips_std_error_ratio"]
+        cells = [f"{row['truth']:.4f}", "" if run is None else f"{run:.4f}"]
+        cells += [error(row[e]) for e in LABELS] + ["" if ratio is None else f"{ratio:.2f}"]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    summary = truth["estimators"]
+    done = [e for e in LABELS if summary[e]["compared"]]
+    mae = ", ".join(f"{LABELS[e]} {summary[e]['mean_abs_error']:.4f}" for e in done)
+    inside = ", ".join(
+        f"{LABELS[e]} {summary[e]['within']} of {summary[e]['compared']}" for e in done
+    )
+    lines += ["", f"Mean absolute error: {mae}.", f"Within {within:g} standard errors: {inside}."]
+    if (ratio := truth["dr_ips_std_error_ratio"])["mean"] is not None:
+        lines.append(
+            f"DR's standard error over IPS's: mean {ratio['mean']:.2f} "
+            f"({ratio['min']:.2f} to {ratio['max']:.2f})."
+        )
+    if truth["reference"]:
+        others = ", ".join(f"{name} {v:.4f}" for name, v in truth["reference"].items())
+        lines.append(f"Truths of no candidate here: {others}.")
+    return lines
 
 
 def export_paths(export: Path) -> list[str]:
@@ -261,6 +342,7 @@ def evaluate_export(args: argparse.Namespace) -> dict[str, Any]:
 
     paths = export_paths(args.export)
     stats = load_stats(args.stats) if args.stats else None  # fail before Ray starts
+    truth = load_truth(args.truth) if args.truth else None
     started_ray = not ray.is_initialized()
     init_ray(threads=1)
     try:
@@ -303,7 +385,10 @@ def evaluate_export(args: argparse.Namespace) -> dict[str, Any]:
             ray.shutdown()
     sums = reduce_term_sums(rows)
     estimates = {spec: sums[spec].estimates() for spec in args.policies}
-    return build_report(args, columns, estimates)
+    report = build_report(args, columns, estimates)
+    if truth is not None:
+        report["truth"] = truth_section(estimates, truth, source=str(args.truth))
+    return report
 
 
 def _policy_spec(spec: str) -> str:
@@ -326,6 +411,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--max-weight", type=float, default=None, help="clip importance weights at this")
     add("--samples", type=int, default=ThompsonConfig().propensity_samples, help="lin_ts draws")
     add("--seed", type=int, default=0, help="lin_ts's Monte-Carlo seed")
+    add("--truth", type=Path, default=None, help="the simulator's truth file to check against")
     add("--batch-size", type=int, default=4096)
     add("--out", type=Path, default=Path("reports") / "off_policy.json", help="+ .md beside it")
     return parser.parse_args(argv)

@@ -1,5 +1,5 @@
 """Off-policy evaluation: the estimators against a synthetic log whose answer is known, the input
-checks, and the Ray job on a tiny export."""
+checks, the check against a truth file, and the Ray job on a tiny export."""
 
 from __future__ import annotations
 
@@ -105,15 +105,22 @@ def test_the_logging_policy_as_target_gives_the_observed_mean(world, logged):
     estimates = ope.evaluate_policy(logged, world.action_probabilities(logged.contexts))
     assert estimates.ips.value == pytest.approx(logged.rewards.mean(), rel=1e-12)
     assert estimates.snips.value == pytest.approx(logged.rewards.mean(), rel=1e-12)
-    assert estimates.ess == pytest.approx(len(logged))
+    assert estimates.ess == pytest.approx(len(logged), rel=1e-9)
+
+
+def _assert_same_estimate(one: ope.Estimate, other: ope.Estimate) -> None:
+    """The same computation twice: equal to within rounding (relative 1e-12)."""
+    assert one.n == other.n
+    assert one.value == pytest.approx(other.value, rel=1e-12, abs=1e-15)
+    assert one.std_error == pytest.approx(other.std_error, rel=1e-12, abs=1e-15)
 
 
 def test_single_estimators_agree_with_evaluate_policy(logged, greedy):
     target = greedy.action_probabilities(logged.contexts)
     everything = ope.evaluate_policy(logged, target)
-    assert ope.ips(logged, target) == everything.ips
-    assert ope.snips(logged, target) == everything.snips
-    assert ope.doubly_robust(logged, target) == everything.dr
+    _assert_same_estimate(ope.ips(logged, target), everything.ips)
+    _assert_same_estimate(ope.snips(logged, target), everything.snips)
+    _assert_same_estimate(ope.doubly_robust(logged, target), everything.dr)
     clipped = ope.ips(logged, target, max_weight=2.0)
     assert clipped.value < everything.ips.value  # greedy's weights reach 1/p0 > 2
 
@@ -135,10 +142,9 @@ def test_batched_sums_give_the_same_estimates(logged, greedy):
         )
         summed = summed + ope.TermSums.of(ope.row_terms(batch, target[rows], predicted[rows]))
     summed = summed.estimates()
-    for name in ("ips", "snips", "dm", "dr"):
-        assert getattr(summed, name).value == pytest.approx(getattr(whole, name).value)
-        assert getattr(summed, name).std_error == pytest.approx(getattr(whole, name).std_error)
-    assert summed.ess == pytest.approx(whole.ess)
+    for name in ("ips", "snips", "dm", "dr"):  # sums in another order: equal to rounding
+        _assert_same_estimate(getattr(summed, name), getattr(whole, name))
+    assert summed.ess == pytest.approx(whole.ess, rel=1e-12)
 
 
 def test_a_rows_reward_prediction_never_saw_its_reward(logged):
@@ -161,8 +167,9 @@ def test_thompson_probabilities_do_not_depend_on_batching(greedy, logged):
     x = logged.contexts[:20]
     together = policy.action_probabilities(x)
     alone = np.vstack([policy.action_probabilities(x[i : i + 1]) for i in range(len(x))])
-    np.testing.assert_array_equal(together, alone)
-    np.testing.assert_allclose(together.sum(axis=1), 1.0)
+    # Shares of the same seeded draws: equal, allowing only rounding (1e-12).
+    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(together.sum(axis=1), 1.0, rtol=0, atol=1e-12)
 
 
 def test_greedy_splits_ties_and_untrained_is_uniform():
@@ -174,7 +181,7 @@ def test_greedy_splits_ties_and_untrained_is_uniform():
 def test_policies_are_built_by_name():
     inputs = ope.PolicyInputs(ARMS, stats={arm: ArmStatistics.empty(DIM) for arm in ARMS})
     fixed = ope.build_policy("fixed:quiz", inputs).action_probabilities(np.ones((2, DIM)))
-    assert fixed[:, ARMS.index("quiz")].tolist() == [1.0, 1.0]
+    np.testing.assert_allclose(fixed[:, ARMS.index("quiz")], 1.0, rtol=0, atol=1e-12)
     for spec in ("uniform", "greedy", "lin_ts"):
         probs = ope.build_policy(spec, inputs).action_probabilities(np.ones((2, DIM)))
         np.testing.assert_allclose(probs.sum(axis=1), 1.0)
@@ -279,12 +286,148 @@ def test_stats_file_loads_in_the_stores_layout(tmp_path):
     path.write_text(json.dumps(layout))
     loaded = off_policy_eval.load_stats(path)
     for arm in ARMS:
+        # Exact by design: JSON writes a float's shortest repr, which reads back to the same bits.
         np.testing.assert_array_equal(loaded[arm].a, fitted[arm].a)
         assert loaded[arm].n == fitted[arm].n == 10
     layout["quiz"]["b"] = layout["quiz"]["b"][:3]
     path.write_text(json.dumps(layout))
     with pytest.raises(ValueError, match="arm 'quiz'"):
         off_policy_eval.load_stats(path)
+
+
+# ---- against a truth file ---------------------------------------------------------------------
+
+
+def _estimates(**values_and_errors: tuple[float | None, float | None]) -> ope.PolicyEstimates:
+    e = {name: ope.Estimate(value, se, 1000) for name, (value, se) in values_and_errors.items()}
+    return ope.PolicyEstimates(**e, ess=100.0, n=1000)
+
+
+def test_truth_check_measures_each_estimate_in_standard_errors():
+    estimates = _estimates(
+        ips=(0.63, 0.01), snips=(None, None), dm=(0.57, 0.002), dr=(0.615, 0.006)
+    )
+    check = ope.TruthCheck.of(estimates, truth=0.6)
+    assert check.truth == 0.6
+    assert check.ips.error == pytest.approx(0.03, abs=1e-12)
+    assert check.ips.std_errors == pytest.approx(3.0, rel=1e-9) and not check.ips.within
+    assert check.snips is None  # undefined estimates are not compared
+    assert check.dm.error == pytest.approx(-0.03, abs=1e-12) and not check.dm.within
+    assert check.dr.std_errors == pytest.approx(2.5, rel=1e-9) and not check.dr.within
+    assert check.dr_ips_std_error_ratio == pytest.approx(0.6, rel=1e-9)
+    assert ope.TruthCheck.of(estimates, truth=0.6, within=3.5).ips.within  # a wider band
+    assert ope.TruthCheck.of(estimates, truth=0.62).dr.within  # 0.8 se
+
+
+def test_truth_checks_summarise_per_estimator():
+    checks = {
+        "a": ope.TruthCheck.of(
+            _estimates(ips=(0.63, 0.01), snips=(0.6, 0.01), dm=(0.6, 0.01), dr=(0.592, 0.005)), 0.6
+        ),
+        "b": ope.TruthCheck.of(
+            _estimates(ips=(0.47, 0.02), snips=(None, None), dm=(0.5, 0.01), dr=(0.51, 0.004)), 0.5
+        ),
+    }
+    summary = ope.summarise_truth_checks(checks)
+    ips, snips, dr = (summary["estimators"][name] for name in ("ips", "snips", "dr"))
+    assert ips["mean_abs_error"] == pytest.approx(0.03, abs=1e-12)  # |+0.03| and |-0.03|
+    assert (ips["within"], ips["compared"]) == (1, 2)  # 3 se: outside; 1.5 se: within
+    assert (snips["within"], snips["compared"]) == (1, 1)  # b's SNIPS is undefined
+    assert dr["mean_abs_error"] == pytest.approx(0.009, abs=1e-12)  # (0.008 + 0.01) / 2
+    assert (dr["within"], dr["compared"]) == (1, 2)  # 1.6 se: within; 2.5 se: outside
+    ratio = summary["dr_ips_std_error_ratio"]  # 0.005 / 0.01 and 0.004 / 0.02
+    assert ratio == pytest.approx({"mean": 0.35, "min": 0.2, "max": 0.5}, rel=1e-9)
+
+
+def test_truth_file_is_checked(tmp_path):
+    path = tmp_path / "log.truth.json"
+    path.write_text(json.dumps({"on_logged_contexts": {"fixed:quiz": 0.6, "oracle": 1}}))
+    assert off_policy_eval.load_truth(path) == {
+        "on_logged_contexts": {"fixed:quiz": 0.6, "oracle": 1.0},
+        "on_policy": {},
+    }
+    for bad in ({"on_policy": {"uniform": 0.5}}, {"on_logged_contexts": {"uniform": "high"}}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="on_logged_contexts"):
+            off_policy_eval.load_truth(path)
+
+
+def write_truth(path) -> dict[str, dict[str, float]]:
+    """The truth of write_export's world: arm i is right with P = 0.3 + 0.1 i, whatever the
+    context; "oracle" is a truth of no candidate, "on_policy" only for one."""
+    truth = {
+        "on_logged_contexts": {f"fixed:{arm}": 0.3 + 0.1 * i for i, arm in enumerate(ARMS)}
+        | {"oracle": 0.8},
+        "on_policy": {"fixed:quiz": 0.65},
+    }
+    path.write_text(json.dumps(truth))
+    return truth
+
+
+def test_the_report_compares_candidates_with_their_truth(tmp_path):
+    """The job's steps without Ray (label, fit, per-batch sums), then the report with --truth."""
+    export, truth_file = tmp_path / "turns.jsonl", tmp_path / "turns.truth.json"
+    write_export(export, n=600)
+    truth = write_truth(truth_file)
+    args = off_policy_eval.parse_args(
+        ["--export", str(export), "--truth", str(truth_file), "--folds", "3",
+         "--policies", "uniform", "fixed:quiz", "fixed:review", "fixed:hint"]
+    )  # fmt: skip
+    columns = off_policy_eval.label_rows(pd.read_json(export, lines=True), reward_source="any")
+    turns, turn_ids = off_policy_eval.usable_turns(columns)
+    folds = ope.folds_from_keys(turn_ids, args.folds)
+    model = ope.CrossFittedRewardModel.fit(turns, folds, n_arms=len(ARMS), folds=args.folds)
+    inputs = ope.PolicyInputs(ARMS, ope.fit_arm_statistics(turns, ARMS))
+    policies = {spec: ope.build_policy(spec, inputs) for spec in args.policies}
+    sums = off_policy_eval.batch_term_sums(
+        columns, policies=policies, reward_model=model, folds=args.folds, max_weight=None
+    )
+    per_policy = off_policy_eval.reduce_term_sums(
+        [{key: value[i] for key, value in sums.items()} for i in range(len(policies))]
+    )
+    estimates = {spec: per_policy[spec].estimates() for spec in args.policies}
+    report = off_policy_eval.build_report(args, columns, estimates)
+    loaded = off_policy_eval.load_truth(args.truth)
+    report["truth"] = off_policy_eval.truth_section(estimates, loaded, source=str(args.truth))
+    compared = report["truth"]
+    json.dumps(report)  # the JSON report holds it as is
+
+    assert list(compared["policies"]) == ["fixed:quiz", "fixed:review", "fixed:hint"]  # uniform:
+    assert compared["reference"] == {  # no truth; the other truths are kept as reference
+        name: pytest.approx(value, abs=1e-12)
+        for name, value in truth["on_logged_contexts"].items()
+        if name not in args.policies
+    }
+    for name, row in compared["policies"].items():
+        assert row["truth"] == pytest.approx(truth["on_logged_contexts"][name], abs=1e-12)
+        assert row["truth_on_policy"] == truth["on_policy"].get(name)
+        for estimator in ope.ESTIMATORS:
+            estimate, error = report["policies"][name][estimator], row[estimator]
+            assert error["error"] == pytest.approx(estimate["value"] - row["truth"], abs=1e-12)
+            assert error["within"] == (abs(error["error"]) <= 2 * estimate["std_error"])
+        ips_se, dr_se = (report["policies"][name][e]["std_error"] for e in ("ips", "dr"))
+        assert row["dr_ips_std_error_ratio"] == pytest.approx(dr_se / ips_se, rel=1e-9)
+        # A fixed arm's IPS and DR from ~100 of its turns (seeded): within 3 standard errors.
+        assert row["ips"]["std_errors"] < 3 and row["dr"]["std_errors"] < 3, (name, row)
+    for estimator in ope.ESTIMATORS:
+        errors = [abs(row[estimator]["error"]) for row in compared["policies"].values()]
+        summary = compared["estimators"][estimator]
+        assert summary["mean_abs_error"] == pytest.approx(np.mean(errors), abs=1e-12)
+        assert summary["compared"] == 3
+    # DR's control variate: a smaller standard error than IPS's on the same turns.
+    assert compared["dr_ips_std_error_ratio"]["max"] < 1
+
+    table = off_policy_eval.markdown_table(report)
+    quiz = compared["policies"]["fixed:quiz"]
+    assert f"| fixed:quiz | {quiz['truth']:.4f} | 0.6500 | {quiz['ips']['error']:+.4f} (" in table
+    assert f"| fixed:review | {compared['policies']['fixed:review']['truth']:.4f} |  | " in table
+    mae = compared["estimators"]["dr"]["mean_abs_error"]
+    assert f"DR {mae:.4f}." in table and "Within 2 standard errors: IPS " in table
+    assert (
+        "Truths of no candidate here: fixed:socratic 0.3000" in table and "oracle 0.8000" in table
+    )
+    without = {key: value for key, value in report.items() if key != "truth"}
+    assert "truth" not in off_policy_eval.markdown_table(without)  # no --truth, no comparison
 
 
 @pytest.mark.integration
@@ -294,6 +437,7 @@ def test_the_job_end_to_end_on_a_tiny_export(tmp_path):
     write_export(export / "part-0.jsonl")
     write_export(export / "part-1.jsonl", seed=1)  # a directory of exports, read together
     out = tmp_path / "report.json"
+    write_truth(tmp_path / "export.truth.json")
     # Its own process, as `python -m` or `ray job submit` runs it: Ray Data keeps handles to
     # helper actors in module globals, and in a process that already ran (and shut down) a
     # Ray Train job those handles point at the dead cluster and the job hangs.
@@ -302,7 +446,8 @@ def test_the_job_end_to_end_on_a_tiny_export(tmp_path):
     job = subprocess.run(
         [sys.executable, "-m", "pipelines.personalization.off_policy_eval", "--export", str(export),
          "--policies", "uniform", "fixed:quiz", "greedy", "lin_ts",
-         "--samples", "64", "--folds", "3", "--out", str(out)],
+         "--samples", "64", "--folds", "3", "--out", str(out),
+         "--truth", str(tmp_path / "export.truth.json")],
         env=env, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
     )  # fmt: skip
     assert job.returncode == 0, job.stderr[-3000:]
@@ -313,10 +458,12 @@ def test_the_job_end_to_end_on_a_tiny_export(tmp_path):
     assert "in-sample" in report["stats_source"]
     uniform = report["policies"]["uniform"]
     # The log is uniform: the uniform candidate's weights are all 1.
-    assert uniform["ips"]["value"] == pytest.approx(report["logging"]["mean_reward"])
-    assert uniform["ess"] == pytest.approx(report["rows_used"])
+    assert uniform["ips"]["value"] == pytest.approx(report["logging"]["mean_reward"], rel=1e-9)
+    assert uniform["ess"] == pytest.approx(report["rows_used"], rel=1e-9)
     for estimates in report["policies"].values():
         for name in ("ips", "snips", "dm", "dr"):
             assert np.isfinite(estimates[name]["value"]) and estimates[name]["std_error"] >= 0
     table = out.with_suffix(".md").read_text()
     assert "| fixed:quiz |" in table and "no_context 4" in table
+    assert list(report["truth"]["policies"]) == ["fixed:quiz"]  # the one candidate with a truth
+    assert "Mean absolute error: IPS " in table
