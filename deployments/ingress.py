@@ -41,8 +41,8 @@ from deployments.tutoring.emotion_coalescing import CoalescedEmotion
 from deployments.tutoring.health import HealthCheck
 from deployments.tutoring.learners import Learners
 from deployments.tutoring.predictions import Predictions
-from deployments.tutoring.turn import TurnHandles, TurnRunner
-from deployments.tutoring.turns import TutorService
+from deployments.tutoring.turn_runner import TurnHandles, TurnRunner
+from deployments.tutoring.tutor_service import TutorService
 from store import TutorStore, open_store
 
 LearnerId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from deployments.schemas import ComponentHealth, HealthResponse
-from deployments.tutoring.turn import TurnHandles
+from deployments.tutoring.turn_runner import TurnHandles
 from store import TutorStore
 
 logger = logging.getLogger("ray.serve")

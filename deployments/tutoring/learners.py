@@ -17,7 +17,7 @@ from deployments.schemas import (
 )
 from deployments.tutoring.exceptions import NotFoundError, required
 from deployments.tutoring.history import interactions
-from deployments.tutoring.turn import TurnHandles
+from deployments.tutoring.turn_runner import TurnHandles
 from models.emotion.learning_states import emotion_trend
 from models.personalization.context import CONTEXT_DIM, learner_pace
 from store import TutorStore

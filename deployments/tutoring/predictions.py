@@ -11,7 +11,7 @@ from deployments.schemas import (
 from deployments.tutoring.emotion_coalescing import CoalescedEmotion
 from deployments.tutoring.exceptions import required
 from deployments.tutoring.history import learner_history
-from deployments.tutoring.turn import TurnHandles
+from deployments.tutoring.turn_runner import TurnHandles
 from store import TutorStore
 
 

@@ -50,9 +50,9 @@ def build_context(
 ) -> np.ndarray:
     """The bandit's context for one turn, from what the tutor knows when it picks a strategy.
 
-    The one place the context is made: serving (``deployments.tutoring.turn``) and the learner
-    simulator (``pipelines.personalization.simulator``) both call it, so the policy is judged
-    offline on exactly the features it sees in service.
+    The one place the context is made: serving (``deployments.tutoring.turn_runner``) and the
+    learner simulator (``pipelines.personalization.simulator``) both call it, so the policy is
+    judged offline on exactly the features it sees in service.
 
     ``states``: the emotion distribution over the learning states; ``recommended_p_correct``:
     P(correct) of the exercise the difficulty model recommends, ``candidate_p_correct``: of every

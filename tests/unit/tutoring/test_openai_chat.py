@@ -17,7 +17,7 @@ from deployments.schemas import (
 )
 from deployments.tutoring.openai_chat import ChunkWriter, tutor_request
 from deployments.tutoring.openai_chat import completion as completion_of
-from deployments.tutoring.turn import unknown_emotion
+from deployments.tutoring.turn_runner import unknown_emotion
 
 
 def _sdk(body: str) -> openai.OpenAI:

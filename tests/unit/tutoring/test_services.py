@@ -21,8 +21,8 @@ from deployments.tutoring.exceptions import (
 from deployments.tutoring.health import HealthCheck
 from deployments.tutoring.learners import Learners
 from deployments.tutoring.predictions import Predictions
-from deployments.tutoring.turn import TurnHandles, TurnRunner
-from deployments.tutoring.turns import TutorService
+from deployments.tutoring.turn_runner import TurnHandles, TurnRunner
+from deployments.tutoring.tutor_service import TutorService
 from store.records import AnswerRecord
 from store.sqlite_store import SQLiteStore
 from tests.support.fake_handles import FakeHandle

@@ -3,7 +3,7 @@
 import pytest
 
 from deployments.schemas import TutorRequest
-from deployments.tutoring.turn import TurnHandles, TurnRunner
+from deployments.tutoring.turn_runner import TurnHandles, TurnRunner
 from store import StoreError
 from store.sqlite_store import SQLiteStore
 from tests.support.fake_handles import FakeHandle as _Handle

@@ -21,7 +21,7 @@ from deployments.schemas import (
     TutorResponse,
 )
 from deployments.tutoring import openai_chat
-from deployments.tutoring.turn import TurnRunner, TurnState
+from deployments.tutoring.turn_runner import TurnRunner, TurnState
 
 logger = logging.getLogger("ray.serve")
 EventStream = AsyncIterator[str]
