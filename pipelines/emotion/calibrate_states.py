@@ -6,7 +6,10 @@ error is measured on the held-out learner test set before and after, and the res
 registered as a new version (the source's files plus ``state_calibration.json``), so the served
 version always names exactly what it does.
 
-    python -m pipelines.emotion.calibrate_states --version v2
+    python -m pipelines.emotion.calibrate_states --version v2 [--no-register] [--allow-dirty]
+
+Registering needs a committed tree (``pipelines.common.committed_code_version``, checked before
+any work); ``--allow-dirty`` registers under ``<sha>-dirty`` instead.
 """
 
 from __future__ import annotations
@@ -20,14 +23,20 @@ import numpy as np
 
 from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.common.vocab import LEARNING_STATES
-from models.emotion.classifier import STATE_CALIBRATION_FILE, EmotionClassifier
+from models.emotion.artifact import STATE_CALIBRATION_FILE
+from models.emotion.classifier import EmotionClassifier
 from models.emotion.learning_states import (
     calibrate_states,
     fit_state_temperature,
     state_nll,
     top_state_ece,
 )
-from pipelines.common import REPO_ROOT, code_version, setup_logging, use_offline_models
+from pipelines.common import (
+    REPO_ROOT,
+    committed_code_version,
+    setup_logging,
+    use_offline_models,
+)
 from pipelines.emotion.evaluate_learning_states import read_set
 
 logger = logging.getLogger("calibrate_emotion_states")
@@ -65,8 +74,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dev-set", type=Path, default=DATA / "learner_messages_dev.jsonl")
     parser.add_argument("--test-set", type=Path, default=DATA / "learner_messages_test.jsonl")
     parser.add_argument("--no-register", action="store_true", help="report only")
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="register from a tree with uncommitted changes (recorded as <sha>-dirty)",
+    )
     args = parser.parse_args(argv)
     setup_logging()
+    # Before any work: a run that could not be registered fails now.
+    code_version = (
+        None if args.no_register else committed_code_version(allow_dirty=args.allow_dirty)
+    )
     use_offline_models(1)
 
     registry = ModelRegistry(args.registry)
@@ -79,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         *_uncalibrated_states(classifier, args.test_set),
     )
     logger.info("state calibration of emotion %s: %s", source.metadata.version, report)
-    if args.no_register:
+    if code_version is None:
         return report
     metadata = registry.register_derived(
         source,
@@ -87,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
             json.dumps(report, indent=2) + "\n"
         ),
         dataset=source.metadata.dataset + " + learner messages (state calibration)",
-        code_version=code_version(),
+        code_version=code_version,
         metrics={**source.metadata.metrics, "learner_state_calibration": report},
         config={**source.metadata.config, "state_calibrated_from": source.metadata.version},
     )

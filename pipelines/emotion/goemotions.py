@@ -21,8 +21,11 @@ DEFAULT_DATA = shared_data_dir() / "goemotions"
 FINGERPRINT_ROWS = 200
 
 
-def read_split(data_dir: Path, split: str) -> tuple[list[str], np.ndarray]:
-    """``original/<split>.tsv`` -> (texts, multi-hot targets [n, 28] as bool)."""
+def read_split(data_dir: Path, split: str, *, limit: int = 0) -> tuple[list[str], np.ndarray]:
+    """``original/<split>.tsv`` -> (texts, multi-hot targets [n, 28] as bool).
+
+    ``limit``: only the first N rows in file order (smoke runs); 0 reads them all.
+    """
     path = Path(data_dir) / "original" / f"{split}.tsv"
     texts: list[str] = []
     rows: list[list[int]] = []
@@ -39,6 +42,8 @@ def read_split(data_dir: Path, split: str) -> tuple[list[str], np.ndarray]:
     targets = np.zeros((len(texts), len(GOEMOTIONS_LABELS)), dtype=bool)
     for i, ids in enumerate(rows):
         targets[i, ids] = True
+    if limit:
+        return texts[:limit], targets[:limit]
     return texts, targets
 
 
