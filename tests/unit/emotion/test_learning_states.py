@@ -24,6 +24,10 @@ DATA_DIR = REPO_ROOT / "tests" / "data"
 TEST_SET = DATA_DIR / "learner_messages_test.jsonl"
 DEV_SET = DATA_DIR / "learner_messages_dev.jsonl"
 MIN_PER_STATE = {TEST_SET: 12, DEV_SET: 8}
+# Re-measured on another CPU, the encoder's float32 sums differ in their last bits, which can
+# flip a message that sits on a decision boundary: one of the 96 test messages moves accuracy by
+# 0.0104 and macro-F1 by about as much. 0.015 admits that one message and nothing more.
+FIGURE_TOLERANCE = 0.015
 
 
 def _normalised(text: str) -> str:
@@ -87,23 +91,26 @@ def test_state_metrics_on_a_toy_case() -> None:
     assert np.asarray(metrics["confusion"]).sum() == 4
 
 
-def test_latest_model_reproduces_its_report() -> None:
-    """The shipped latest version, re-evaluated on the test set, gives the stored accuracy."""
+@pytest.mark.parametrize("version", ["v1", "v3", "latest"])
+def test_version_reproduces_its_report(version: str) -> None:
+    """A version the README cites, re-evaluated on the test set, gives its committed report's
+    figures: its own rule's, the fixed rule's and the legacy share-out's."""
     registry = ModelRegistry(DEFAULT_REGISTRY_ROOT)
-    version = registry.resolve_version("emotion")
+    version = registry.resolve_version("emotion", version)
     report_path = REPO_ROOT / "reports" / f"learner_states_{version}.json"
-    if not report_path.is_file():
-        pytest.skip(
-            f"no {report_path.name}: run python -m pipelines.emotion.evaluate_learning_states"
-        )
+    assert report_path.is_file(), (
+        f"no {report_path.name}: run python -m pipelines.emotion.evaluate_learning_states"
+    )
     from pipelines.emotion.evaluate_learning_states import evaluate
 
     stored = json.loads(report_path.read_text())
     assert stored["set"] == str(TEST_SET.relative_to(REPO_ROOT))
     fresh = evaluate(version, TEST_SET)
     assert fresh["n"] == stored["n"]
-    assert abs(fresh["accuracy"] - stored["accuracy"]) <= 1e-9
-    assert abs(fresh["macro_f1"] - stored["macro_f1"]) <= 1e-9
+    for rule in (None, "fixed_rule", "legacy_share_out"):
+        ours, theirs = (fresh, stored) if rule is None else (fresh[rule], stored[rule])
+        for key in ("accuracy", "macro_f1"):
+            assert ours[key] == pytest.approx(theirs[key], abs=FIGURE_TOLERANCE), (rule, key)
 
 
 def test_state_calibration_keeps_the_top_state_and_recovers_a_known_temperature():
@@ -122,7 +129,8 @@ def test_state_calibration_keeps_the_top_state_and_recovers_a_known_temperature(
 
 def test_calibrated_version_serves_its_state_temperature():
     from models.common.registry import ModelRegistry
-    from models.emotion.classifier import STATE_CALIBRATION_FILE, EmotionClassifier
+    from models.emotion.artifact import STATE_CALIBRATION_FILE
+    from models.emotion.classifier import EmotionClassifier
 
     registry = ModelRegistry()
     calibrated = [
@@ -130,8 +138,7 @@ def test_calibrated_version_serves_its_state_temperature():
         for v in registry.versions("emotion")
         if (registry.load("emotion", v).path / STATE_CALIBRATION_FILE).is_file()
     ]
-    if not calibrated:
-        pytest.skip("no state-calibrated emotion version is registered")
+    assert calibrated, "no state-calibrated emotion version is registered"
     artifact = registry.load("emotion", calibrated[-1])
     expected = json.loads((artifact.path / STATE_CALIBRATION_FILE).read_text())["temperature"]
     classifier = EmotionClassifier.from_artifact(artifact.path)
