@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import subprocess
@@ -50,6 +51,22 @@ def committed_code_version(*, allow_dirty: bool = False) -> str:
             "commit them before registering a model (or pass --allow-dirty, or --no-register)"
         )
     return version
+
+
+def add_registration_flags(parser: argparse.ArgumentParser) -> None:
+    """``--no-register`` and ``--allow-dirty``, the same on every pipeline that registers."""
+    parser.add_argument(
+        "--no-register",
+        "--dry-run",
+        action="store_true",
+        help="train or fit and report, but register nothing",
+    )
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="register from a working tree with uncommitted changes, as <sha>-dirty "
+        "(experiments only: no commit holds that code)",
+    )
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -35,7 +35,13 @@ import torch
 
 from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.difficulty.tracer import KnowledgeTracer
-from pipelines.common import REPO_ROOT, committed_code_version, init_ray, setup_logging
+from pipelines.common import (
+    REPO_ROOT,
+    add_registration_flags,
+    committed_code_version,
+    init_ray,
+    setup_logging,
+)
 from pipelines.difficulty.evaluate import DEFAULT_DATA_DIR, DEFAULT_DATASET, MODEL_NAME
 from pipelines.difficulty.training import ARCHITECTURES, fit_and_test
 
@@ -106,15 +112,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="use only the first N students of each split (smoke runs)",
     )
-    parser.add_argument(
-        "--no-register", action="store_true", help="train and evaluate but register nothing"
-    )
-    parser.add_argument(
-        "--allow-dirty",
-        action="store_true",
-        help="register from a working tree with uncommitted changes, as <sha>-dirty "
-        "(experiments only: no commit holds that code)",
-    )
+    add_registration_flags(parser)
     return parser.parse_args(argv)
 
 

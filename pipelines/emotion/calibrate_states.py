@@ -33,6 +33,7 @@ from models.emotion.learning_states import (
 )
 from pipelines.common import (
     REPO_ROOT,
+    add_registration_flags,
     committed_code_version,
     setup_logging,
     use_offline_models,
@@ -73,12 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_ROOT)
     parser.add_argument("--dev-set", type=Path, default=DATA / "learner_messages_dev.jsonl")
     parser.add_argument("--test-set", type=Path, default=DATA / "learner_messages_test.jsonl")
-    parser.add_argument("--no-register", action="store_true", help="report only")
-    parser.add_argument(
-        "--allow-dirty",
-        action="store_true",
-        help="register from a tree with uncommitted changes (recorded as <sha>-dirty)",
-    )
+    add_registration_flags(parser)
     args = parser.parse_args(argv)
     setup_logging()
     # Before any work: a run that could not be registered fails now.

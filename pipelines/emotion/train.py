@@ -35,6 +35,7 @@ import torch
 from models.common.registry import DEFAULT_REGISTRY_ROOT
 from pipelines.common import (
     REPO_ROOT,
+    add_registration_flags,
     committed_code_version,
     init_ray,
     setup_logging,
@@ -134,12 +135,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume-from", type=Path, default=None, help="epoch checkpoint dir")
     p.add_argument("--finish-from", type=Path, default=None, help="final checkpoint dir")
     p.add_argument("--version", default=None, help="e.g. v2; default: the next free version")
-    p.add_argument("--no-register", "--dry-run", action="store_true", help="do not register")
-    p.add_argument(
-        "--allow-dirty",
-        action="store_true",
-        help="register from a tree with uncommitted changes (recorded as <sha>-dirty)",
-    )
+    add_registration_flags(p)
     return p.parse_args(argv)
 
 

@@ -46,6 +46,7 @@ from models.emotion.scorers import FineTunedScorer
 from models.emotion.state_head import FEATURES, STATE_HEAD_FILE, StateHead, state_features
 from pipelines.common import (
     REPO_ROOT,
+    add_registration_flags,
     committed_code_version,
     setup_logging,
     use_offline_models,
@@ -193,12 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
         default=0.6,
         help="drop training messages at least this similar to a dev/test message",
     )
-    parser.add_argument("--no-register", action="store_true", help="report only")
-    parser.add_argument(
-        "--allow-dirty",
-        action="store_true",
-        help="register from a tree with uncommitted changes (recorded as <sha>-dirty)",
-    )
+    add_registration_flags(parser)
     parser.add_argument(
         "--out", type=Path, default=None, help="default: reports/learner_state_head_<version>.json"
     )
