@@ -430,6 +430,15 @@ def test_the_report_compares_candidates_with_their_truth(tmp_path):
     assert "truth" not in off_policy_eval.markdown_table(without)  # no --truth, no comparison
 
 
+def test_the_committed_simulator_check_is_its_own_table():
+    """reports/off_policy_sim.{json,md}, which the README quotes: the Markdown is the JSON's table
+    (with the truth comparison whenever the JSON holds one). A missing report fails."""
+    report = json.loads((REPO_ROOT / "reports" / "off_policy_sim.json").read_text())
+    table = (REPO_ROOT / "reports" / "off_policy_sim.md").read_text()
+    assert table == off_policy_eval.markdown_table(report)
+    assert report["rows_used"] == report["logging"]["n"] <= report["rows_read"]
+
+
 @pytest.mark.integration
 def test_the_job_end_to_end_on_a_tiny_export(tmp_path):
     export = tmp_path / "export"
