@@ -17,7 +17,7 @@ from models.personalization import off_policy as ope
 from models.personalization.bandit import ArmStatistics
 from models.personalization.context import CONTEXT_DIM
 from pipelines.common import REPO_ROOT
-from pipelines.personalization import off_policy_eval
+from pipelines.personalization import off_policy_eval, off_policy_report
 
 ARMS = STRATEGIES
 DIM = 5  # bias + 4 features in [0, 1]
@@ -342,14 +342,14 @@ def test_truth_checks_summarise_per_estimator():
 def test_truth_file_is_checked(tmp_path):
     path = tmp_path / "log.truth.json"
     path.write_text(json.dumps({"on_logged_contexts": {"fixed:quiz": 0.6, "oracle": 1}}))
-    assert off_policy_eval.load_truth(path) == {
+    assert off_policy_report.load_truth(path) == {
         "on_logged_contexts": {"fixed:quiz": 0.6, "oracle": 1.0},
         "on_policy": {},
     }
     for bad in ({"on_policy": {"uniform": 0.5}}, {"on_logged_contexts": {"uniform": "high"}}):
         path.write_text(json.dumps(bad))
         with pytest.raises(ValueError, match="on_logged_contexts"):
-            off_policy_eval.load_truth(path)
+            off_policy_report.load_truth(path)
 
 
 def write_truth(path) -> dict[str, dict[str, float]]:
@@ -387,8 +387,8 @@ def test_the_report_compares_candidates_with_their_truth(tmp_path):
     )
     estimates = {spec: per_policy[spec].estimates() for spec in args.policies}
     report = off_policy_eval.build_report(args, columns, estimates)
-    loaded = off_policy_eval.load_truth(args.truth)
-    report["truth"] = off_policy_eval.truth_section(estimates, loaded, source=str(args.truth))
+    loaded = off_policy_report.load_truth(args.truth)
+    report["truth"] = off_policy_report.truth_section(estimates, loaded, source=str(args.truth))
     compared = report["truth"]
     json.dumps(report)  # the JSON report holds it as is
 
@@ -417,7 +417,7 @@ def test_the_report_compares_candidates_with_their_truth(tmp_path):
     # DR's control variate: a smaller standard error than IPS's on the same turns.
     assert compared["dr_ips_std_error_ratio"]["max"] < 1
 
-    table = off_policy_eval.markdown_table(report)
+    table = off_policy_report.markdown_table(report)
     quiz = compared["policies"]["fixed:quiz"]
     assert f"| fixed:quiz | {quiz['truth']:.4f} | 0.6500 | {quiz['ips']['error']:+.4f} (" in table
     assert f"| fixed:review | {compared['policies']['fixed:review']['truth']:.4f} |  | " in table
@@ -427,7 +427,7 @@ def test_the_report_compares_candidates_with_their_truth(tmp_path):
         "Truths of no candidate here: fixed:socratic 0.3000" in table and "oracle 0.8000" in table
     )
     without = {key: value for key, value in report.items() if key != "truth"}
-    assert "truth" not in off_policy_eval.markdown_table(without)  # no --truth, no comparison
+    assert "truth" not in off_policy_report.markdown_table(without)  # no --truth, no comparison
 
 
 def test_the_committed_simulator_check_is_its_own_table():
@@ -435,7 +435,7 @@ def test_the_committed_simulator_check_is_its_own_table():
     (with the truth comparison whenever the JSON holds one). A missing report fails."""
     report = json.loads((REPO_ROOT / "reports" / "off_policy_sim.json").read_text())
     table = (REPO_ROOT / "reports" / "off_policy_sim.md").read_text()
-    assert table == off_policy_eval.markdown_table(report)
+    assert table == off_policy_report.markdown_table(report)
     assert report["rows_used"] == report["logging"]["n"] <= report["rows_read"]
 
 
