@@ -66,8 +66,8 @@ class TurnHandles:
 
 
 @dataclass
-class TurnState:
-    """What is known about a turn before its reply is written."""
+class Turn:
+    """A turn in progress: what is known about it before its reply is written."""
 
     request: TutorRequest
     turn_id: str
@@ -105,7 +105,7 @@ class TurnRunner:
 
     async def _stage(
         self,
-        state: TurnState,
+        turn: Turn,
         name: str,
         call: Callable[[], Awaitable[T]],
         fallback: T,
@@ -117,13 +117,13 @@ class TurnRunner:
         try:
             return await asyncio.wait_for(call(), timeout=timeout_s)
         except TimeoutError:
-            state.degraded.append(f"{name}: timed out after {timeout_s}s")
+            turn.degraded.append(f"{name}: timed out after {timeout_s}s")
             logger.warning("stage %s timed out after %ss", name, timeout_s)
         except Exception as exc:  # a failing dependency degrades the answer, never the turn
-            state.degraded.append(f"{name}: {type(exc).__name__}")
+            turn.degraded.append(f"{name}: {type(exc).__name__}")
             logger.exception("stage %s failed", name)
         finally:
-            state.timings_ms[name] = round((time.perf_counter() - started) * 1000, 2)
+            turn.timings_ms[name] = round((time.perf_counter() - started) * 1000, 2)
         return fallback
 
     async def replay(self, request: TutorRequest) -> TutorResponse | None:
@@ -142,29 +142,29 @@ class TurnRunner:
             raise ConflictError(f"turn_id {request.turn_id} belongs to another learner")
         return response_from_record(stored)
 
-    async def prepare(self, request: TutorRequest, request_id: str) -> TurnState:
+    async def prepare(self, request: TutorRequest, request_id: str) -> Turn:
         """Everything up to the reply: learner state, models, strategy."""
-        state = TurnState(
+        turn = Turn(
             request=request,
             turn_id=request.turn_id or uuid.uuid4().hex,
             request_id=request_id,
             started=time.time(),
         )
-        await self._load(state)
-        await asyncio.gather(self._emotion(state), self._difficulty(state))
-        await self._choose_strategy(state)
-        return state
+        await self._load(turn)
+        await asyncio.gather(self._emotion(turn), self._difficulty(turn))
+        await self._choose_strategy(turn)
+        return turn
 
-    async def _load(self, state: TurnState) -> None:
-        request = state.request
+    async def _load(self, turn: Turn) -> None:
+        request = turn.request
 
         def load() -> tuple[bool, bool, list[AnswerRecord], list[TurnRecord]]:
-            _, created = self.store.get_or_create_learner(request.learner_id, now=state.started)
+            _, created = self.store.get_or_create_learner(request.learner_id, now=turn.started)
             answered = request.answer is not None and self.store.add_answer(
                 AnswerRecord(
                     learner_id=request.learner_id,
-                    source_id=f"{state.turn_id}:answer",
-                    ts=state.started,
+                    source_id=f"{turn.turn_id}:answer",
+                    ts=turn.started,
                     **request.answer.model_dump(),
                 )
             )
@@ -172,19 +172,19 @@ class TurnRunner:
             recent = self.store.recent_turns(request.learner_id, limit=RECENT_TURNS)
             return created, answered, answers, recent
 
-        loaded = await self._stage(state, "store", lambda: asyncio.to_thread(load), None)
-        state.timings_ms["load"] = state.timings_ms.pop("store")
+        loaded = await self._stage(turn, "store", lambda: asyncio.to_thread(load), None)
+        turn.timings_ms["load"] = turn.timings_ms.pop("store")
         if loaded is None:
             return
-        state.new_learner, answered, answers, state.recent = loaded
-        if answered and state.recent:
+        turn.new_learner, answered, answers, turn.recent = loaded
+        if answered and turn.recent:
             # The answer is to the exercise the previous turn set: it rewards that turn's
             # strategy (once; an answer already sent with /v1/feedback wins). A stage of its own,
             # so a failed reward is named in `degraded` and never costs the turn its history.
-            previous = state.recent[-1]
+            previous = turn.recent[-1]
             correct = float(request.answer.correct)
             await self._stage(
-                state,
+                turn,
                 "reward",
                 lambda: asyncio.to_thread(
                     reward_turn,
@@ -192,93 +192,93 @@ class TurnRunner:
                     previous,
                     source="answer",
                     reward=correct,
-                    now=state.started,
+                    now=turn.started,
                 ),
                 False,
             )
-        state.history = interactions(answers)
+        turn.history = interactions(answers)
 
-    async def _emotion(self, state: TurnState) -> None:
+    async def _emotion(self, turn: Turn) -> None:
         response = await self._stage(
-            state,
+            turn,
             "emotion",
-            lambda: self.handles.emotion.classify.remote([state.request.message]),
+            lambda: self.handles.emotion.classify.remote([turn.request.message]),
             None,
         )
         if response is not None:
-            state.emotion, state.emotion_version = response.results[0], response.model_version
+            turn.emotion, turn.emotion_version = response.results[0], response.model_version
 
-    async def _difficulty(self, state: TurnState) -> None:
-        if not state.request.candidates:
+    async def _difficulty(self, turn: Turn) -> None:
+        if not turn.request.candidates:
             return
-        state.difficulty = await self._stage(
-            state,
+        turn.difficulty = await self._stage(
+            turn,
             "difficulty",
-            lambda: self.handles.difficulty.predict.remote(state.history, state.request.candidates),
+            lambda: self.handles.difficulty.predict.remote(turn.history, turn.request.candidates),
             None,
         )
 
-    async def _choose_strategy(self, state: TurnState) -> None:
-        emotion = state.emotion or unknown_emotion()
-        predictions = state.difficulty.predictions if state.difficulty else []
+    async def _choose_strategy(self, turn: Turn) -> None:
+        emotion = turn.emotion or unknown_emotion()
+        predictions = turn.difficulty.predictions if turn.difficulty else []
         session_turns = sum(
             1
-            for t in state.recent
-            if state.request.session_id and t.session_id == state.request.session_id
+            for t in turn.recent
+            if turn.request.session_id and t.session_id == turn.request.session_id
         )
-        last_turn_at = state.recent[-1].ts if state.recent else None
+        last_turn_at = turn.recent[-1].ts if turn.recent else None
         context = build_context(
             states=emotion.states,
-            recommended_p_correct=state.difficulty.recommended.p_correct
-            if state.difficulty
+            recommended_p_correct=turn.difficulty.recommended.p_correct
+            if turn.difficulty
             else None,
             candidate_p_correct=[p.p_correct for p in predictions],
-            answers=[step.correct for step in state.history],
+            answers=[step.correct for step in turn.history],
             session_turns=session_turns,
-            seconds_since_last_turn=(state.started - last_turn_at) if last_turn_at else None,
+            seconds_since_last_turn=(turn.started - last_turn_at) if last_turn_at else None,
         ).tolist()
         uniform = StrategyChoice(name=random.choice(STRATEGIES), propensity=1.0 / len(STRATEGIES))
         chosen = await self._stage(
-            state,
+            turn,
             "personalization",
             lambda: self.handles.personalization.choose.remote(context),
             (uniform, "unavailable"),
         )
-        state.strategy, state.policy_version = chosen
+        turn.strategy, turn.policy_version = chosen
         # The context a policy chose in is logged for learning; a fallback choice logs none.
-        state.context = context if state.policy_version != "unavailable" else []
+        turn.context = context if turn.policy_version != "unavailable" else []
 
-    def reply_context(self, state: TurnState) -> ReplyContext:
-        emotion = state.emotion or unknown_emotion()
-        recommended = state.difficulty.recommended if state.difficulty else None
+    def reply_context(self, turn: Turn) -> ReplyContext:
+        emotion = turn.emotion or unknown_emotion()
+        recommended = turn.difficulty.recommended if turn.difficulty else None
         return ReplyContext(
-            message=state.request.message,
-            strategy=state.strategy.name,
+            message=turn.request.message,
+            strategy=turn.strategy.name,
             emotion_state=emotion.state,
             mastery=recommended.p_correct if recommended else None,
             next_exercise=recommended.model_dump() if recommended else None,
-            history=[(t.message, t.reply) for t in session_memory(state)],
-            priority=state.request.priority,
-            max_latency_ms=state.request.max_latency_ms,
+            history=[(t.message, t.reply) for t in session_memory(turn)],
+            priority=turn.request.priority,
+            max_latency_ms=turn.request.max_latency_ms,
         )
 
-    async def reply(self, state: TurnState) -> tuple[str, LLMInfo]:
-        context = self.reply_context(state)
+    async def reply(self, turn: Turn) -> tuple[str, LLMInfo]:
+        context = self.reply_context(turn)
         fallback = (offline_reply(context), _offline_info("router unavailable"), None)
         text, llm, error = await self._stage(
-            state,
+            turn,
             "reply",
             lambda: self.handles.router.respond.remote(context),
             fallback,
             timeout_s=self.reply_timeout_s,
         )
         if error:
-            state.degraded.append(f"reply: {error}")
+            turn.degraded.append(f"reply: {error}")
         return text, llm
 
-    async def stream_reply(self, state: TurnState) -> AsyncIterator[dict]:
+    async def stream_reply(self, turn: Turn) -> AsyncIterator[dict]:
         """Router events, or the offline reply when the router itself cannot be reached."""
-        context = self.reply_context(state)
+        context = self.reply_context(turn)
         started = time.perf_counter()
         sent_token = False
         try:
@@ -289,23 +289,23 @@ class TurnRunner:
             return
         except Exception as exc:
             logger.exception("router stream failed")
-            state.degraded.append(f"reply: {type(exc).__name__}")
+            turn.degraded.append(f"reply: {type(exc).__name__}")
             if sent_token:
                 yield {"type": "error", "message": "reply stream broke", "llm": _offline_info("")}
                 return
         finally:
-            state.timings_ms["reply"] = round((time.perf_counter() - started) * 1000, 2)
+            turn.timings_ms["reply"] = round((time.perf_counter() - started) * 1000, 2)
         yield {"type": "token", "text": offline_reply(context)}
         yield {"type": "done", "llm": _offline_info("router unavailable")}
 
-    async def stream_turn(self, state: TurnState) -> AsyncIterator[dict]:
+    async def stream_turn(self, turn: Turn) -> AsyncIterator[dict]:
         """The reply's ``token`` and ``error`` events, then ``{"type": "summary", "response"}``
         once the turn is stored (with the time to its first token)."""
         pieces: list[str] = []
         first_token_at: float | None = None
         started = time.perf_counter()
         llm = None
-        async for event in self.stream_reply(state):
+        async for event in self.stream_reply(turn):
             if event["type"] == "token":
                 first_token_at = first_token_at or time.perf_counter()
                 pieces.append(event["text"])
@@ -313,54 +313,54 @@ class TurnRunner:
                 continue
             llm = event["llm"]
             if event["type"] == "error":
-                state.degraded.append(f"reply: {event['message']}")
+                turn.degraded.append(f"reply: {event['message']}")
                 yield event
         if first_token_at is not None:
-            state.timings_ms["first_token"] = round((first_token_at - started) * 1000, 2)
-        yield {"type": "summary", "response": await self.finish(state, "".join(pieces), llm)}
+            turn.timings_ms["first_token"] = round((first_token_at - started) * 1000, 2)
+        yield {"type": "summary", "response": await self.finish(turn, "".join(pieces), llm)}
 
-    async def finish(self, state: TurnState, reply: str, llm: LLMInfo) -> TutorResponse:
-        state.timings_ms["total"] = round((time.time() - state.started) * 1000, 2)
+    async def finish(self, turn: Turn, reply: str, llm: LLMInfo) -> TutorResponse:
+        turn.timings_ms["total"] = round((time.time() - turn.started) * 1000, 2)
         response = TutorResponse(
-            turn_id=state.turn_id,
-            learner_id=state.request.learner_id,
+            turn_id=turn.turn_id,
+            learner_id=turn.request.learner_id,
             reply=reply,
-            learner_state=state.learner_state(),
-            strategy=state.strategy,
+            learner_state=turn.learner_state(),
+            strategy=turn.strategy,
             llm=llm,
-            model_versions=self.model_versions(state),
-            timings_ms=state.timings_ms,
-            degraded=state.degraded,
-            new_learner=state.new_learner,
+            model_versions=self.model_versions(turn),
+            timings_ms=turn.timings_ms,
+            degraded=turn.degraded,
+            new_learner=turn.new_learner,
         )
         record = record_from_response(
             response,
-            session_id=state.request.session_id,
-            ts=state.started,
-            request_id=state.request_id,
-            message=state.request.message,
-            context=state.context,
+            session_id=turn.request.session_id,
+            ts=turn.started,
+            request_id=turn.request_id,
+            message=turn.request.message,
+            context=turn.context,
         )
         saved = await self._stage(
-            state, "save", lambda: asyncio.to_thread(self.store.save_turn, record), None
+            turn, "save", lambda: asyncio.to_thread(self.store.save_turn, record), None
         )
         if saved is None:
             response.degraded.append("store: the turn was not saved")
-        response.timings_ms = state.timings_ms
+        response.timings_ms = turn.timings_ms
         return response
 
-    def model_versions(self, state: TurnState) -> dict[str, str]:
-        versions = {"emotion": state.emotion_version, "personalization": state.policy_version}
-        if state.difficulty is not None:
-            versions["difficulty"] = state.difficulty.model_version
+    def model_versions(self, turn: Turn) -> dict[str, str]:
+        versions = {"emotion": turn.emotion_version, "personalization": turn.policy_version}
+        if turn.difficulty is not None:
+            versions["difficulty"] = turn.difficulty.model_version
         return versions
 
 
-def session_memory(state: TurnState) -> list[TurnRecord]:
+def session_memory(turn: Turn) -> list[TurnRecord]:
     """The conversation the reply continues: the learner's recent turns of this session (all
     recent turns when the request names no session)."""
-    session = state.request.session_id
-    return [t for t in state.recent if session is None or t.session_id == session]
+    session = turn.request.session_id
+    return [t for t in turn.recent if session is None or t.session_id == session]
 
 
 def _offline_info(reason: str) -> LLMInfo:

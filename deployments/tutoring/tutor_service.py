@@ -21,7 +21,7 @@ from deployments.schemas import (
     TutorResponse,
 )
 from deployments.tutoring import openai_chat
-from deployments.tutoring.turn_runner import TurnRunner, TurnState
+from deployments.tutoring.turn_runner import Turn, TurnRunner
 
 logger = logging.getLogger("ray.serve")
 EventStream = AsyncIterator[str]
@@ -82,10 +82,10 @@ class TutorService:
         replayed = await self.runner.replay(request)
         if replayed is not None:
             return replay_events(replayed) if request.stream else replayed
-        state = await self.runner.prepare(request, request_id)
+        turn = await self.runner.prepare(request, request_id)
         if request.stream:
-            return self._tutor_events(state)
-        return await self._answer(state)
+            return self._tutor_events(turn)
+        return await self._answer(turn)
 
     async def chat(
         self, body: ChatCompletionRequest, request_id: str
@@ -94,23 +94,23 @@ class TutorService:
 
         Raises ``InvalidRequestError`` when no user message has text."""
         request = openai_chat.tutor_request(body)
-        state = await self.runner.prepare(request, request_id)
+        turn = await self.runner.prepare(request, request_id)
         if body.stream:
-            return self._chat_chunks(state)
-        return openai_chat.completion(await self._answer(state), request.message)
+            return self._chat_chunks(turn)
+        return openai_chat.completion(await self._answer(turn), request.message)
 
-    async def _answer(self, state: TurnState) -> TutorResponse:
-        reply, llm = await self.runner.reply(state)
-        response = await self.runner.finish(state, reply, llm)
+    async def _answer(self, turn: Turn) -> TutorResponse:
+        reply, llm = await self.runner.reply(turn)
+        response = await self.runner.finish(turn, reply, llm)
         self._record(response, stream=False)
         return response
 
-    async def _tutor_events(self, state: TurnState) -> EventStream:
-        versions = self.runner.model_versions(state)
+    async def _tutor_events(self, turn: Turn) -> EventStream:
+        versions = self.runner.model_versions(turn)
         yield state_event(
-            state.turn_id, state.learner_state(), state.strategy, versions, state.degraded
+            turn.turn_id, turn.learner_state(), turn.strategy, versions, turn.degraded
         )
-        async for event in self.runner.stream_turn(state):
+        async for event in self.runner.stream_turn(turn):
             if event["type"] == "token":
                 yield sse("token", {"text": event["text"]})
             elif event["type"] == "error":
@@ -119,11 +119,11 @@ class TutorService:
                 self._record(event["response"], stream=True)
                 yield sse("summary", event["response"].model_dump())
 
-    async def _chat_chunks(self, state: TurnState) -> EventStream:
-        chunks = openai_chat.ChunkWriter(state.turn_id)
+    async def _chat_chunks(self, turn: Turn) -> EventStream:
+        chunks = openai_chat.ChunkWriter(turn.turn_id)
         yield chunks.role()
         error = None
-        async for event in self.runner.stream_turn(state):
+        async for event in self.runner.stream_turn(turn):
             if event["type"] == "token":
                 yield chunks.content(event["text"])
             elif event["type"] == "error":

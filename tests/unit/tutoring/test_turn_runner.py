@@ -27,9 +27,9 @@ def _runner(tmp_path, **handles) -> TurnRunner:
 
 async def _turn(runner: TurnRunner, **request):
     body = TutorRequest.model_validate({"learner_id": "l1", "message": "why?", **request})
-    state = await runner.prepare(body, "req-1")
-    reply, llm = await runner.reply(state)
-    return await runner.finish(state, reply, llm)
+    turn = await runner.prepare(body, "req-1")
+    reply, llm = await runner.reply(turn)
+    return await runner.finish(turn, reply, llm)
 
 
 async def test_healthy_turn_is_not_degraded_and_is_stored(tmp_path):
@@ -103,10 +103,10 @@ async def test_a_failed_reward_is_named_and_the_turn_keeps_its_history(tmp_path)
     body = TutorRequest.model_validate(
         {"learner_id": "l1", "message": "why?", "turn_id": "t-2", "answer": answer}
     )
-    state = await runner.prepare(body, "req-2")
-    assert state.degraded == ["reward: ValueError"]
-    assert [(h.item_id, h.correct) for h in state.history] == [("1", True)]
-    assert [t.turn_id for t in state.recent] == ["t-1"]
+    turn = await runner.prepare(body, "req-2")
+    assert turn.degraded == ["reward: ValueError"]
+    assert [(h.item_id, h.correct) for h in turn.history] == [("1", True)]
+    assert [t.turn_id for t in turn.recent] == ["t-1"]
 
 
 async def test_answer_on_a_first_turn_rewards_nothing(tmp_path):
