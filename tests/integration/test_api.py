@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import hypothesis
 import pytest
+import schemathesis
 import yaml
 
 from models.common.vocab import LEARNING_STATES, STRATEGIES
@@ -494,8 +495,6 @@ def test_bad_input_is_a_clear_4xx(client, method, path, payload, mentions):
 
 
 # ---- property-based: whatever a client sends, the answer is never a 5xx ----------------------
-
-schemathesis = pytest.importorskip("schemathesis")
 
 
 def test_generated_requests_get_documented_answers_and_no_server_error(base_url):
