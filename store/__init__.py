@@ -1,4 +1,5 @@
-"""Persistence for learners, turns, answers, feedback and the bandit's statistics."""
+"""Persistence for learners, turns, answers, feedback, the bandit's statistics, and the
+model lifecycle's records (rollout history, shadow outputs, serving counts)."""
 
 from store.base import StoreError, TutorStore
 from store.factory import DEFAULT_STORE_URI, open_store
@@ -8,6 +9,9 @@ from store.records import (
     FeedbackRecord,
     LearnerRecord,
     RewardRecord,
+    RolloutEventRecord,
+    ServingStatsRecord,
+    ShadowOutputRecord,
     TurnRecord,
 )
 
@@ -18,6 +22,9 @@ __all__ = [
     "FeedbackRecord",
     "LearnerRecord",
     "RewardRecord",
+    "RolloutEventRecord",
+    "ServingStatsRecord",
+    "ShadowOutputRecord",
     "StoreError",
     "TurnRecord",
     "TutorStore",

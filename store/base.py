@@ -17,6 +17,9 @@ from store.records import (
     FeedbackRecord,
     LearnerRecord,
     RewardRecord,
+    RolloutEventRecord,
+    ServingStatsRecord,
+    ShadowOutputRecord,
     TurnRecord,
 )
 
@@ -26,7 +29,8 @@ class StoreError(RuntimeError):
 
 
 class TutorStore(abc.ABC):
-    """Learners, turns, answers, feedback and the bandit's additive statistics."""
+    """Learners, turns, answers, feedback, the bandit's additive statistics, and the model
+    lifecycle's records (rollout history, shadow outputs, serving counts)."""
 
     # ---- health -----------------------------------------------------------------------------
 
@@ -102,12 +106,53 @@ class TutorStore(abc.ABC):
     # ---- export -----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def iter_turns(self, *, batch_size: int = 500) -> Iterator[TurnRecord]:
-        """Every turn, oldest first, read in batches (for exports and offline evaluation)."""
+    def iter_turns(
+        self, *, since: float | None = None, batch_size: int = 500
+    ) -> Iterator[TurnRecord]:
+        """Every turn with ts >= since (all when None), oldest first (ties by insertion order),
+        read in batches (for exports, offline evaluation and online metrics)."""
 
     @abc.abstractmethod
-    def iter_rewards(self, *, batch_size: int = 500) -> Iterator[RewardRecord]:
-        """Every reward, in no particular order."""
+    def iter_rewards(
+        self, *, since: float | None = None, batch_size: int = 500
+    ) -> Iterator[RewardRecord]:
+        """Every reward with ts >= since (all when None), oldest first."""
+
+    @abc.abstractmethod
+    def iter_answers(
+        self, *, since: float | None = None, batch_size: int = 500
+    ) -> Iterator[AnswerRecord]:
+        """Every answer of every learner with ts >= since (all when None), oldest first."""
+
+    # ---- model lifecycle --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_rollout_event(self, event: RolloutEventRecord) -> bool:
+        """Insert unless event_id exists; False when it did (nothing changed)."""
+
+    @abc.abstractmethod
+    def rollout_events(
+        self, model: str | None = None, *, limit: int = 100
+    ) -> list[RolloutEventRecord]:
+        """The newest `limit` events (of `model`, or of every model), oldest first."""
+
+    @abc.abstractmethod
+    def add_shadow_output(self, record: ShadowOutputRecord) -> bool:
+        """Insert unless (turn_id, model, version) exists; False when it did (nothing changed)."""
+
+    @abc.abstractmethod
+    def iter_shadow_outputs(
+        self, model: str, *, since: float | None = None, batch_size: int = 500
+    ) -> Iterator[ShadowOutputRecord]:
+        """Every shadow output of `model` with ts >= since (all when None), oldest first."""
+
+    @abc.abstractmethod
+    def add_serving_stats(self, record: ServingStatsRecord) -> None:
+        """Append one window's counts (windows are additive: readers sum them)."""
+
+    @abc.abstractmethod
+    def serving_stats(self, model: str, *, since: float | None = None) -> list[ServingStatsRecord]:
+        """Every window of `model` with window_end >= since (all when None), oldest first."""
 
     # ---- bandit -----------------------------------------------------------------------------
 
@@ -154,6 +199,14 @@ def check_observation(x: Sequence[float], reward: float) -> list[float]:
     if not all(math.isfinite(v) for v in values) or not math.isfinite(float(reward)):
         raise ValueError("bandit features and reward must be finite numbers")
     return values
+
+
+def check_batch_size(batch_size: int) -> int:
+    # SQLite reads a negative LIMIT as "no limit" and Mongo a batch size of 0 as "the default":
+    # refusing both keeps the backends alike instead of each reading it its own way.
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return batch_size
 
 
 def outer_flat(x: Sequence[float]) -> list[float]:

@@ -27,6 +27,7 @@ from store.base import (
     dimension_error,
     outer_flat,
 )
+from store.mongo_lifecycle import MongoLifecycleMixin
 from store.records import (
     AnswerRecord,
     ArmStats,
@@ -39,7 +40,9 @@ from store.records import (
 _SERVER_SELECTION_TIMEOUT_MS = 3000
 
 
-class MongoStore(TutorStore):
+class MongoStore(MongoLifecycleMixin, TutorStore):
+    """The store in one MongoDB database (the lifecycle records and reads by time: the mixin)."""
+
     def __init__(
         self, uri: str | None = None, *, client: Any | None = None, db_name: str = "tutor"
     ) -> None:
@@ -76,6 +79,7 @@ class MongoStore(TutorStore):
             self._turns.create_index([("learner_id", 1), ("ts", 1), ("seq", 1)])
             self._bandit.create_index([("policy", 1), ("arm", 1)], unique=True)
             self._rewards.create_index([("learner_id", 1), ("ts", 1), ("seq", 1)])
+            self._open_lifecycle()
         except PyMongoError as exc:
             if self._owns_client and client is not None:
                 client.close()
@@ -317,19 +321,6 @@ class MongoStore(TutorStore):
     def _reward(doc: Mapping[str, Any]) -> RewardRecord:
         fields = {k: v for k, v in doc.items() if k not in ("_id", "seq")}
         return RewardRecord.model_validate(fields)
-
-    # ---- export -----------------------------------------------------------------------------
-
-    def iter_turns(self, *, batch_size: int = 500) -> Iterator[TurnRecord]:
-        with self._errors():
-            cursor = self._turns.find({}).sort([("seq", pymongo.ASCENDING)]).batch_size(batch_size)
-            for doc in cursor:
-                yield self._turn(doc)
-
-    def iter_rewards(self, *, batch_size: int = 500) -> Iterator[RewardRecord]:
-        with self._errors():
-            for doc in self._rewards.find({}).batch_size(batch_size):
-                yield self._reward(doc)
 
     # ---- lifecycle --------------------------------------------------------------------------
 

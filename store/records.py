@@ -92,3 +92,50 @@ class ArmStats(_Record):
     @property
     def dim(self) -> int:
         return len(self.b)
+
+
+# ---- model lifecycle ------------------------------------------------------------------------
+
+
+class RolloutEventRecord(_Record):
+    """One change to a model's rollout: the promotion history the `tutor` command writes."""
+
+    # Idempotency key chosen by the writer, so a retried command or a guardrail that fires on
+    # several replicas at once records the change once.
+    event_id: str
+    model: str  # emotion | difficulty | personalization
+    action: Literal["promote", "canary", "shadow", "end_canary", "end_shadow", "rollback"]
+    from_version: str | None = None
+    to_version: str | None = None
+    percent: float | None = None
+    reason: str = ""
+    actor: str  # "cli:<user>" or "guardrail"
+    ts: float  # epoch seconds
+
+
+class ShadowOutputRecord(_Record):
+    """What a shadow version would have answered on a turn another version served."""
+
+    turn_id: str
+    learner_id: str
+    model: str
+    version: str  # the shadow version that produced `output`
+    served_version: str  # the version that served the turn
+    # emotion: {"state", "states"}; difficulty: {"predictions": [...], "recommended_item_id"};
+    # personalization: {"strategy", "propensity"}
+    output: dict[str, Any]
+    ts: float
+
+
+class ServingStatsRecord(_Record):
+    """One replica's request counts for one version over one window."""
+
+    model: str
+    version: str
+    replica: str
+    window_start: float
+    window_end: float
+    requests: int
+    errors: int
+    # Per bucket of deployments.lifecycle.serving_stats.LATENCY_BOUNDS_MS, the last = overflow.
+    latency_counts: list[int]

@@ -31,12 +31,15 @@ from store.records import (
     RewardRecord,
     TurnRecord,
 )
+from store.sqlite_lifecycle import SQLiteLifecycleMixin
 from store.sqlite_schema import SCHEMA
 
 _BUSY_TIMEOUT_S = 10.0
 
 
-class SQLiteStore(TutorStore):
+class SQLiteStore(SQLiteLifecycleMixin, TutorStore):
+    """The store in one SQLite file (the lifecycle records and reads by time: the mixin)."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
@@ -310,38 +313,6 @@ class SQLiteStore(TutorStore):
                 (learner_id, limit),
             ).fetchall()
         return [RewardRecord(**dict(row)) for row in reversed(rows)]
-
-    # ---- export -----------------------------------------------------------------------------
-
-    def iter_turns(self, *, batch_size: int = 500) -> Iterator[TurnRecord]:
-        # Keyset pages on seq: each page is a short read, so writers are never held up.
-        after = 0
-        while True:
-            with self._connection() as conn:
-                rows = conn.execute(
-                    "SELECT seq, record FROM turns WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, batch_size),
-                ).fetchall()
-            if not rows:
-                return
-            after = rows[-1]["seq"]
-            yield from (TurnRecord.model_validate_json(row["record"]) for row in rows)
-
-    def iter_rewards(self, *, batch_size: int = 500) -> Iterator[RewardRecord]:
-        after = 0
-        while True:
-            with self._connection() as conn:
-                rows = conn.execute(
-                    "SELECT rowid, * FROM rewards WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                    (after, batch_size),
-                ).fetchall()
-            if not rows:
-                return
-            after = rows[-1]["rowid"]
-            for row in rows:
-                values = dict(row)
-                values.pop("rowid")
-                yield RewardRecord(**values)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
