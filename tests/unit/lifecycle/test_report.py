@@ -12,6 +12,7 @@ from deployments.lifecycle.online_metrics import (
     model_report,
 )
 from deployments.lifecycle.serving_stats import N_BUCKETS, bucket_of
+from store import open_store
 
 from .builders import answer, reward, shadow, stats_record, turn
 
@@ -183,3 +184,27 @@ def test_serving_deltas_and_an_emotion_distance():
 def test_a_version_with_no_data_compares_to_nothing():
     comparison = compare(build_report("emotion", turns=[], answers=[]), "v3", "v4")
     assert comparison.deltas == [] and comparison.candidate_source is None and not comparison.worse
+
+
+def test_model_report_on_a_real_sqlite_store(tmp_path):
+    turns, answers = difficulty_traffic(10, champion_p=0.7, candidate_p=0.3)
+    with open_store(f"sqlite:///{tmp_path / 'tutor.db'}") as store:
+        for record in turns:
+            store.save_turn(record)
+        for record in answers:
+            store.add_answer(record)
+        store.add_shadow_output(
+            shadow(
+                "t12",
+                "difficulty",
+                "v3",
+                {"predictions": [{"item_id": "i1", "p_correct": 0.5}]},
+                ts=12.0,
+            )
+        )
+        store.add_serving_stats(stats_record("v2", 4, 1, _histogram(30, 4), model="difficulty"))
+        report = model_report(store, "difficulty", since=10.0)  # only v2's turns t10..t19
+    assert set(report.versions) == {"v2", "v3"}
+    assert report.versions["v2"].served.labels == 10
+    assert report.versions["v2"].serving.errors == 1
+    assert report.versions["v3"].shadow.labels == 1
