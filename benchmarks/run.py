@@ -7,6 +7,8 @@ Figures (all on this machine, in this run):
 - difficulty: in-process prediction of 20 candidates for a learner with a 200-step history, fresh
   (nothing cached) and on the next turn (one new answer, the encoding cache extended), for the
   served version and the DKT v1 baseline.
+- shadow: `/v1/tutor` at 1 client without and with a shadow version on every model
+  (benchmarks/shadow_cost.py).
 - streaming: a second app whose only provider is a loopback stub streaming at a fixed pace;
   time to first token and to the end of the stream through `/v1/tutor` (SSE) against the stub
   called directly, at 1 and 8 clients.
@@ -28,6 +30,7 @@ import torch
 import yaml
 
 from benchmarks.load import closed_loop
+from benchmarks.shadow_cost import bench_shadow_cost, shadow_cost_rows
 from benchmarks.streaming import openai_token, timed_streams, tutor_token
 from models.common.registry import ModelRegistry
 from models.difficulty.tracer import Interaction, KnowledgeTracer
@@ -317,6 +320,8 @@ def _table(results: dict) -> str:
         )
     if "streaming" in results:
         rows += _streaming_rows(results["streaming"])
+    if "shadow_cost" in results:
+        rows += shadow_cost_rows(results["shadow_cost"])
     width = max(len(r[0]) for r in rows)
     generator = results["served"]["emotion_32_clients"]["generator"]
     lines = [
@@ -371,6 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
         with serve_running(bench_config, port=port, log_path=Path(tmp) / "serve.log") as url:
             results["served"] = bench_served(url, args.seconds)
     results["streaming"] = bench_streaming(args.config, args.seconds)
+    results["shadow_cost"] = bench_shadow_cost(args.config, args.seconds, _tutor_request)
     results["emotion_served_over_raw_all_cores"] = round(
         results["served"]["emotion_32_clients"]["requests_per_s"]
         / results["in_process"]["emotion_all_cores"]["texts_per_s"],

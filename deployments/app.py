@@ -56,14 +56,20 @@ def build_app(raw_args: dict[str, Any]) -> Application:
     use_gpu = _use_gpu(args)
     logger.info("building tutor app: store=%s gpu=%s", store_uri.split("@")[-1], use_gpu)
     registry = str(args.registry_dir)
+    # The model deployments write their lifecycle records (serving stats, shadow outputs,
+    # guardrail rollbacks) to the store.
     emotion = _deployment(EmotionDeployment, "Emotion", args, use_gpu).bind(
-        registry_dir=registry, torch_threads=args.placement["Emotion"].torch_threads
+        registry_dir=registry,
+        store_uri=store_uri,
+        torch_threads=args.placement["Emotion"].torch_threads,
     )
     difficulty = _deployment(DifficultyDeployment, "Difficulty", args, use_gpu).bind(
-        registry_dir=registry, torch_threads=args.placement["Difficulty"].torch_threads
+        registry_dir=registry,
+        store_uri=store_uri,
+        torch_threads=args.placement["Difficulty"].torch_threads,
     )
     personalization = _deployment(PersonalizationDeployment, "Personalization", args, use_gpu).bind(
-        store_uri=store_uri
+        registry_dir=registry, store_uri=store_uri
     )
     local_lm = None
     if args.local_llm_path is not None:
@@ -73,5 +79,5 @@ def build_app(raw_args: dict[str, Any]) -> Application:
         )
     router = _deployment(LLMRouterDeployment, "LLMRouter", args, use_gpu).bind(local_lm=local_lm)
     return _deployment(Ingress, "Ingress", args, use_gpu).bind(
-        emotion, difficulty, personalization, router, store_uri=store_uri
+        emotion, difficulty, personalization, router, store_uri=store_uri, registry_dir=registry
     )

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deployments.lifecycle.rollout import RolloutConfig
 from models.common.registry import DEFAULT_REGISTRY_ROOT
 from models.llm.config import RouterConfig
 
@@ -41,14 +42,16 @@ class TutorSettings(BaseSettings):
 # ---- per-deployment user_config (changed in place by `serve deploy`) ----------------------
 
 
-class EmotionUserConfig(_Strict):
-    model_version: str = Field(default="latest", description="Registry version of 'emotion'.")
+# The model deployments' user_config: the rollout (model_version = the champion, canary, shadow,
+# guardrail; deployments/lifecycle/rollout.py) plus each model's serving tunables.
+
+
+class EmotionUserConfig(RolloutConfig):
     max_batch_size: int = Field(default=32, ge=1, le=256)
     batch_wait_timeout_s: float = Field(default=0.002, ge=0, le=1)
 
 
-class DifficultyUserConfig(_Strict):
-    model_version: str = Field(default="latest", description="Registry version of 'difficulty'.")
+class DifficultyUserConfig(RolloutConfig):
     target_band: tuple[float, float] = Field(
         default=(0.70, 0.85), description="P(correct) band the recommended exercise aims for."
     )
@@ -68,12 +71,10 @@ class DifficultyUserConfig(_Strict):
         return band
 
 
-class PersonalizationUserConfig(_Strict):
-    policy: str = Field(default="lin_ts_v1", description="Name of the bandit's statistics.")
-    exploration: float = Field(
-        default=0.5, gt=0, le=10, description="Scale of the posterior's spread (exploration)."
-    )
-    prior_precision: float = Field(default=1.0, gt=0, description="Ridge prior on the weights.")
+class PersonalizationUserConfig(RolloutConfig):
+    """A version is a registered policy (its statistics, exploration and prior:
+    models/artifacts/personalization/vN/policy.json); these are how any version is served."""
+
     stats_max_age_s: float = Field(
         default=2.0, ge=0, description="A replica's cached statistics are at most this old."
     )

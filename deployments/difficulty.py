@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from pathlib import Path
 
 import torch
 from ray.serve import metrics
 
 from deployments.config import DifficultyUserConfig
+from deployments.lifecycle.replica import ReplicaRollout
+from deployments.lifecycle.versions import Picked, VersionedModels
+from deployments.replica_context import replica_name
+from deployments.rollout_metrics import VersionMetrics
 from deployments.schemas import (
     DifficultyResponse,
     Exercise,
@@ -17,6 +23,8 @@ from deployments.schemas import (
 )
 from models.common.registry import ModelRegistry
 from models.difficulty.tracer import CandidatePrediction, Interaction, KnowledgeTracer, recommend
+from store import TutorStore, open_store
+from store.records import ShadowOutputRecord
 
 logger = logging.getLogger("ray.serve")
 MODEL_NAME = "difficulty"
@@ -33,14 +41,47 @@ def _prediction(p: CandidatePrediction) -> Prediction:
 
 
 class DifficultyDeployment:
-    def __init__(self, *, registry_dir: str | Path, torch_threads: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        registry_dir: str | Path,
+        store_uri: str,
+        torch_threads: int = 1,
+        store: TutorStore | None = None,
+    ) -> None:
         torch.set_num_threads(torch_threads)
-        self._registry = ModelRegistry(registry_dir)
-        self._device = "cuda" if torch.cuda.is_available() else "cpu"
-        self._tracer: KnowledgeTracer | None = None
-        self._version = ""
-        self._cache_size = -1
-        self._band = (0.70, 0.85)
+        registry = ModelRegistry(registry_dir)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._config = DifficultyUserConfig()
+
+        def load(version: str) -> KnowledgeTracer:
+            # The artifact's own window: the rows the model was trained to read.
+            tracer = KnowledgeTracer.from_artifact(
+                registry.load(MODEL_NAME, version).path,
+                device=device,
+                encoding_cache_size=self._config.encoding_cache_size,
+            )
+            logger.info(
+                "difficulty %s on %s: window %d rows, encoding cache %d",
+                version,
+                device,
+                tracer.max_history,
+                self._config.encoding_cache_size,
+            )
+            return tracer
+
+        self._versions: VersionedModels[KnowledgeTracer] = VersionedModels(
+            MODEL_NAME,
+            load=load,
+            resolve=lambda v: registry.resolve_version(MODEL_NAME, v),
+            reload_key=lambda: self._config.encoding_cache_size,
+        )
+        self._rollout = ReplicaRollout(
+            self._versions,
+            store or open_store(store_uri),
+            replica=replica_name(),
+            observer=VersionMetrics(),
+        )
         self._cache_reuse = metrics.Gauge(
             "tutor_difficulty_encoding_reuse_ratio",
             description="Share of history rows whose encoding came from the encoding cache.",
@@ -51,60 +92,105 @@ class DifficultyDeployment:
         )
 
     def reconfigure(self, user_config: dict) -> None:
-        config = DifficultyUserConfig.model_validate(user_config)
-        version = self._registry.resolve_version(MODEL_NAME, config.model_version)
-        if version != self._version or config.encoding_cache_size != self._cache_size:
-            artifact = self._registry.load(MODEL_NAME, version)
-            # The artifact's own window: the rows the model was trained to read.
-            self._tracer = KnowledgeTracer.from_artifact(
-                artifact.path, device=self._device, encoding_cache_size=config.encoding_cache_size
-            )
-            self._version, self._cache_size = version, config.encoding_cache_size
-            logger.info(
-                "difficulty model %s loaded on %s (window %d rows, encoding cache %d)",
-                version,
-                self._device,
-                self._tracer.max_history,
-                config.encoding_cache_size,
-            )
-        self._band = config.target_band
+        self._config = DifficultyUserConfig.model_validate(user_config)
+        plan = self._versions.apply(self._config)
+        self._rollout.configure(self._config.guardrail)
+        logger.info("difficulty rollout: %s", plan.describe())
 
-    def predict(
-        self, history: list[Interaction], candidates: list[Exercise], trace: bool = False
+    async def predict(
+        self,
+        history: list[Interaction],
+        candidates: list[Exercise],
+        trace: bool = False,
+        *,
+        learner_id: str | None = None,
+        version: str | None = None,
+        turn_id: str | None = None,
     ) -> DifficultyResponse:
-        assert self._tracer is not None, "reconfigure() loads the model before traffic"
-        raw = self._tracer.predict(history, [(c.item_id, c.skill_id) for c in candidates])
-        self._record_cache()
+        """P(correct) per candidate from the version this learner gets (or the one named); with
+        a ``turn_id``, a shadow version also predicts them, after the answer is sent."""
+        picked = self._versions.pick(learner_id, version)
+        with self._rollout.serving(picked):
+            # In a thread, as Serve runs a sync method: requests overlap while torch computes.
+            response = await asyncio.to_thread(self._predict, picked, history, candidates, trace)
+        shadow = self._versions.shadow()
+        if shadow is not None and turn_id is not None:
+            self._rollout.spawn(
+                self._shadow(shadow, picked, history, candidates, turn_id, learner_id or "")
+            )
+        return response
+
+    def _predict(
+        self,
+        picked: Picked[KnowledgeTracer],
+        history: list[Interaction],
+        candidates: list[Exercise],
+        trace: bool,
+    ) -> DifficultyResponse:
+        tracer = picked.model
+        raw = tracer.predict(history, [(c.item_id, c.skill_id) for c in candidates])
+        self._record_cache(tracer)
         predictions = [_prediction(p) for p in raw]
+        band = self._config.target_band
         return DifficultyResponse(
             predictions=predictions,
-            recommended=predictions[recommend(raw, band=self._band)],
-            target_band=self._band,
+            recommended=predictions[recommend(raw, band=band)],
+            target_band=band,
             history_length=len(history),
-            trace=[_prediction(p) for p in self._tracer.trace(history)] if trace else None,
-            model_version=self._version,
+            trace=[_prediction(p) for p in tracer.trace(history)] if trace else None,
+            model_version=picked.version,
         )
 
-    def mastery(self, history: list[Interaction]) -> list[SkillMastery]:
-        assert self._tracer is not None, "reconfigure() loads the model before traffic"
+    async def _shadow(
+        self,
+        shadow: Picked[KnowledgeTracer],
+        served: Picked[KnowledgeTracer],
+        history: list[Interaction],
+        candidates: list[Exercise],
+        turn_id: str,
+        learner_id: str,
+    ) -> None:
+        response = await asyncio.to_thread(self._predict, shadow, history, candidates, False)
+        await self._rollout.save_shadow(
+            ShadowOutputRecord(
+                turn_id=turn_id,
+                learner_id=learner_id,
+                model=MODEL_NAME,
+                version=shadow.version,
+                served_version=served.version,
+                output={
+                    "predictions": [p.model_dump() for p in response.predictions],
+                    "recommended_item_id": response.recommended.item_id,
+                },
+                ts=time.time(),
+            )
+        )
+
+    def mastery(
+        self, history: list[Interaction], *, learner_id: str | None = None
+    ) -> list[SkillMastery]:
+        tracer = self._versions.pick(learner_id).model
         attempts: dict[str, int] = {}
         for step in history:
             attempts[step.skill_id] = attempts.get(step.skill_id, 0) + 1
         return [
             SkillMastery(
                 skill_id=skill,
-                name=self._tracer.skill_name(skill),
+                name=tracer.skill_name(skill),
                 mastery=p,
                 attempts=attempts.get(skill, 0),
             )
-            for skill, p in self._tracer.mastery(history).items()
+            for skill, p in tracer.mastery(history).items()
         ]
 
-    def _record_cache(self) -> None:
-        if self._tracer is not None and self._tracer.encoding_cache is not None:
-            stats = self._tracer.encoding_cache.stats()
+    def _record_cache(self, tracer: KnowledgeTracer) -> None:
+        if tracer.encoding_cache is not None:
+            stats = tracer.encoding_cache.stats()
             self._cache_reuse.set(stats["reuse_ratio"])
             self._cache_entries.set(stats["entries"])
 
-    def model_version(self) -> str:
-        return self._version
+    def model_version(self, learner_id: str | None = None) -> str:
+        return self._versions.pick(learner_id).version
+
+    def rollout(self) -> dict:
+        return self._versions.plan.describe()

@@ -1,18 +1,26 @@
-"""Emotion deployment: the fine-tuned encoder behind Serve's dynamic batching."""
+"""Emotion deployment: the fine-tuned encoder behind Serve's dynamic batching, with every
+version of the rollout (champion, canary, shadow) loaded side by side."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import torch
 from ray import serve
 
 from deployments.config import EmotionUserConfig
+from deployments.lifecycle.replica import ReplicaRollout
+from deployments.lifecycle.versions import Picked, VersionedModels
+from deployments.replica_context import replica_name
+from deployments.rollout_metrics import VersionMetrics
 from deployments.schemas import EmotionResponse, EmotionResult, GoEmotionsScores
 from models.common.registry import ModelRegistry
 from models.emotion.classifier import EmotionClassifier, EmotionPrediction
+from store import TutorStore, open_store
+from store.records import ShadowOutputRecord
 
 logger = logging.getLogger("ray.serve")
 MODEL_NAME = "emotion"
@@ -28,35 +36,104 @@ def to_result(prediction: EmotionPrediction) -> EmotionResult:
 
 
 class EmotionDeployment:
-    def __init__(self, *, registry_dir: str | Path, torch_threads: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        registry_dir: str | Path,
+        store_uri: str,
+        torch_threads: int = 1,
+        store: TutorStore | None = None,
+    ) -> None:
         torch.set_num_threads(torch_threads)
-        self._registry = ModelRegistry(registry_dir)
-        self._device = "cuda" if torch.cuda.is_available() else "cpu"
-        self._classifier: EmotionClassifier | None = None
-        self._version = ""
+        registry = ModelRegistry(registry_dir)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._versions: VersionedModels[EmotionClassifier] = VersionedModels(
+            MODEL_NAME,
+            load=lambda v: EmotionClassifier.from_artifact(
+                registry.load(MODEL_NAME, v).path, device=device
+            ),
+            resolve=lambda v: registry.resolve_version(MODEL_NAME, v),
+        )
+        self._rollout = ReplicaRollout(
+            self._versions,
+            store or open_store(store_uri),
+            replica=replica_name(),
+            observer=VersionMetrics(),
+        )
 
     def reconfigure(self, user_config: dict) -> None:
         config = EmotionUserConfig.model_validate(user_config)
-        version = self._registry.resolve_version(MODEL_NAME, config.model_version)
-        if version != self._version:
-            artifact = self._registry.load(MODEL_NAME, version)
-            # Load first, then swap: requests in flight finish on the old model.
-            self._classifier = EmotionClassifier.from_artifact(artifact.path, device=self._device)
-            self._version = version
-            logger.info("emotion model %s loaded on %s", version, self._device)
+        # Load first, then swap: requests in flight finish on the model they picked.
+        plan = self._versions.apply(config)
+        self._rollout.configure(config.guardrail)
+        logger.info("emotion rollout: %s", plan.describe())
         self._classify_batch.set_max_batch_size(config.max_batch_size)
         self._classify_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _classify_batch(self, texts: list[str]) -> list[EmotionResult]:
+    async def _classify_batch(
+        self, items: list[tuple[EmotionClassifier, str]]
+    ) -> list[EmotionResult]:
         # The forward pass runs here, not in a thread: a thread starves request intake and
-        # shrinks the batches (measured: batch 2.7 vs ~13 at 32 clients).
-        assert self._classifier is not None, "reconfigure() loads the model before traffic"
-        return [to_result(p) for p in self._classifier.predict(texts)]
+        # shrinks the batches (measured: batch 2.7 vs ~13 at 32 clients). A batch may hold
+        # texts for two versions (a canary): one forward pass per version.
+        by_model: dict[int, list[int]] = {}
+        for index, (classifier, _) in enumerate(items):
+            by_model.setdefault(id(classifier), []).append(index)
+        results: list[EmotionResult | None] = [None] * len(items)
+        for indices in by_model.values():
+            classifier = items[indices[0]][0]
+            predictions = classifier.predict([items[i][1] for i in indices])
+            for i, prediction in zip(indices, predictions, strict=True):
+                results[i] = to_result(prediction)
+        return results  # type: ignore[return-value]
 
-    async def classify(self, texts: list[str]) -> EmotionResponse:
-        results = await asyncio.gather(*(self._classify_batch(text) for text in texts))
-        return EmotionResponse(results=list(results), model_version=self._version)
+    async def classify(
+        self,
+        texts: list[str],
+        *,
+        learner_id: str | None = None,
+        version: str | None = None,
+        turn_id: str | None = None,
+    ) -> EmotionResponse:
+        """The texts' learning states from the version this learner gets (or the one named);
+        with a ``turn_id``, a shadow version also scores them, after the answer is sent."""
+        picked = self._versions.pick(learner_id, version)
+        with self._rollout.serving(picked):
+            results = await asyncio.gather(
+                *(self._classify_batch((picked.model, text)) for text in texts)
+            )
+        shadow = self._versions.shadow()
+        if shadow is not None and turn_id is not None:
+            self._rollout.spawn(self._shadow(shadow, picked, texts, turn_id, learner_id or ""))
+        return EmotionResponse(results=list(results), model_version=picked.version)
+
+    async def _shadow(
+        self,
+        shadow: Picked[EmotionClassifier],
+        served: Picked[EmotionClassifier],
+        texts: list[str],
+        turn_id: str,
+        learner_id: str,
+    ) -> None:
+        # In a thread: the shadow's forward pass must not hold the event loop that takes the
+        # next requests (torch releases the GIL while it computes).
+        predictions = await asyncio.to_thread(shadow.model.predict, texts)
+        first = predictions[0]
+        await self._rollout.save_shadow(
+            ShadowOutputRecord(
+                turn_id=turn_id,
+                learner_id=learner_id,
+                model=MODEL_NAME,
+                version=shadow.version,
+                served_version=served.version,
+                output={"state": first.state, "states": first.states},
+                ts=time.time(),
+            )
+        )
 
     def model_version(self) -> str:
-        return self._version
+        return self._versions.plan.champion
+
+    def rollout(self) -> dict:
+        return self._versions.plan.describe()

@@ -41,8 +41,10 @@ from deployments.tutoring.emotion_coalescing import CoalescedEmotion
 from deployments.tutoring.health import HealthCheck
 from deployments.tutoring.learners import Learners
 from deployments.tutoring.predictions import Predictions
+from deployments.tutoring.rewards import PolicyStatistics
 from deployments.tutoring.turn_runner import TurnHandles, TurnRunner
 from deployments.tutoring.tutor_service import TutorService
+from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from store import TutorStore, open_store
 
 LearnerId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -93,6 +95,7 @@ class Ingress:
         router,
         *,
         store_uri: str,
+        registry_dir: str = str(DEFAULT_REGISTRY_ROOT),
         store: TutorStore | None = None,
     ) -> None:
         store = store or open_store(store_uri)
@@ -103,6 +106,7 @@ class Ingress:
             store,
             stage_timeout_s=config.stage_timeout_s,
             reply_timeout_s=config.reply_timeout_s,
+            policy_statistics=PolicyStatistics(ModelRegistry(registry_dir)),
         )
         self._turns = TutorService(runner, observer=TurnMetrics())
         coalesced = CoalescedEmotion(

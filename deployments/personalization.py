@@ -6,71 +6,139 @@ policy; a replica's cached copy is at most ``stats_max_age_s`` old.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from deployments.config import PersonalizationUserConfig
+from deployments.lifecycle.replica import ReplicaRollout
+from deployments.lifecycle.versions import Picked, VersionedModels
+from deployments.replica_context import replica_name
+from deployments.rollout_metrics import VersionMetrics
 from deployments.schemas import FeedbackResponse, StrategyChoice, StrategyStats
 from deployments.tutoring.exceptions import NotFoundError
-from deployments.tutoring.rewards import reward_turn
+from deployments.tutoring.rewards import PolicyStatistics, reward_turn
+from models.common.registry import ModelRegistry
 from models.common.vocab import STRATEGIES
-from models.personalization.bandit import ArmStatistics, LinearThompsonSampling, ThompsonConfig
+from models.personalization.bandit import ArmStatistics, LinearThompsonSampling
 from models.personalization.context import CONTEXT_DIM
+from models.personalization.policy_version import MODEL_NAME, PolicyVersion
 from store import FeedbackRecord, TutorStore, open_store
-from store.records import AnswerRecord
+from store.records import AnswerRecord, ShadowOutputRecord
 
 logger = logging.getLogger("ray.serve")
 
 
+@dataclass
+class ServedPolicy:
+    """One registered policy version with its copy of the statistics it reads."""
+
+    policy: PolicyVersion
+    bandit: LinearThompsonSampling
+    loaded_at: float = field(default=float("-inf"))
+
+
 class PersonalizationDeployment:
-    def __init__(self, *, store_uri: str, store: TutorStore | None = None) -> None:
+    def __init__(
+        self, *, registry_dir: str | Path, store_uri: str, store: TutorStore | None = None
+    ) -> None:
         self._store = store or open_store(store_uri)
+        registry = ModelRegistry(registry_dir)
         self._config = PersonalizationUserConfig()
-        self._policy = LinearThompsonSampling(STRATEGIES, CONTEXT_DIM)
+        self._statistics = PolicyStatistics(registry)
+
+        def load(version: str) -> ServedPolicy:
+            policy = PolicyVersion.from_artifact(registry.load(MODEL_NAME, version).path)
+            config = policy.thompson_config(propensity_samples=self._config.propensity_samples)
+            return ServedPolicy(policy, LinearThompsonSampling(STRATEGIES, CONTEXT_DIM, config))
+
+        self._versions: VersionedModels[ServedPolicy] = VersionedModels(
+            MODEL_NAME,
+            load=load,
+            resolve=lambda v: registry.resolve_version(MODEL_NAME, v),
+            reload_key=lambda: self._config.propensity_samples,
+        )
+        self._rollout = ReplicaRollout(
+            self._versions, self._store, replica=replica_name(), observer=VersionMetrics()
+        )
         self._rng = np.random.default_rng()
-        self._stats_loaded_at = float("-inf")
 
     def reconfigure(self, user_config: dict) -> None:
         self._config = PersonalizationUserConfig.model_validate(user_config)
-        self._policy = LinearThompsonSampling(
-            STRATEGIES,
-            CONTEXT_DIM,
-            ThompsonConfig(
-                exploration=self._config.exploration,
-                prior_precision=self._config.prior_precision,
-                propensity_samples=self._config.propensity_samples,
-            ),
-        )
-        self._stats_loaded_at = float("-inf")
+        plan = self._versions.apply(self._config)
+        self._rollout.configure(self._config.guardrail)
+        logger.info("personalization rollout: %s", plan.describe())
 
-    def _refresh(self) -> None:
-        if time.monotonic() - self._stats_loaded_at < self._config.stats_max_age_s:
+    def _refresh(self, served: ServedPolicy) -> None:
+        if time.monotonic() - served.loaded_at < self._config.stats_max_age_s:
             return
-        stored = self._store.bandit_stats(self._config.policy)
-        self._policy.update_statistics(
+        stored = self._store.bandit_stats(served.policy.statistics)
+        served.bandit.update_statistics(
             {
                 arm: ArmStatistics.from_flat(s.a, s.b, s.n, s.reward_sum)
                 for arm, s in stored.items()
                 if s.b
             }
         )
-        self._stats_loaded_at = time.monotonic()
+        served.loaded_at = time.monotonic()
 
-    def choose(self, context: list[float]) -> tuple[StrategyChoice, str]:
+    def _choose(self, served: ServedPolicy, x: np.ndarray) -> StrategyChoice:
+        self._refresh(served)
+        choice = served.bandit.choose(x, self._rng)
+        return StrategyChoice(name=choice.arm, propensity=choice.propensity)
+
+    async def choose(
+        self,
+        context: list[float],
+        *,
+        learner_id: str | None = None,
+        turn_id: str | None = None,
+    ) -> tuple[StrategyChoice, str]:
         """The strategy for a turn's context (``models.personalization.context.build_context``)
-        and the policy that chose it."""
+        and the policy version that chose it; a shadow version also chooses, after the answer
+        is sent, and its choice is stored, never used."""
         if len(context) != CONTEXT_DIM:
             raise ValueError(f"context has {len(context)} features, the policy {CONTEXT_DIM}")
-        self._refresh()
-        choice = self._policy.choose(np.asarray(context, dtype=np.float64), self._rng)
-        return StrategyChoice(name=choice.arm, propensity=choice.propensity), self._config.policy
+        x = np.asarray(context, dtype=np.float64)
+        picked = self._versions.pick(learner_id)
+        with self._rollout.serving(picked):
+            # In a thread, as Serve runs a sync method: the statistics come from the store.
+            choice = await asyncio.to_thread(self._choose, picked.model, x)
+        shadow = self._versions.shadow()
+        if shadow is not None and turn_id is not None:
+            self._rollout.spawn(self._shadow(shadow, picked, x, turn_id, learner_id or ""))
+        return choice, picked.version
 
-    def preferred(self, context: list[float]) -> str:
-        self._refresh()
-        return self._policy.preferred_arm(np.asarray(context))
+    async def _shadow(
+        self,
+        shadow: Picked[ServedPolicy],
+        served: Picked[ServedPolicy],
+        x: np.ndarray,
+        turn_id: str,
+        learner_id: str,
+    ) -> None:
+        choice = await asyncio.to_thread(self._choose, shadow.model, x)
+        await self._rollout.save_shadow(
+            ShadowOutputRecord(
+                turn_id=turn_id,
+                learner_id=learner_id,
+                model=MODEL_NAME,
+                version=shadow.version,
+                served_version=served.version,
+                output={"strategy": choice.name, "propensity": choice.propensity},
+                ts=time.time(),
+            )
+        )
+
+    def preferred(self, context: list[float], *, learner_id: str | None = None) -> str:
+        served = self._versions.pick(learner_id).model
+        self._refresh(served)
+        return served.bandit.preferred_arm(np.asarray(context))
 
     def feedback(
         self,
@@ -89,7 +157,14 @@ class PersonalizationDeployment:
             )
         )
         if accepted and reward is not None:
-            reward_turn(self._store, turn, source="explicit", reward=reward, now=now)
+            reward_turn(
+                self._store,
+                turn,
+                source="explicit",
+                reward=reward,
+                now=now,
+                statistics=self._statistics,
+            )
         if accepted and answer is not None:
             self._store.add_answer(
                 AnswerRecord(
@@ -97,9 +172,17 @@ class PersonalizationDeployment:
                 )
             )
             correct = float(answer["correct"])
-            reward_turn(self._store, turn, source="answer", reward=correct, now=now)
-        if accepted:
-            self._stats_loaded_at = float("-inf")  # this replica sees its own update at once
+            reward_turn(
+                self._store,
+                turn,
+                source="answer",
+                reward=correct,
+                now=now,
+                statistics=self._statistics,
+            )
+        if accepted:  # this replica sees its own update at once
+            for version in self._versions.plan.loaded:
+                self._versions.get(version).loaded_at = float("-inf")
         stored = self._store.get_feedback(turn_id)
         return FeedbackResponse(
             turn_id=turn_id,
@@ -124,4 +207,7 @@ class PersonalizationDeployment:
         }
 
     def model_version(self) -> str:
-        return self._config.policy
+        return self._versions.plan.champion
+
+    def rollout(self) -> dict:
+        return self._versions.plan.describe()

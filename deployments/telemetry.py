@@ -11,7 +11,7 @@ from ray.serve import metrics
 from deployments.schemas import TutorResponse
 from models.llm.router import Usage
 
-_LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
+LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
 
 
 class TurnMetrics:
@@ -26,7 +26,7 @@ class TurnMetrics:
         self.stage_latency = metrics.Histogram(
             "tutor_stage_latency_ms",
             description="Latency of each stage of a tutoring turn.",
-            boundaries=_LATENCY_BUCKETS_MS,
+            boundaries=LATENCY_BUCKETS_MS,
             tag_keys=("stage",),
         )
         self.states = metrics.Counter(
@@ -71,7 +71,7 @@ class RouterMetrics:
         self.ttft = metrics.Histogram(
             "tutor_llm_time_to_first_token_ms",
             description="Time from a provider call to its first token.",
-            boundaries=_LATENCY_BUCKETS_MS,
+            boundaries=LATENCY_BUCKETS_MS,
             tag_keys=("provider",),
         )
         self.tokens = metrics.Counter(

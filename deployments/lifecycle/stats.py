@@ -1,13 +1,9 @@
-"""The statistics behind the online metrics and the guardrail, without scipy.
-
-scipy is not a dependency of the project (only of scikit-learn, which the serving path never
-imports), so the few distributions needed are written here and checked against scipy in the
-unit tests where it happens to be installed:
+"""The statistics behind the online metrics and the guardrail (distributions from scipy):
 
 - Means get Student-t intervals, and "worse" is Welch's one-sided t-test (unequal variances:
   a canary and its champion see different numbers of learners, and their losses need not
-  share a spread). The t distribution comes from the regularized incomplete beta function, so
-  small samples get honest intervals rather than the normal's too-narrow ones.
+  share a spread). Small samples get the t's honest intervals rather than the normal's
+  too-narrow ones.
 - Shares (accuracy, error rate, agreement) get Wilson score intervals, which stay inside [0, 1]
   and keep their coverage near 0 and 1 (a 0-error canary is common), where the Wald interval
   collapses to a point.
@@ -21,10 +17,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
 Z_975 = 1.959963984540054  # the normal's 97.5% point, for the Wilson and Hanley-McNeil intervals
@@ -71,69 +67,17 @@ class Interval(_Estimate):
 
 def normal_sf(z: float) -> float:
     """P(Z > z) for a standard normal."""
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
-
-
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    # Lentz's method for the continued fraction of I_x(a, b) (Numerical Recipes, betacf).
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        for numerator in (
-            m * (b - m) * x / ((qam + m2) * (a + m2)),
-            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            break
-    return h
-
-
-def regularized_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b), the regularized incomplete beta function."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    front = math.exp(log_front)
-    # The continued fraction converges fast only below the mean; use the symmetry above it.
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
+    return float(scipy_stats.norm.sf(z))
 
 
 def t_sf(t: float, df: float) -> float:
     """P(T > t) for Student's t with ``df`` degrees of freedom (df may be fractional: Welch)."""
-    if math.isinf(df):
-        return normal_sf(t)
-    tail = 0.5 * regularized_beta(df / 2.0, 0.5, df / (df + t * t))
-    return tail if t > 0 else 1.0 - tail
+    return normal_sf(t) if math.isinf(df) else float(scipy_stats.t.sf(t, df))
 
 
-@lru_cache(maxsize=1024)
 def t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile (p > 0.5) of Student's t, by bisection on ``t_sf``."""
-    low, high = 0.0, 1.0
-    while t_sf(high, df) > 1.0 - p:
-        high *= 2.0
-    for _ in range(100):
-        mid = (low + high) / 2.0
-        if t_sf(mid, df) > 1.0 - p:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2.0
+    """The ``p`` quantile of Student's t."""
+    return float(scipy_stats.t.ppf(p, df))
 
 
 # ---- estimates ----------------------------------------------------------------------------------

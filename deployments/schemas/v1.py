@@ -65,10 +65,19 @@ class ErrorResponse(BaseModel):
 # ---- /v1/emotion --------------------------------------------------------------------------
 
 
+ModelVersion = Annotated[str, StringConstraints(pattern=r"^v[0-9]{1,6}$")]
+VERSION_DESCRIPTION = (
+    "A version loaded in service (the champion, a canary or a shadow; /healthz lists them) to "
+    "answer with; without it the champion answers, or, with a learner_id, the version that "
+    "learner's canary split gives. Another version is a 422."
+)
+
+
 class EmotionRequest(_Request):
     texts: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE_CHARS)]] = (
         Field(min_length=1, max_length=MAX_TEXTS, description="1..64 texts, 1..4000 characters.")
     )
+    model_version: ModelVersion | None = Field(default=None, description=VERSION_DESCRIPTION)
 
 
 class GoEmotionsScores(BaseModel):
@@ -98,6 +107,7 @@ class DifficultyRequest(_Request):
     history: list[Answer] = Field(default_factory=list, max_length=MAX_HISTORY)
     candidates: list[Exercise] = Field(min_length=1, max_length=MAX_CANDIDATES)
     trace: StrictBool = Field(default=False, description="Also predict every history step.")
+    model_version: ModelVersion | None = Field(default=None, description=VERSION_DESCRIPTION)
 
 
 class Prediction(BaseModel):
@@ -309,11 +319,30 @@ class ProviderState(BaseModel):
     requests: int = Field(description="Calls this replica has made to the provider.")
 
 
+class CanaryState(BaseModel):
+    version: str
+    percent: float = Field(description="Share of learners (by a hash of learner_id).")
+
+
+class RolloutState(BaseModel):
+    """What serves whom, as the replica that answered the probe sees it."""
+
+    champion: str = Field(description="Serves every learner outside the canary.")
+    canary: CanaryState | None = None
+    shadow: str | None = Field(
+        default=None, description="Scores live turns too; its outputs are stored, never returned."
+    )
+    loaded: list[str] = Field(description="Versions in memory, any of which a request may name.")
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok", "degraded"]
     deployments: dict[str, ComponentHealth]
     store: ComponentHealth
-    model_versions: dict[str, str]
+    model_versions: dict[str, str] = Field(description="Each model's champion.")
+    rollouts: dict[str, RolloutState] = Field(
+        default_factory=dict, description="Per model: champion, canary split, shadow, loaded."
+    )
     providers: dict[str, ProviderState] = Field(
         default_factory=dict,
         description="The LLM providers in routing configuration order. Not part of `status`: "

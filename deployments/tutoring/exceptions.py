@@ -8,6 +8,8 @@ import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from deployments.lifecycle.rollout import UnknownVersionError
+
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
 
@@ -36,6 +38,8 @@ async def required(dependency: str, call: Awaitable[T], *, timeout_s: float) -> 
     """Await a deployment call whose failure leaves nothing to answer with."""
     try:
         return await asyncio.wait_for(call, timeout=timeout_s)
+    except UnknownVersionError as exc:  # the request named a version not in service
+        raise InvalidRequestError(str(getattr(exc, "cause", exc))) from exc
     except Exception as exc:
         logger.warning("%s failed: %r", dependency, exc)
         raise UnavailableError(dependency, exc) from exc

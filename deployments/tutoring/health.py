@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from deployments.schemas import ComponentHealth, HealthResponse
+from deployments.schemas import ComponentHealth, HealthResponse, RolloutState
 from deployments.tutoring.turn_runner import TurnHandles
 from store import TutorStore
 
@@ -14,11 +14,11 @@ logger = logging.getLogger("ray.serve")
 PROBE_TIMEOUT_S = 5.0
 
 
-async def _probe(name: str, handle: Any) -> tuple[str, ComponentHealth, str | None]:
-    """A model deployment answers with its version in service, or is reported down."""
+async def _probe(name: str, handle: Any) -> tuple[str, ComponentHealth, RolloutState | None]:
+    """A model deployment answers with its rollout (versions in service), or is reported down."""
     try:
-        version = await asyncio.wait_for(handle.model_version.remote(), timeout=PROBE_TIMEOUT_S)
-        return name, ComponentHealth(ok=True), version
+        rollout = await asyncio.wait_for(handle.rollout.remote(), timeout=PROBE_TIMEOUT_S)
+        return name, ComponentHealth(ok=True), RolloutState.model_validate(rollout)
     except Exception as exc:
         logger.warning("health: %s did not answer: %r", name, exc)
         return name, ComponentHealth(ok=False, detail=type(exc).__name__), None
@@ -39,7 +39,7 @@ class HealthCheck:
         }
         probes = await asyncio.gather(*(_probe(n, h) for n, h in models.items()))
         deployments = {name: health for name, health, _ in probes}
-        versions = {name.lower(): v for name, _, v in probes if v is not None}
+        rollouts = {name.lower(): r for name, _, r in probes if r is not None}
         providers = {}
         try:
             call = self._handles.router.provider_states.remote()
@@ -62,6 +62,7 @@ class HealthCheck:
             status="ok" if healthy else "degraded",
             deployments=deployments,
             store=store,
-            model_versions=versions,
+            model_versions={model: r.champion for model, r in rollouts.items()},
+            rollouts=rollouts,
             providers=providers,
         )

@@ -71,14 +71,20 @@ class Learners:
             contexts = [t.context for t in turns if len(t.context) == CONTEXT_DIM]
             if not contexts:
                 return None
-            call = self._handles.personalization.preferred.remote(contexts[-1])
+            call = self._handles.personalization.preferred.remote(
+                contexts[-1], learner_id=learner_id
+            )
             return await optional("personalization", call, None)
 
         personalization, difficulty = self._handles.personalization, self._handles.difficulty
         mastery, strategies, version, preferred_strategy = await asyncio.gather(
-            optional("difficulty", difficulty.mastery.remote(interactions(answers)), []),
+            optional(
+                "difficulty",
+                difficulty.mastery.remote(interactions(answers), learner_id=learner_id),
+                [],
+            ),
             optional("personalization", personalization.strategy_stats.remote(learner_id), {}),
-            optional("difficulty", difficulty.model_version.remote(), "unavailable"),
+            optional("difficulty", difficulty.model_version.remote(learner_id), "unavailable"),
             preferred(),
         )
         median_gap, sessions = learner_pace([t.ts for t in turns])

@@ -31,12 +31,20 @@ class Predictions:
         self.timeout_s = timeout_s
 
     async def emotion(self, body: EmotionRequest) -> EmotionResponse:
-        return await required(
-            "emotion model", self._emotion.classify(body.texts), timeout_s=self.timeout_s
-        )
+        if body.model_version is None:
+            call = self._emotion.classify(body.texts)
+        else:  # rare (a named version): not coalesced with the champion's requests
+            call = self._handles.emotion.classify.remote(body.texts, version=body.model_version)
+        return await required("emotion model", call, timeout_s=self.timeout_s)
 
     async def difficulty(self, body: DifficultyRequest) -> DifficultyResponse:
         """P(correct) per candidate after the learner's stored answers and the posted ones."""
         history = await learner_history(self._store, body.learner_id, body.history)
-        call = self._handles.difficulty.predict.remote(history, body.candidates, body.trace)
+        call = self._handles.difficulty.predict.remote(
+            history,
+            body.candidates,
+            body.trace,
+            learner_id=body.learner_id,
+            version=body.model_version,
+        )
         return await required("difficulty model", call, timeout_s=self.timeout_s)

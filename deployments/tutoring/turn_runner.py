@@ -97,9 +97,13 @@ class TurnRunner:
         *,
         stage_timeout_s: float,
         reply_timeout_s: float = 60.0,
+        policy_statistics: Callable[[str], str] = lambda version: version,
     ) -> None:
+        """``policy_statistics(version)``: the bandit statistics a policy version learns into
+        (``deployments.tutoring.rewards.PolicyStatistics``)."""
         self.handles = handles
         self.store = store
+        self.policy_statistics = policy_statistics
         self.stage_timeout_s = stage_timeout_s
         self.reply_timeout_s = reply_timeout_s  # an LLM's whole reply takes longer than a model
 
@@ -193,6 +197,7 @@ class TurnRunner:
                     source="answer",
                     reward=correct,
                     now=turn.started,
+                    statistics=self.policy_statistics,
                 ),
                 False,
             )
@@ -202,7 +207,9 @@ class TurnRunner:
         response = await self._stage(
             turn,
             "emotion",
-            lambda: self.handles.emotion.classify.remote([turn.request.message]),
+            lambda: self.handles.emotion.classify.remote(
+                [turn.request.message], learner_id=turn.request.learner_id, turn_id=turn.turn_id
+            ),
             None,
         )
         if response is not None:
@@ -214,7 +221,12 @@ class TurnRunner:
         turn.difficulty = await self._stage(
             turn,
             "difficulty",
-            lambda: self.handles.difficulty.predict.remote(turn.history, turn.request.candidates),
+            lambda: self.handles.difficulty.predict.remote(
+                turn.history,
+                turn.request.candidates,
+                learner_id=turn.request.learner_id,
+                turn_id=turn.turn_id,
+            ),
             None,
         )
 
@@ -241,7 +253,9 @@ class TurnRunner:
         chosen = await self._stage(
             turn,
             "personalization",
-            lambda: self.handles.personalization.choose.remote(context),
+            lambda: self.handles.personalization.choose.remote(
+                context, learner_id=turn.request.learner_id, turn_id=turn.turn_id
+            ),
             (uniform, "unavailable"),
         )
         turn.strategy, turn.policy_version = chosen

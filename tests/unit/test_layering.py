@@ -20,6 +20,10 @@ SERVE_EDGE = {
     "deployments/llm_router.py",
     "deployments/local_llm.py",
     "deployments/telemetry.py",
+    "deployments/rollout_metrics.py",
+    "deployments/replica_context.py",
+    # The `tutor` command reaches the running application through Serve's deploy API.
+    "deployments/cli/serve_client.py",
 }
 MAX_LINES = 400
 
@@ -58,7 +62,9 @@ def test_only_the_serve_edge_of_deployments_imports_ray():
 
 def test_the_tutoring_logic_and_the_models_load_without_ray():
     """Not even through another module: a notebook or a unit test needs no cluster."""
-    packages = ["deployments.tutoring." + p.stem for p in _modules("deployments/tutoring")] + [
+    packages = ["deployments.tutoring." + p.stem for p in _modules("deployments/tutoring")]
+    packages += ["deployments.lifecycle." + p.stem for p in _modules("deployments/lifecycle")]
+    packages += [
         "deployments.config",
         "deployments.schemas",
         "deployments.errors",

@@ -7,22 +7,39 @@ which is how Serve's replicas share it.
 from __future__ import annotations
 
 import multiprocessing
+from pathlib import Path
 
 import numpy as np
 
 from deployments.personalization import PersonalizationDeployment
+from models.common.registry import ModelRegistry
 from models.common.vocab import LEARNING_STATES, STRATEGIES
 from models.personalization.context import CONTEXT_DIM, build_context
+from models.personalization.policy_version import PolicyVersion
 from store import TurnRecord
 from store.sqlite_store import SQLiteStore
 
-POLICY = "lin_ts_test"
+POLICY = "lin_ts_test"  # the statistics both registered versions learn into
 REWARDED = "worked_example"
 
 
+def _registry(root: Path) -> Path:
+    """v1 explores as served; v2 almost not at all; both on POLICY's statistics."""
+    registry = ModelRegistry(root)
+    if not registry.versions("personalization"):
+        for exploration in (0.5, 0.01):
+            source = root / f"src-{exploration}"
+            PolicyVersion(POLICY, exploration, 1.0).save(source)
+            registry.register("personalization", source, dataset="test", code_version="test")
+    return root
+
+
 def _replica(path, **config) -> PersonalizationDeployment:
-    replica = PersonalizationDeployment(store_uri="", store=SQLiteStore(path))
-    replica.reconfigure({"policy": POLICY, "stats_max_age_s": 2.0, **config})
+    registry = _registry(Path(path).parent / "registry")
+    replica = PersonalizationDeployment(
+        registry_dir=registry, store_uri="", store=SQLiteStore(path)
+    )
+    replica.reconfigure({"model_version": "v1", "stats_max_age_s": 2.0, **config})
     return replica
 
 
@@ -42,13 +59,13 @@ def _save_turn(store, turn_id: str, strategy: str, context: list[float]) -> None
             context=context,
             provider="p",
             model="m",
-            model_versions={"personalization": POLICY},
+            model_versions={"personalization": "v1"},
             timings_ms={},
         )
     )
 
 
-def _choose(replica, rng):
+async def _choose(replica, rng):
     states = dict(zip(LEARNING_STATES, rng.dirichlet(np.ones(len(LEARNING_STATES))), strict=True))
     context = build_context(
         states=states,
@@ -58,16 +75,16 @@ def _choose(replica, rng):
         session_turns=3,
         seconds_since_last_turn=None,
     ).tolist()
-    choice, policy = replica.choose(context)
-    assert policy == POLICY and len(context) == CONTEXT_DIM
+    choice, version = await replica.choose(context, learner_id="someone")
+    assert version == replica.model_version() and len(context) == CONTEXT_DIM
     return choice, context
 
 
-def _teach(replica, turns: int, rng) -> list[str]:
+async def _teach(replica, turns: int, rng) -> list[str]:
     """Turns where only REWARDED earns a reward, as the API would deliver them."""
     chosen = []
     for t in range(turns):
-        choice, context = _choose(replica, rng)
+        choice, context = await _choose(replica, rng)
         _save_turn(replica._store, f"t{t}", choice.name, context)
         reward = 1.0 if choice.name == REWARDED else 0.0
         replica.feedback(turn_id=f"t{t}", reward=reward, answer=None, now=float(t))
@@ -75,17 +92,17 @@ def _teach(replica, turns: int, rng) -> list[str]:
     return chosen
 
 
-def test_policy_shifts_to_the_rewarded_strategy_and_keeps_it_after_a_restart(tmp_path):
+async def test_policy_shifts_to_the_rewarded_strategy_and_keeps_it_after_a_restart(tmp_path):
     rng = np.random.default_rng(0)
     replica = _replica(tmp_path / "s.db")
-    chosen = _teach(replica, 300, rng)
+    chosen = await _teach(replica, 300, rng)
     assert len(set(chosen[:20])) >= 3  # it explored first
     assert chosen[-100:].count(REWARDED) >= 80
 
     restarted = _replica(tmp_path / "s.db")  # a fresh process: nothing but the store survives
-    after = [_choose(restarted, rng)[0].name for _ in range(100)]
+    after = [(await _choose(restarted, rng))[0].name for _ in range(100)]
     assert after.count(REWARDED) >= 80
-    assert restarted.preferred(_choose(restarted, rng)[1]) == REWARDED
+    assert restarted.preferred((await _choose(restarted, rng))[1]) == REWARDED
 
 
 def test_feedback_with_reward_and_answer_gives_two_rewards_once(tmp_path):
@@ -104,13 +121,13 @@ def test_feedback_with_reward_and_answer_gives_two_rewards_once(tmp_path):
     }
 
 
-def test_reconfigure_changes_exploration_and_keeps_what_was_learned(tmp_path):
+async def test_promoting_a_version_on_the_same_statistics_keeps_what_was_learned(tmp_path):
     rng = np.random.default_rng(1)
     replica = _replica(tmp_path / "s.db")
-    _teach(replica, 200, rng)
-    replica.reconfigure({"policy": POLICY, "exploration": 0.01})
-    # Almost no exploration left: the learned preference decides nearly every turn.
-    chosen = [_choose(replica, rng)[0].name for _ in range(50)]
+    await _teach(replica, 200, rng)
+    replica.reconfigure({"model_version": "v2"})
+    # v2 hardly explores: the preference v1 learned decides nearly every turn.
+    chosen = [(await _choose(replica, rng))[0].name for _ in range(50)]
     assert chosen.count(REWARDED) >= 48
 
 
@@ -123,6 +140,7 @@ def _feedback_worker(path: str, offset: int, count: int) -> None:
 def test_two_replica_processes_under_concurrent_feedback_lose_no_update(tmp_path):
     path = str(tmp_path / "s.db")
     store = SQLiteStore(path)
+    _registry(tmp_path / "registry")  # before the workers, which only read it
     per_process, contexts = 150, {}
     for k in range(2 * per_process):
         contexts[k] = [1.0, float(k % 3), float(k % 5) - 2.0] + [0.0] * (CONTEXT_DIM - 3)

@@ -12,7 +12,7 @@ from deployments.schemas import (
 )
 
 
-async def emotion_ok(texts):
+async def emotion_ok(texts, **routing):
     result = EmotionResult(
         state="curious",
         confidence=0.9,
@@ -30,7 +30,7 @@ async def hangs(*args, **kwargs):
     await asyncio.sleep(60)
 
 
-async def choose(context):
+async def choose(context, **routing):
     assert len(context) == 15
     return StrategyChoice(name="quiz", propensity=0.5), "policy-x"
 

@@ -38,16 +38,19 @@ class _Observer:
 
 
 def _handles(**overrides) -> TurnHandles:
-    async def version():
+    async def version(learner_id=None):
         return "v1"
+
+    async def rollout():
+        return {"champion": "v1", "canary": None, "shadow": None, "loaded": ["v1"]}
 
     async def provider_states():
         return {}
 
     handles = dict(
-        emotion=FakeHandle(classify=emotion_ok, model_version=version),
-        difficulty=FakeHandle(predict=fails, model_version=version, mastery=fails),
-        personalization=FakeHandle(choose=choose, model_version=version),
+        emotion=FakeHandle(classify=emotion_ok, model_version=version, rollout=rollout),
+        difficulty=FakeHandle(predict=fails, model_version=version, mastery=fails, rollout=rollout),
+        personalization=FakeHandle(choose=choose, model_version=version, rollout=rollout),
         router=FakeHandle(respond=respond, provider_states=provider_states),
     )
     return TurnHandles(**{**handles, **overrides})
@@ -124,7 +127,7 @@ async def test_a_chat_without_user_text_is_invalid(store):
 async def test_difficulty_reads_the_stored_answers_then_the_posted_ones(store):
     seen = []
 
-    async def predict(history, candidates, trace):
+    async def predict(history, candidates, trace, **routing):
         seen.append([(h.item_id, h.correct) for h in history])
         return "prediction"
 
@@ -168,7 +171,7 @@ async def test_a_profile_names_the_parts_it_could_not_compute(store):
     async def stats(learner_id):
         return {}
 
-    async def preferred(context):
+    async def preferred(context, **routing):
         return "quiz"
 
     personalization = FakeHandle(strategy_stats=stats, preferred=preferred)
@@ -192,7 +195,8 @@ async def test_health_is_degraded_when_a_deployment_is_down(store):
     healthy = await HealthCheck(_handles(router=FakeHandle(provider_states=states)), store).check()
     assert healthy.status == "ok" and healthy.model_versions["emotion"] == "v1"
     assert healthy.deployments["LLMRouter"].detail.startswith("0 of 1 providers usable")
-    down = await HealthCheck(_handles(difficulty=FakeHandle(model_version=fails)), store).check()
+    assert healthy.rollouts["emotion"].loaded == ["v1"]
+    down = await HealthCheck(_handles(difficulty=FakeHandle(rollout=fails)), store).check()
     assert down.status == "degraded"
     assert down.deployments["Difficulty"] == ComponentHealth(ok=False, detail="RuntimeError")
     assert "difficulty" not in down.model_versions
