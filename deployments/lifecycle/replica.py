@@ -78,8 +78,27 @@ class ReplicaRollout:
         self.last_verdict: guardrail.GuardrailVerdict | None = None
 
     def configure(self, config: GuardrailConfig) -> None:
+        """After each reconfigure: a canary the guardrail already ended (the file still names
+        it until the next `tutor` change) stays ended, also on a replica started since."""
         self.guardrail_config = config
         self._next_check = 0.0
+        try:
+            self._ended_by_guardrail()
+        except Exception:  # the store is down: the first background check tries again
+            logger.warning("%s: could not read the promotion history", self.model, exc_info=True)
+
+    def _ended_by_guardrail(self) -> bool:
+        plan = self._versions.plan
+        if plan.canary is None or plan.canary_started_at is None:
+            return False
+        event_id = guardrail_event_id(self.model, plan.canary, plan.canary_started_at)
+        if not any(
+            e.event_id == event_id for e in self._store.rollout_events(self.model, limit=200)
+        ):
+            return False
+        if self._versions.stop_canary(plan.canary):
+            logger.warning("%s canary %s: ended by the guardrail", self.model, plan.canary)
+        return True
 
     @contextlib.contextmanager
     def serving(self, picked: Picked) -> Iterator[None]:
@@ -152,11 +171,9 @@ class ReplicaRollout:
         config = self.guardrail_config
         if plan.canary is None or plan.canary_started_at is None or not config.enabled:
             return None
-        event_id = guardrail_event_id(self.model, plan.canary, plan.canary_started_at)
-        if any(e.event_id == event_id for e in self._store.rollout_events(self.model, limit=200)):
-            if self._versions.stop_canary(plan.canary):
-                logger.warning("%s canary %s: ended by the guardrail", self.model, plan.canary)
+        if self._ended_by_guardrail():
             return None
+        event_id = guardrail_event_id(self.model, plan.canary, plan.canary_started_at)
         report = model_report(self._store, self.model, since=plan.canary_started_at)
         self._observer.report(self.model, report)
         verdict = guardrail.verdict(

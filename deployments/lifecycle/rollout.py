@@ -31,7 +31,8 @@ class CanarySplit(_Strict):
     version: str = Field(description="The candidate a share of learners gets.")
     percent: float = Field(gt=0, lt=100, description="Share of learners, by a hash of learner_id.")
     started_at: datetime = Field(
-        default_factory=utc_now, description="Online metrics compare versions from here on."
+        description="Online metrics compare versions from here on. Required (`tutor` writes "
+        "it): every replica must agree on it, and it names this canary run in the history."
     )
 
 

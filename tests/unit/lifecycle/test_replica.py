@@ -12,7 +12,8 @@ from deployments.lifecycle.versions import VersionedModels
 from store.records import ServingStatsRecord
 from store.sqlite_store import SQLiteStore
 
-CONFIG = {"model_version": "v4", "canary": {"version": "v3", "percent": 50}}
+STARTED = "2026-01-01T00:00:00+00:00"
+CONFIG = {"model_version": "v4", "canary": {"version": "v3", "percent": 50, "started_at": STARTED}}
 
 
 def _replica(store, name: str) -> tuple[VersionedModels, ReplicaRollout]:
@@ -58,3 +59,13 @@ def test_an_erroring_canary_is_rolled_back_once_and_every_replica_stops_it(tmp_p
     (event,) = store.rollout_events("emotion")
     assert event.actor == "guardrail" and (event.from_version, event.to_version) == ("v3", "v4")
     assert event.event_id.startswith("guardrail:emotion:v3:")
+
+
+def test_a_replica_started_after_the_rollback_never_serves_that_canary(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    _, judge = _replica(store, "a")
+    _stats(store, "v4", 200, 1)
+    _stats(store, "v3", 200, 40)
+    assert judge.check_guardrail().rollback
+    later, _ = _replica(store, "new")  # its configure() reads the history before any traffic
+    assert later.plan.canary is None

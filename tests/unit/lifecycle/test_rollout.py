@@ -14,12 +14,14 @@ from deployments.lifecycle.rollout import (
 
 LEARNERS = [f"learner-{i}" for i in range(1000)]
 
+STARTED = "2026-01-01T00:00:00+00:00"
+
 
 def _plan(percent: float = 20.0, shadow: str | None = None) -> ResolvedRollout:
     config = RolloutConfig.model_validate(
         {
             "model_version": "latest",
-            "canary": {"version": "v3", "percent": percent},
+            "canary": {"version": "v3", "percent": percent, "started_at": STARTED},
             "shadow": {"version": shadow} if shadow else None,
         }
     )
@@ -67,11 +69,12 @@ def test_a_stopped_canary_sends_everyone_to_the_champion_and_keeps_the_shadow():
 @pytest.mark.parametrize(
     "user_config",
     [
-        {"model_version": "v3", "canary": {"version": "v3", "percent": 10}},
+        {"model_version": "v3", "canary": {"version": "v3", "percent": 10, "started_at": STARTED}},
         {"model_version": "v3", "shadow": {"version": "v3"}},
         {"model_version": "v4", "canary": {"version": "v3", "percent": 0}},
         {"model_version": "v4", "canary": {"version": "v3", "percent": 100}},
         {"model_version": "v4", "canary": {"version": "v3"}},
+        {"model_version": "v4", "canary": {"version": "v3", "percent": 10}},  # no started_at
     ],
 )
 def test_contradictory_plans_are_refused(user_config):

@@ -7,6 +7,8 @@ import pytest
 from deployments.lifecycle.rollout import RolloutConfig
 from deployments.lifecycle.versions import VersionedModels
 
+STARTED = "2026-01-01T00:00:00+00:00"
+
 
 class _Loader:
     def __init__(self) -> None:
@@ -30,7 +32,10 @@ def test_a_canary_loads_beside_the_champion_and_promotion_reuses_what_is_loaded(
     models.apply(RolloutConfig(model_version="latest"))
     models.apply(
         RolloutConfig.model_validate(
-            {"model_version": "v4", "canary": {"version": "v3", "percent": 50}}
+            {
+                "model_version": "v4",
+                "canary": {"version": "v3", "percent": 50, "started_at": STARTED},
+            }
         )
     )
     assert loader.loads == ["v4", "v3"]
@@ -57,7 +62,10 @@ def test_the_guardrail_stops_only_the_canary_it_judged():
     models = _models(_Loader())
     models.apply(
         RolloutConfig.model_validate(
-            {"model_version": "v4", "canary": {"version": "v3", "percent": 99}}
+            {
+                "model_version": "v4",
+                "canary": {"version": "v3", "percent": 99, "started_at": STARTED},
+            }
         )
     )
     assert not models.stop_canary("v2")

@@ -1,0 +1,176 @@
+"""Promote, canary, shadow and roll back a real version pair while 8 clients keep sending
+turns: no request fails, every turn names the versions that served it, a learner keeps one
+version during a canary, and the shadow's outputs are stored.
+
+The changes go through the `tutor` command (in-process, with typer's runner) and Serve's deploy
+path, exactly as an operator runs them against `make serve`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from deployments.cli.main import app as tutor
+from deployments.lifecycle.rollout import learner_bucket
+from store.sqlite_store import SQLiteStore
+from tests.support.serve_process import free_port, serve_running, write_config
+
+pytestmark = pytest.mark.integration
+CLIENTS = 8
+LEARNERS = [f"lifecycle-{i}" for i in range(48)]
+CANARY_PERCENT = 30
+CANDIDATES = [{"item_id": "1366", "skill_id": "9"}, {"item_id": "2985", "skill_id": "15"}]
+MESSAGES = ["I don't get why we flip the fraction.", "Oh, I think I see it now!", "ok next"]
+
+
+@dataclass
+class Sent:
+    started: float
+    learner: str
+    status: int
+    versions: dict[str, str]
+    degraded: list[str]
+
+
+class Load:
+    """CLIENTS threads sending turns (with an answer to the previous exercise) until stopped."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.sent: list[Sent] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, args=(c,)) for c in range(CLIENTS)]
+
+    def _client(self, index: int) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=60) as client:
+            i = 0
+            while not self._stop.is_set():
+                learner = LEARNERS[(index + CLIENTS * i) % len(LEARNERS)]
+                body = {
+                    "learner_id": learner,
+                    "message": MESSAGES[i % len(MESSAGES)],
+                    "candidates": CANDIDATES,
+                    "answer": {**CANDIDATES[i % 2], "correct": i % 3 != 0},
+                }
+                started = time.time()
+                try:
+                    response = client.post("/v1/tutor", json=body)
+                    status = response.status_code
+                    payload = response.json() if status == 200 else {}
+                except httpx.HTTPError:
+                    status, payload = 0, {}
+                self.sent.append(
+                    Sent(
+                        started,
+                        learner,
+                        status,
+                        payload.get("model_versions", {}),
+                        payload.get("degraded", []),
+                    )
+                )
+                i += 1
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+    def since(self, t: float) -> list[Sent]:
+        return [s for s in list(self.sent) if s.started >= t]
+
+
+def _dashboard(log_path: Path) -> str:
+    """The dashboard of the Ray that `serve run` started (its log says where)."""
+    found = re.search(r"dashboard at \S*?(\d+\.\d+\.\d+\.\d+:\d+)", log_path.read_text())
+    return f"http://{found.group(1)}" if found else "http://127.0.0.1:8265"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lifecycle")
+    port = free_port()
+    config = write_config(
+        tmp / "serve_config.yaml", port=port, store_uri=f"sqlite:///{tmp / 'tutor.db'}"
+    )
+    log = tmp / "serve.log"
+    with serve_running(config, port=port, log_path=log) as url:
+        yield url, config, _dashboard(log), tmp / "tutor.db"
+
+
+def _tutor(config: Path, address: str, *args: str) -> str:
+    result = CliRunner().invoke(
+        tutor, ["models", *args, "--config", str(config), "--address", address]
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _settle(seconds: float) -> float:
+    time.sleep(seconds)
+    return time.time()
+
+
+def test_promote_canary_shadow_rollback_under_load_fail_no_request(app):
+    url, config, address, db = app
+    with Load(url) as load:
+        start = _settle(3)
+        _tutor(config, address, "canary", "emotion", "v3", "--percent", str(CANARY_PERCENT))
+        canary_from = time.time()
+        health = httpx.get(f"{url}/healthz", timeout=30).json()
+        assert health["rollouts"]["emotion"]["canary"] == {"version": "v3", "percent": 30.0}
+        _tutor(config, address, "shadow", "difficulty", "v1")
+        shadow_from = _settle(6)
+        _tutor(config, address, "promote", "emotion", "v3")
+        promoted_from = _settle(4)
+        _tutor(config, address, "rollback", "emotion")
+        rolled_back_from = _settle(4)
+        _tutor(config, address, "shadow", "difficulty", "--stop")
+        end = _settle(2)
+
+    assert len(load.sent) > 50
+    failed = [s for s in load.sent if s.status != 200 or s.degraded]
+    assert failed == [], failed[:5]
+    assert {s.versions["emotion"] for s in load.since(start) if s.started < canary_from} >= {"v4"}
+
+    during_canary = [s for s in load.since(canary_from) if s.started < promoted_from - 4]
+    by_learner: dict[str, set[str]] = {}
+    for sent in during_canary:
+        by_learner.setdefault(sent.learner, set()).add(sent.versions["emotion"])
+    assert all(len(v) == 1 for v in by_learner.values()), by_learner  # one version per learner
+    for learner, (version,) in by_learner.items():
+        in_canary = learner_bucket("emotion", learner) < CANARY_PERCENT
+        assert version == ("v3" if in_canary else "v4"), learner
+    assert {"v3", "v4"} <= {s.versions["emotion"] for s in during_canary}
+
+    after_promote = [s for s in load.since(promoted_from) if s.started < rolled_back_from - 4]
+    assert {s.versions["emotion"] for s in after_promote} == {"v3"}
+    after_rollback = [s for s in load.since(rolled_back_from) if s.started < end - 2]
+    assert {s.versions["emotion"] for s in after_rollback} == {"v4"}
+    assert {s.versions["difficulty"] for s in load.sent} == {"v2"}  # the shadow never answers
+
+    store = SQLiteStore(db)
+    shadows = list(store.iter_shadow_outputs("difficulty", since=shadow_from - 6))
+    assert shadows and {s.version for s in shadows} == {"v1"}
+    assert {s.served_version for s in shadows} == {"v2"}
+    actions = [(e.model, e.action) for e in store.rollout_events()]
+    assert actions == [
+        ("emotion", "canary"),
+        ("difficulty", "shadow"),
+        ("emotion", "promote"),
+        ("emotion", "rollback"),
+        ("difficulty", "end_shadow"),
+    ]
+    assert config.read_text().count("shadow:") == 0 and "canary:" not in config.read_text()
