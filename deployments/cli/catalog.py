@@ -66,9 +66,9 @@ KEY_METRICS: dict[str, tuple[KeyMetric, ...]] = {
     ),
     # Personalization versions carry metrics from the simulation (pipelines/personalization).
     "personalization": (
-        KeyMetric("mean_reward", ("mean_reward", "simulation.mean_reward", "reward_mean")),
-        KeyMetric("regret", ("regret", "simulation.regret", "mean_regret")),
-        KeyMetric("vs_uniform", ("gain_vs_uniform", "simulation.gain_vs_uniform")),
+        KeyMetric("mean_reward", ("mean_reward",)),
+        KeyMetric("expected_reward", ("mean_expected_reward",)),
+        KeyMetric("regret_per_turn", ("regret_per_turn",)),
     ),
 }
 
