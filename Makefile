@@ -20,7 +20,7 @@ SERVE_ENV := RAY_ADDRESS=$${RAY_ADDRESS:-local} \
 	RAY_SERVE_THROUGHPUT_OPTIMIZED=$${RAY_SERVE_THROUGHPUT_OPTIMIZED:-1} \
 	RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=$${RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE:-1}
 
-.PHONY: install serve test test-unit bench lint format train-emotion train-difficulty cv-difficulty \
+.PHONY: install serve test test-unit bench lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
 	evaluate-emotion evaluate-difficulty simulate-personalization register-personalization \
 	evaluate-policy clean
 
@@ -44,6 +44,11 @@ test-unit: install
 
 bench: install
 	$(PY) -m benchmarks.run --config $(SERVE_CONFIG) --out $(BENCH_OUT)
+
+# Held-out ASSISTments learners replayed through the app during a difficulty canary, a policy
+# canary and an emotion shadow; what `tutor models status` then says (~5 min on 2 cores).
+lifecycle-replay: install
+	$(PY) -m benchmarks.lifecycle_replay --data $(DATA_DIR)/kt
 
 lint: install
 	$(VENV)/bin/ruff check .

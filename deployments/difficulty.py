@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 
 import torch
 from ray.serve import metrics
 
 from deployments.config import DifficultyUserConfig
-from deployments.lifecycle.replica import ReplicaRollout
 from deployments.lifecycle.versions import Picked, VersionedModels
-from deployments.replica_context import replica_name
-from deployments.rollout_metrics import VersionMetrics
+from deployments.replica_context import model_rollout
 from deployments.schemas import (
     DifficultyResponse,
     Exercise,
@@ -23,8 +20,7 @@ from deployments.schemas import (
 )
 from models.common.registry import ModelRegistry
 from models.difficulty.tracer import CandidatePrediction, Interaction, KnowledgeTracer, recommend
-from store import TutorStore, open_store
-from store.records import ShadowOutputRecord
+from store import TutorStore
 
 logger = logging.getLogger("ray.serve")
 MODEL_NAME = "difficulty"
@@ -76,12 +72,7 @@ class DifficultyDeployment:
             resolve=lambda v: registry.resolve_version(MODEL_NAME, v),
             reload_key=lambda: self._config.encoding_cache_size,
         )
-        self._rollout = ReplicaRollout(
-            self._versions,
-            store or open_store(store_uri),
-            replica=replica_name(),
-            observer=VersionMetrics(),
-        )
+        self._rollout = model_rollout(self._versions, store_uri=store_uri, store=store)
         self._cache_reuse = metrics.Gauge(
             "tutor_difficulty_encoding_reuse_ratio",
             description="Share of history rows whose encoding came from the encoding cache.",
@@ -93,9 +84,7 @@ class DifficultyDeployment:
 
     def reconfigure(self, user_config: dict) -> None:
         self._config = DifficultyUserConfig.model_validate(user_config)
-        plan = self._versions.apply(self._config)
-        self._rollout.configure(self._config.guardrail)
-        logger.info("difficulty rollout: %s", plan.describe())
+        self._rollout.apply(self._config)
 
     async def predict(
         self,
@@ -152,18 +141,14 @@ class DifficultyDeployment:
     ) -> None:
         response = await asyncio.to_thread(self._predict, shadow, history, candidates, False)
         await self._rollout.save_shadow(
-            ShadowOutputRecord(
-                turn_id=turn_id,
-                learner_id=learner_id,
-                model=MODEL_NAME,
-                version=shadow.version,
-                served_version=served.version,
-                output={
-                    "predictions": [p.model_dump() for p in response.predictions],
-                    "recommended_item_id": response.recommended.item_id,
-                },
-                ts=time.time(),
-            )
+            shadow=shadow,
+            served=served,
+            turn_id=turn_id,
+            learner_id=learner_id,
+            output={
+                "predictions": [p.model_dump() for p in response.predictions],
+                "recommended_item_id": response.recommended.item_id,
+            },
         )
 
     def mastery(

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 
 import torch
 from ray import serve
 
 from deployments.config import EmotionUserConfig
-from deployments.lifecycle.replica import ReplicaRollout
 from deployments.lifecycle.versions import Picked, VersionedModels
-from deployments.replica_context import replica_name
-from deployments.rollout_metrics import VersionMetrics
+from deployments.replica_context import model_rollout
 from deployments.schemas import EmotionResponse, EmotionResult, GoEmotionsScores
 from models.common.registry import ModelRegistry
 from models.emotion.classifier import EmotionClassifier, EmotionPrediction
-from store import TutorStore, open_store
-from store.records import ShadowOutputRecord
+from store import TutorStore
 
 logger = logging.getLogger("ray.serve")
 MODEL_NAME = "emotion"
@@ -54,19 +50,12 @@ class EmotionDeployment:
             ),
             resolve=lambda v: registry.resolve_version(MODEL_NAME, v),
         )
-        self._rollout = ReplicaRollout(
-            self._versions,
-            store or open_store(store_uri),
-            replica=replica_name(),
-            observer=VersionMetrics(),
-        )
+        self._rollout = model_rollout(self._versions, store_uri=store_uri, store=store)
 
     def reconfigure(self, user_config: dict) -> None:
         config = EmotionUserConfig.model_validate(user_config)
         # Load first, then swap: requests in flight finish on the model they picked.
-        plan = self._versions.apply(config)
-        self._rollout.configure(config.guardrail)
-        logger.info("emotion rollout: %s", plan.describe())
+        self._rollout.apply(config)
         self._classify_batch.set_max_batch_size(config.max_batch_size)
         self._classify_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
 
@@ -121,15 +110,11 @@ class EmotionDeployment:
         predictions = await asyncio.to_thread(shadow.model.predict, texts)
         first = predictions[0]
         await self._rollout.save_shadow(
-            ShadowOutputRecord(
-                turn_id=turn_id,
-                learner_id=learner_id,
-                model=MODEL_NAME,
-                version=shadow.version,
-                served_version=served.version,
-                output={"state": first.state, "states": first.states},
-                ts=time.time(),
-            )
+            shadow=shadow,
+            served=served,
+            turn_id=turn_id,
+            learner_id=learner_id,
+            output={"state": first.state, "states": first.states},
         )
 
     def model_version(self) -> str:

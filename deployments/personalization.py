@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from deployments.config import PersonalizationUserConfig
-from deployments.lifecycle.replica import ReplicaRollout
 from deployments.lifecycle.versions import Picked, VersionedModels
-from deployments.replica_context import replica_name
-from deployments.rollout_metrics import VersionMetrics
+from deployments.replica_context import model_rollout
 from deployments.schemas import FeedbackResponse, StrategyChoice, StrategyStats
 from deployments.tutoring.exceptions import NotFoundError
 from deployments.tutoring.rewards import PolicyStatistics, reward_turn
@@ -29,7 +27,7 @@ from models.personalization.bandit import ArmStatistics, LinearThompsonSampling
 from models.personalization.context import CONTEXT_DIM
 from models.personalization.policy_version import MODEL_NAME, PolicyVersion
 from store import FeedbackRecord, TutorStore, open_store
-from store.records import AnswerRecord, ShadowOutputRecord
+from store.records import AnswerRecord
 
 logger = logging.getLogger("ray.serve")
 
@@ -63,16 +61,12 @@ class PersonalizationDeployment:
             resolve=lambda v: registry.resolve_version(MODEL_NAME, v),
             reload_key=lambda: self._config.propensity_samples,
         )
-        self._rollout = ReplicaRollout(
-            self._versions, self._store, replica=replica_name(), observer=VersionMetrics()
-        )
+        self._rollout = model_rollout(self._versions, store_uri=store_uri, store=self._store)
         self._rng = np.random.default_rng()
 
     def reconfigure(self, user_config: dict) -> None:
         self._config = PersonalizationUserConfig.model_validate(user_config)
-        plan = self._versions.apply(self._config)
-        self._rollout.configure(self._config.guardrail)
-        logger.info("personalization rollout: %s", plan.describe())
+        self._rollout.apply(self._config)
 
     def _refresh(self, served: ServedPolicy) -> None:
         if time.monotonic() - served.loaded_at < self._config.stats_max_age_s:
@@ -124,15 +118,11 @@ class PersonalizationDeployment:
     ) -> None:
         choice = await asyncio.to_thread(self._choose, shadow.model, x)
         await self._rollout.save_shadow(
-            ShadowOutputRecord(
-                turn_id=turn_id,
-                learner_id=learner_id,
-                model=MODEL_NAME,
-                version=shadow.version,
-                served_version=served.version,
-                output={"strategy": choice.name, "propensity": choice.propensity},
-                ts=time.time(),
-            )
+            shadow=shadow,
+            served=served,
+            turn_id=turn_id,
+            learner_id=learner_id,
+            output={"strategy": choice.name, "propensity": choice.propensity},
         )
 
     def preferred(self, context: list[float], *, learner_id: str | None = None) -> str:

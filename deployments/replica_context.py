@@ -1,4 +1,5 @@
-"""Which replica this is, for records that several replicas of one deployment write."""
+"""What a model replica needs from Serve for its lifecycle: which replica it is (records that
+several replicas write), and its ReplicaRollout with the store and Prometheus attached."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import socket
 
 from ray import serve
 
+from deployments.lifecycle.replica import ReplicaRollout
+from deployments.lifecycle.versions import VersionedModels
+from deployments.rollout_metrics import VersionMetrics
+from store import TutorStore, open_store
+
 
 def replica_name() -> str:
     """Serve's id of the running replica; outside Serve (a unit test), host and process."""
@@ -14,3 +20,15 @@ def replica_name() -> str:
         return serve.get_replica_context().replica_id.unique_id
     except Exception:  # not inside a replica
         return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def model_rollout(
+    versions: VersionedModels, *, store_uri: str, store: TutorStore | None = None
+) -> ReplicaRollout:
+    """The replica's lifecycle work (serving stats, shadow outputs, guardrail) for ``versions``."""
+    return ReplicaRollout(
+        versions,
+        store or open_store(store_uri),
+        replica=replica_name(),
+        observer=VersionMetrics(),
+    )

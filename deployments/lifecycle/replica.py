@@ -17,7 +17,12 @@ from typing import Any, Protocol
 
 from deployments.lifecycle import guardrail
 from deployments.lifecycle.online_metrics import model_report
-from deployments.lifecycle.rollout import GuardrailConfig, guardrail_event_id
+from deployments.lifecycle.rollout import (
+    GuardrailConfig,
+    ResolvedRollout,
+    RolloutConfig,
+    guardrail_event_id,
+)
 from deployments.lifecycle.serving_stats import ServingStats
 from deployments.lifecycle.versions import Picked, VersionedModels
 from store import TutorStore
@@ -77,6 +82,13 @@ class ReplicaRollout:
         self.skipped = 0
         self.last_verdict: guardrail.GuardrailVerdict | None = None
 
+    def apply(self, config: RolloutConfig) -> ResolvedRollout:
+        """A deployment's reconfigure: load and switch to the new plan, then its guardrail."""
+        plan = self._versions.apply(config)
+        self.configure(config.guardrail)
+        logger.info("%s rollout: %s", self.model, plan.describe())
+        return plan
+
     def configure(self, config: GuardrailConfig) -> None:
         """After each reconfigure: a canary the guardrail already ended (the file still names
         it until the next `tutor` change) stays ended, also on a replica started since."""
@@ -114,7 +126,25 @@ class ReplicaRollout:
             self._observer.request(self.model, picked.version, picked.role, latency_ms, ok)
             self._maybe_tick()
 
-    async def save_shadow(self, record: ShadowOutputRecord) -> None:
+    async def save_shadow(
+        self,
+        *,
+        shadow: Picked,
+        served: Picked,
+        turn_id: str,
+        learner_id: str,
+        output: dict[str, Any],
+    ) -> None:
+        """Store what the shadow version answered for a turn another version served."""
+        record = ShadowOutputRecord(
+            turn_id=turn_id,
+            learner_id=learner_id,
+            model=self.model,
+            version=shadow.version,
+            served_version=served.version,
+            output=output,
+            ts=self._clock(),
+        )
         await asyncio.to_thread(self._store.add_shadow_output, record)
 
     def spawn(self, work: Coroutine[Any, Any, None], what: str = "shadow scoring") -> None:

@@ -8,7 +8,6 @@ path, exactly as an operator runs them against `make serve`.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +20,12 @@ from typer.testing import CliRunner
 from deployments.cli.main import app as tutor
 from deployments.lifecycle.rollout import learner_bucket
 from store.sqlite_store import SQLiteStore
-from tests.support.serve_process import free_port, serve_running, write_config
+from tests.support.serve_process import (
+    dashboard_address,
+    free_port,
+    serve_running,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 CLIENTS = 8
@@ -92,12 +96,6 @@ class Load:
         return [s for s in list(self.sent) if s.started >= t]
 
 
-def _dashboard(log_path: Path) -> str:
-    """The dashboard of the Ray that `serve run` started (its log says where)."""
-    found = re.search(r"dashboard at \S*?(\d+\.\d+\.\d+\.\d+:\d+)", log_path.read_text())
-    return f"http://{found.group(1)}" if found else "http://127.0.0.1:8265"
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lifecycle")
@@ -107,7 +105,7 @@ def app(tmp_path_factory):
     )
     log = tmp / "serve.log"
     with serve_running(config, port=port, log_path=log) as url:
-        yield url, config, _dashboard(log), tmp / "tutor.db"
+        yield url, config, dashboard_address(log), tmp / "tutor.db"
 
 
 def _tutor(config: Path, address: str, *args: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -103,6 +104,12 @@ def serve_running(
     finally:
         _stop(process)
         log.close()
+
+
+def dashboard_address(log_path: Path) -> str:
+    """The dashboard of the Ray that `serve run` started (its log says where), for `tutor`."""
+    found = re.search(r"dashboard at \S*?(\d+\.\d+\.\d+\.\d+:\d+)", log_path.read_text())
+    return f"http://{found.group(1)}" if found else "http://127.0.0.1:8265"
 
 
 def _wait_healthy(base_url: str, process: subprocess.Popen, log_path: Path, timeout_s: float):
