@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -31,6 +29,7 @@ from tests.support.serve_process import (
     REPO_ROOT,
     dashboard_address,
     free_port,
+    run_tutor,
     serve_running,
     write_config,
 )
@@ -85,15 +84,6 @@ async def replay(base_url: str, learners: list[list[dict]], messages: list[str],
     return outcomes
 
 
-def tutor(config: Path, address: str, *args: str) -> str:
-    command = [sys.executable, "-m", "deployments.cli.main", "models", *args]
-    command += ["--config", str(config), "--address", address]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)}: {done.stdout}{done.stderr}")
-    return done.stdout
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=None, help="default: the shared data")
@@ -120,13 +110,13 @@ def main(argv: list[str] | None = None) -> dict:
         with serve_running(config, port=port, log_path=log) as url:
             address = dashboard_address(log)
             for change in CHANGES:
-                tutor(config, address, *change)
+                run_tutor(config, address, *change)
             started = time.perf_counter()
             outcomes = asyncio.run(replay(url, learners, messages, args.clients))
             outcomes["seconds"] = round(time.perf_counter() - started, 1)
             time.sleep(12)  # the replicas' last serving stats reach the store (every 10 s)
-            status = json.loads(tutor(config, address, "status", "--json"))
-            table = tutor(config, address, "status")
+            status = json.loads(run_tutor(config, address, "status", "--json"))
+            table = run_tutor(config, address, "status")
     result = {
         "changes": [" ".join(c) for c in CHANGES],
         "learners": len(learners),

@@ -69,7 +69,7 @@ ModelVersion = Annotated[str, StringConstraints(pattern=r"^v[0-9]{1,6}$")]
 VERSION_DESCRIPTION = (
     "A version loaded in service (the champion, a canary or a shadow; /healthz lists them) to "
     "answer with; without it the champion answers, or, with a learner_id, the version that "
-    "learner's canary split gives. Another version is a 422."
+    "learner's canary split gives. A version not loaded now is a 409."
 )
 
 

@@ -38,8 +38,10 @@ async def required(dependency: str, call: Awaitable[T], *, timeout_s: float) -> 
     """Await a deployment call whose failure leaves nothing to answer with."""
     try:
         return await asyncio.wait_for(call, timeout=timeout_s)
-    except UnknownVersionError as exc:  # the request named a version not in service
-        raise InvalidRequestError(str(getattr(exc, "cause", exc))) from exc
+    except UnknownVersionError as exc:
+        # A well-formed request for a version not in service now (it may be loaded later,
+        # as a canary or shadow): a conflict with the app's state, not a malformed body.
+        raise ConflictError(str(getattr(exc, "cause", exc))) from exc
     except Exception as exc:
         logger.warning("%s failed: %r", dependency, exc)
         raise UnavailableError(dependency, exc) from exc

@@ -2,8 +2,8 @@
 turns: no request fails, every turn names the versions that served it, a learner keeps one
 version during a canary, and the shadow's outputs are stored.
 
-The changes go through the `tutor` command (in-process, with typer's runner) and Serve's deploy
-path, exactly as an operator runs them against `make serve`.
+The changes go through the `tutor` command (a process of its own) and Serve's deploy path,
+exactly as an operator runs them against `make serve`.
 """
 
 from __future__ import annotations
@@ -11,18 +11,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
-from deployments.cli.main import app as tutor
 from deployments.lifecycle.rollout import learner_bucket
 from store.sqlite_store import SQLiteStore
 from tests.support.serve_process import (
     dashboard_address,
     free_port,
+    run_tutor,
     serve_running,
     write_config,
 )
@@ -108,14 +106,6 @@ def app(tmp_path_factory):
         yield url, config, dashboard_address(log), tmp / "tutor.db"
 
 
-def _tutor(config: Path, address: str, *args: str) -> str:
-    result = CliRunner().invoke(
-        tutor, ["models", *args, "--config", str(config), "--address", address]
-    )
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 def _settle(seconds: float) -> float:
     time.sleep(seconds)
     return time.time()
@@ -125,20 +115,20 @@ def test_promote_canary_shadow_rollback_under_load_fail_no_request(app):
     url, config, address, db = app
     with Load(url) as load:
         start = _settle(3)
-        _tutor(config, address, "canary", "emotion", "v3", "--percent", str(CANARY_PERCENT))
+        run_tutor(config, address, "canary", "emotion", "v3", "--percent", str(CANARY_PERCENT))
         canary_from = time.time()
         health = httpx.get(f"{url}/healthz", timeout=30).json()
         assert health["rollouts"]["emotion"]["canary"] == {"version": "v3", "percent": 30.0}
-        _tutor(config, address, "shadow", "difficulty", "v1")
+        run_tutor(config, address, "shadow", "difficulty", "v1")
         shadow_from = _settle(6)
         canary_to = time.time()
-        _tutor(config, address, "promote", "emotion", "v3")
+        run_tutor(config, address, "promote", "emotion", "v3")
         promoted_from = time.time()
         promoted_to = _settle(4)
-        _tutor(config, address, "rollback", "emotion")
+        run_tutor(config, address, "rollback", "emotion")
         rolled_back_from = time.time()
         rolled_back_to = _settle(4)
-        _tutor(config, address, "shadow", "difficulty", "--stop")
+        run_tutor(config, address, "shadow", "difficulty", "--stop")
         _settle(2)
 
     failed = [s for s in load.sent if s.status != 200 or s.degraded]

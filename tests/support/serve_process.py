@@ -112,6 +112,18 @@ def dashboard_address(log_path: Path) -> str:
     return f"http://{found.group(1)}" if found else "http://127.0.0.1:8265"
 
 
+def run_tutor(config: Path, address: str, *args: str) -> str:
+    """`tutor models ARGS` against the app of ``config``, in a process of its own (as an
+    operator runs it; the command turns Ray's token auth on for itself, which must not leak
+    into the caller's process). Its output; a RuntimeError with it when it fails."""
+    command = [sys.executable, "-m", "deployments.cli.main", "models", *args]
+    command += ["--config", str(config), "--address", address]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"tutor models {' '.join(args)}: {done.stdout}{done.stderr}")
+    return done.stdout
+
+
 def _wait_healthy(base_url: str, process: subprocess.Popen, log_path: Path, timeout_s: float):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

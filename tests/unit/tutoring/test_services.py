@@ -4,10 +4,12 @@ import json
 
 import pytest
 
+from deployments.lifecycle.rollout import UnknownVersionError
 from deployments.schemas import (
     ChatCompletionRequest,
     ComponentHealth,
     DifficultyRequest,
+    EmotionRequest,
     FeedbackRequest,
     ProviderState,
     TutorRequest,
@@ -155,6 +157,17 @@ async def test_a_failing_model_makes_its_endpoint_unavailable(store):
     body = DifficultyRequest.model_validate({"candidates": [{"item_id": "c", "skill_id": "1"}]})
     with pytest.raises(UnavailableError, match="difficulty model is unavailable"):
         await predictions.difficulty(body)
+
+
+async def test_naming_a_version_not_in_service_is_a_conflict(store):
+    async def classify(texts, version=None, **routing):
+        raise UnknownVersionError(f"emotion {version} is not loaded; loaded: v4")
+
+    handles = _handles(emotion=FakeHandle(classify=classify))
+    predictions = Predictions(handles, store, emotion=None, timeout_s=0.5)
+    body = EmotionRequest.model_validate({"texts": ["hi"], "model_version": "v1"})
+    with pytest.raises(ConflictError, match="emotion v1 is not loaded"):
+        await predictions.emotion(body)
 
 
 async def test_unknown_learners_and_turns_are_not_found(store):
