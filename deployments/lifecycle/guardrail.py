@@ -27,7 +27,7 @@ from deployments.lifecycle.metrics_difficulty import DifficultyMetrics
 from deployments.lifecycle.metrics_personalization import PersonalizationMetrics
 from deployments.lifecycle.online_metrics import ModelReport, VersionReport
 from deployments.lifecycle.rollout import GuardrailConfig
-from deployments.lifecycle.stats import welch_greater
+from deployments.lifecycle.stats import proportion_greater, welch_greater
 
 
 class GuardrailVerdict(BaseModel):
@@ -88,12 +88,16 @@ def _error_rate(
     if any(n < cfg.min_requests for _, _, n in rows) or a is None or b is None:
         return _short("error rate", rows, cfg.min_requests, "requests")
     limit = a.error_rate + cfg.max_error_rate_increase
-    fired = b.error_rate > limit
+    p = proportion_greater(a.error_rate_ci, b.error_rate_ci)
+    significant = p is not None and p < cfg.alpha
+    p_text = "-" if p is None else f"{p:.2g}"
+    fired = b.error_rate > limit and significant
     return _fired(
         fired,
         f"canary {canary.version} error rate {b.error_rate:.3f} {'>' if fired else '<='} "
         f"champion {a.error_rate:.3f} + {cfg.max_error_rate_increase:g} over {b.requests} "
-        f"requests (champion {a.requests})",
+        f"requests (champion {a.requests}; one-sided p = {p_text}"
+        f"{' <' if significant else ' >='} alpha {cfg.alpha:g})",
     )
 
 
@@ -105,16 +109,17 @@ def _p99(
         ("canary", canary.version, b.requests if b else 0),
         ("champion", champ.version, a.requests if a else 0),
     ]
-    if any(n < cfg.min_requests for _, _, n in rows) or a is None or b is None:
-        return _short("p99 latency", rows, cfg.min_requests, "requests")
+    if any(n < cfg.min_latency_requests for _, _, n in rows) or a is None or b is None:
+        return _short("p99 latency", rows, cfg.min_latency_requests, "requests")
     if a.p99_ms is None or b.p99_ms is None:
         return _Finding("skipped", "p99 latency: no latency histograms")
-    fired = b.p99_ms > a.p99_ms * cfg.max_p99_ratio
+    limit = max(a.p99_ms * cfg.max_p99_ratio, a.p99_ms + cfg.min_p99_increase_ms)
+    fired = b.p99_ms > limit
     return _fired(
         fired,
         f"canary {canary.version} p99 latency {b.p99_ms:g} ms {'>' if fired else '<='} "
-        f"champion {a.p99_ms:g} ms x {cfg.max_p99_ratio:g} over {b.requests} requests "
-        f"(champion {a.requests})",
+        f"champion {a.p99_ms:g} ms x {cfg.max_p99_ratio:g} (and + "
+        f"{cfg.min_p99_increase_ms:g} ms) over {b.requests} requests (champion {a.requests})",
     )
 
 

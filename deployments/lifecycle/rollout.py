@@ -46,13 +46,28 @@ class GuardrailConfig(_Strict):
 
     enabled: bool = True
     max_error_rate_increase: float = Field(
-        default=0.02, ge=0, le=1, description="Canary error rate above the champion's, absolute."
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Canary error rate above the champion's, absolute; it must also be higher "
+        "with one-sided significance `alpha` (a few errors in a small sample are not enough).",
     )
     max_p99_ratio: float = Field(
         default=2.0, ge=1, description="Canary p99 latency over the champion's."
     )
+    min_p99_increase_ms: float = Field(
+        default=50.0,
+        ge=0,
+        description="And at least this much slower: the latency buckets are coarse (20, 25, "
+        "30, 40, 50 ms) and one slow first call moves a small sample's p99.",
+    )
     min_requests: int = Field(
-        default=50, ge=1, description="Requests each version needs before errors/latency count."
+        default=200, ge=1, description="Requests each version needs before its errors count."
+    )
+    min_latency_requests: int = Field(
+        default=500,
+        ge=1,
+        description="Requests each version needs before its p99 counts (5 in the tail).",
     )
     min_labels: int = Field(
         default=200, ge=10, description="Labels each version needs before outcomes count."

@@ -10,7 +10,7 @@ from deployments.lifecycle.rollout import GuardrailConfig
 from deployments.lifecycle.serving_stats import VersionServing
 from deployments.lifecycle.stats import mean_estimate, wilson
 
-CONFIG = GuardrailConfig(min_requests=50, min_labels=100, alpha=0.01)
+CONFIG = GuardrailConfig(min_requests=50, min_latency_requests=50, min_labels=100, alpha=0.01)
 
 
 def serving(requests: int, errors: int, p99_ms: float | None = 100.0) -> VersionServing:
@@ -76,7 +76,8 @@ def test_a_slow_p99_rolls_back_and_a_tolerable_one_passes():
     slow = judge(champion, version("v3", serving=serving(60, 0, p99_ms=250)), CONFIG)
     assert slow.rollback
     assert slow.reasons == [
-        "canary v3 p99 latency 250 ms > champion 100 ms x 2 over 60 requests (champion 500)"
+        "canary v3 p99 latency 250 ms > champion 100 ms x 2 (and + 50 ms) over 60 requests "
+        "(champion 500)"
     ]
     fine = judge(champion, version("v3", serving=serving(60, 0, p99_ms=200)), CONFIG)
     assert not fine.rollback
@@ -175,3 +176,18 @@ def test_an_early_difficulty_canary_lists_log_loss_as_waiting_for_labels():
     assert result.skipped[-1] == (
         "log-loss: canary v2 has 0 labels, champion v1 has 0 labels; needs 100 each"
     )
+
+
+def test_a_cold_start_in_a_small_sample_is_not_a_slow_canary():
+    """Seen in `make lifecycle-replay`: a policy canary's p99 of 50 ms against the champion's
+    20 ms over 111 requests (its first calls read the statistics): ratio 2.5, but 30 ms."""
+    champion = version("v1", serving=serving(600, 0, p99_ms=20))
+    assert not judge(champion, version("v2", serving=serving(600, 0, p99_ms=50)), CONFIG).rollback
+    small = judge(champion, version("v2", serving=serving(111, 0, p99_ms=500)), GuardrailConfig())
+    assert not small.rollback and any("needs 500 each" in s for s in small.skipped)
+
+
+def test_a_few_errors_past_the_margin_are_not_enough_without_significance():
+    champion = version("v2", serving=serving(60, 0))
+    two_errors = judge(champion, version("v3", serving=serving(60, 2)), CONFIG)  # 0.033 > 0.02
+    assert not two_errors.rollback and "p = " in two_errors.checked[0]
