@@ -78,6 +78,7 @@ class ReplicaRollout:
         self._next_check = 0.0  # the first call checks at once: a restarted replica learns of
         # a rollback that happened while it was away
         self._task: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._pending: set[asyncio.Task] = set()
         self.skipped = 0
         self.last_verdict: guardrail.GuardrailVerdict | None = None
@@ -169,12 +170,22 @@ class ReplicaRollout:
         task.add_done_callback(self._pending.discard)
 
     def _maybe_tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._timer is None:
+            # The last window of a burst is flushed too, with no request after it to trigger
+            # it (else a status read after the traffic stops misses up to 10 s of requests).
+            self._timer = loop.call_later(self._flush_interval_s + 0.1, self._on_timer)
         now = self._clock()
         if self._task is not None and not self._task.done():
             return
         if now < min(self._next_flush, self._next_check):
             return
-        self._task = asyncio.get_running_loop().create_task(self._tick(now))
+        self._task = loop.create_task(self._tick(now))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._stats.pending():
+            self._maybe_tick()
 
     async def _tick(self, now: float) -> None:
         if now >= self._next_flush:

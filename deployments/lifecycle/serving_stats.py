@@ -73,6 +73,11 @@ class ServingStats:
             window.errors += 0 if ok else 1
             window.latency_counts[bucket_of(latency_ms)] += 1
 
+    def pending(self) -> bool:
+        """Whether calls were recorded since the last drain."""
+        with self._lock:
+            return bool(self._windows)
+
     def drain(self, model: str, replica: str, now: float) -> list[ServingStatsRecord]:
         """One record per version that had requests since the last drain (none for idle
         versions, so an idle replica writes nothing), and start a new window at ``now``."""

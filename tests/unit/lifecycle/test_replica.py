@@ -69,3 +69,17 @@ def test_a_replica_started_after_the_rollback_never_serves_that_canary(tmp_path)
     assert judge.check_guardrail().rollback
     later, _ = _replica(store, "new")  # its configure() reads the history before any traffic
     assert later.plan.canary is None
+
+
+async def test_the_last_window_of_a_burst_is_flushed_without_a_later_request(tmp_path):
+    import asyncio
+
+    store = SQLiteStore(tmp_path / "s.db")
+    versions = VersionedModels("emotion", load=lambda v: v, resolve=lambda v: v)
+    versions.apply(RolloutConfig(model_version="v4"))
+    rollout = ReplicaRollout(versions, store, replica="a", flush_interval_s=0.2)
+    for _ in range(3):  # the first call flushes at once (nothing yet); the rest wait
+        with rollout.serving(versions.pick("x")):
+            pass
+    await asyncio.sleep(0.8)  # no more calls: the timer flushes what is left
+    assert sum(r.requests for r in store.serving_stats("emotion")) == 3
