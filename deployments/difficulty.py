@@ -139,7 +139,7 @@ class DifficultyDeployment:
         turn_id: str,
         learner_id: str,
     ) -> None:
-        response = await asyncio.to_thread(self._predict, shadow, history, candidates, False)
+        response = await self._rollout.run_shadow(self._predict, shadow, history, candidates, False)
         await self._rollout.save_shadow(
             shadow=shadow,
             served=served,

@@ -105,9 +105,10 @@ class EmotionDeployment:
         turn_id: str,
         learner_id: str,
     ) -> None:
-        # In a thread: the shadow's forward pass must not hold the event loop that takes the
-        # next requests (torch releases the GIL while it computes).
-        predictions = await asyncio.to_thread(shadow.model.predict, texts)
+        # In the replica's low-priority shadow thread: the forward pass must not hold the event
+        # loop that takes the next requests (torch releases the GIL while it computes), nor
+        # take CPU from them.
+        predictions = await self._rollout.run_shadow(shadow.model.predict, texts)
         first = predictions[0]
         await self._rollout.save_shadow(
             shadow=shadow,

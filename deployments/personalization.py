@@ -116,7 +116,7 @@ class PersonalizationDeployment:
         turn_id: str,
         learner_id: str,
     ) -> None:
-        choice = await asyncio.to_thread(self._choose, shadow.model, x)
+        choice = await self._rollout.run_shadow(self._choose, shadow.model, x)
         await self._rollout.save_shadow(
             shadow=shadow,
             served=served,

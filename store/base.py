@@ -136,9 +136,15 @@ class TutorStore(abc.ABC):
     ) -> list[RolloutEventRecord]:
         """The newest `limit` events (of `model`, or of every model), oldest first."""
 
-    @abc.abstractmethod
     def add_shadow_output(self, record: ShadowOutputRecord) -> bool:
         """Insert unless (turn_id, model, version) exists; False when it did (nothing changed)."""
+        return self.add_shadow_outputs([record]) == 1
+
+    @abc.abstractmethod
+    def add_shadow_outputs(self, records: Sequence[ShadowOutputRecord]) -> int:
+        """Insert each unless its (turn_id, model, version) exists, in one write where the
+        backend can (a replica buffers its shadow outputs: one write per flush, not per turn);
+        how many were new."""
 
     @abc.abstractmethod
     def iter_shadow_outputs(

@@ -8,12 +8,12 @@ insert raises DuplicateKeyError, which is the "already there" answer.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pymongo
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from store.base import check_batch_size
 from store.records import (
@@ -120,13 +120,17 @@ class MongoLifecycleMixin:
 
     # ---- shadow outputs ---------------------------------------------------------------------
 
-    def add_shadow_output(self, record: ShadowOutputRecord) -> bool:
+    def add_shadow_outputs(self, records: Sequence[ShadowOutputRecord]) -> int:
+        if not records:
+            return 0
+        docs = [{"_id": ObjectId(), **r.model_dump()} for r in records]
         with self._errors():
             try:
-                self._shadow_outputs.insert_one({"_id": ObjectId(), **record.model_dump()})
-            except DuplicateKeyError:
-                return False
-        return True
+                return len(self._shadow_outputs.insert_many(docs, ordered=False).inserted_ids)
+            except BulkWriteError as exc:  # duplicates are skipped; the rest were inserted
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+                return int(exc.details.get("nInserted", 0))
 
     def iter_shadow_outputs(
         self, model: str, *, since: float | None = None, batch_size: int = 500

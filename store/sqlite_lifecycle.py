@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from store.base import check_batch_size
@@ -138,22 +138,29 @@ class SQLiteLifecycleMixin:
 
     # ---- shadow outputs ---------------------------------------------------------------------
 
-    def add_shadow_output(self, record: ShadowOutputRecord) -> bool:
+    def add_shadow_outputs(self, records: Sequence[ShadowOutputRecord]) -> int:
+        rows = [
+            (
+                r.turn_id,
+                r.learner_id,
+                r.model,
+                r.version,
+                r.served_version,
+                json.dumps(r.output),
+                r.ts,
+            )
+            for r in records
+        ]
+        if not rows:
+            return 0
         with self._connection() as conn:
-            cursor = conn.execute(
+            before = conn.total_changes
+            conn.executemany(
                 f"INSERT INTO shadow_outputs ({_SHADOW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (turn_id, model, version) DO NOTHING",
-                (
-                    record.turn_id,
-                    record.learner_id,
-                    record.model,
-                    record.version,
-                    record.served_version,
-                    json.dumps(record.output),
-                    record.ts,
-                ),
+                rows,
             )
-        return cursor.rowcount == 1
+            return conn.total_changes - before
 
     def iter_shadow_outputs(
         self, model: str, *, since: float | None = None, batch_size: int = 500

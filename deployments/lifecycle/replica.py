@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from deployments.lifecycle import guardrail
@@ -31,6 +34,14 @@ from store.records import RolloutEventRecord, ShadowOutputRecord
 logger = logging.getLogger("ray.serve")
 FLUSH_INTERVAL_S = 10.0
 MAX_BACKGROUND = 64
+SHADOW_NICE = 19
+
+
+def _lower_priority() -> None:
+    """Run this worker thread at the lowest CPU priority (Linux: a thread has its own nice
+    value), so a shadow's forward pass takes only CPU that serving leaves idle."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SHADOW_NICE)
 
 
 class RolloutObserver(Protocol):
@@ -80,6 +91,10 @@ class ReplicaRollout:
         self._task: asyncio.Task | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._pending: set[asyncio.Task] = set()
+        self._shadow_outputs: list[ShadowOutputRecord] = []
+        self._shadow_pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"{self.model}-shadow", initializer=_lower_priority
+        )
         self.skipped = 0
         self.last_verdict: guardrail.GuardrailVerdict | None = None
 
@@ -127,6 +142,10 @@ class ReplicaRollout:
             self._observer.request(self.model, picked.version, picked.role, latency_ms, ok)
             self._maybe_tick()
 
+    async def run_shadow(self, work: Callable[..., Any], *args: Any) -> Any:
+        """A shadow's computation, in the replica's one low-priority shadow thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._shadow_pool, work, *args)
+
     async def save_shadow(
         self,
         *,
@@ -136,17 +155,21 @@ class ReplicaRollout:
         learner_id: str,
         output: dict[str, Any],
     ) -> None:
-        """Store what the shadow version answered for a turn another version served."""
-        record = ShadowOutputRecord(
-            turn_id=turn_id,
-            learner_id=learner_id,
-            model=self.model,
-            version=shadow.version,
-            served_version=served.version,
-            output=output,
-            ts=self._clock(),
+        """Keep what the shadow version answered for a turn another version served; written
+        with the next flush, in one store write (a write per turn would contend with the
+        turns' own writes for the store's lock)."""
+        self._shadow_outputs.append(
+            ShadowOutputRecord(
+                turn_id=turn_id,
+                learner_id=learner_id,
+                model=self.model,
+                version=shadow.version,
+                served_version=served.version,
+                output=output,
+                ts=self._clock(),
+            )
         )
-        await asyncio.to_thread(self._store.add_shadow_output, record)
+        self._maybe_tick()
 
     def spawn(self, work: Coroutine[Any, Any, None], what: str = "shadow scoring") -> None:
         """Run ``work`` after the answer is sent; a failure is logged, never raised. Past
@@ -184,17 +207,25 @@ class ReplicaRollout:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._stats.pending():
+        if self._stats.pending() or self._shadow_outputs:
             self._maybe_tick()
 
     async def _tick(self, now: float) -> None:
         if now >= self._next_flush:
             self._next_flush = now + self._flush_interval_s
-            records = self._stats.drain(self.model, self._replica, now)  # on the loop: no race
+            # Taken on the loop, so nothing is recorded into what is being written.
+            records = self._stats.drain(self.model, self._replica, now)
+            shadows, self._shadow_outputs = self._shadow_outputs, []
             try:
                 await asyncio.to_thread(self._save_stats, records)
             except Exception:
                 logger.warning("%s: serving stats not flushed", self.model, exc_info=True)
+            try:
+                await asyncio.to_thread(self._store.add_shadow_outputs, shadows)
+            except Exception:
+                logger.warning(
+                    "%s: %d shadow outputs not stored", self.model, len(shadows), exc_info=True
+                )
         if now >= self._next_check:
             self._next_check = now + self.guardrail_config.interval_s
             try:

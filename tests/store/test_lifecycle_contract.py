@@ -241,3 +241,11 @@ def test_reads_by_time_refuse_an_empty_batch(store: TutorStore) -> None:
             list(read(batch_size=0))
     with pytest.raises(ValueError, match="batch_size"):
         list(store.iter_shadow_outputs("emotion", batch_size=0))
+
+
+def test_shadow_outputs_in_one_write_skip_those_already_stored(store: TutorStore) -> None:
+    assert store.add_shadow_outputs([]) == 0
+    assert store.add_shadow_output(make_shadow("T1", 5.0)) is True
+    batch = [make_shadow("T1", 5.0), make_shadow("T2", 6.0), make_shadow("T3", 7.0)]
+    assert store.add_shadow_outputs(batch) == 2
+    assert [s.turn_id for s in store.iter_shadow_outputs("emotion")] == ["T1", "T2", "T3"]
