@@ -92,9 +92,7 @@ class ReplicaRollout:
         self._timer: asyncio.TimerHandle | None = None
         self._pending: set[asyncio.Task] = set()
         self._shadow_outputs: list[ShadowOutputRecord] = []
-        self._shadow_pool = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"{self.model}-shadow", initializer=_lower_priority
-        )
+        self._shadow_pool: ThreadPoolExecutor | None = None  # made on the first shadow call
         self.skipped = 0
         self.last_verdict: guardrail.GuardrailVerdict | None = None
 
@@ -144,6 +142,12 @@ class ReplicaRollout:
 
     async def run_shadow(self, work: Callable[..., Any], *args: Any) -> Any:
         """A shadow's computation, in the replica's one low-priority shadow thread."""
+        if self._shadow_pool is None:
+            self._shadow_pool = ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix=f"{self.model}-shadow",
+                initializer=_lower_priority,
+            )
         return await asyncio.get_running_loop().run_in_executor(self._shadow_pool, work, *args)
 
     async def save_shadow(
