@@ -123,52 +123,56 @@ def _p99(
     )
 
 
-def _log_loss(
-    champ: VersionReport, canary: VersionReport, cfg: GuardrailConfig, model: str | None
-) -> _Finding | None:
-    a, b = champ.served, canary.served
-    if not _about(model, "difficulty", (a, b), DifficultyMetrics):
-        return None
-    rows = [
-        ("canary", canary.version, b.labels if isinstance(b, DifficultyMetrics) else 0),
-        ("champion", champ.version, a.labels if isinstance(a, DifficultyMetrics) else 0),
-    ]
-    if any(n < cfg.min_labels for _, _, n in rows):
-        return _short("log-loss", rows, cfg.min_labels, "labels")
-    p = welch_greater(a.log_loss, b.log_loss)
-    if p is None:  # unreachable with min_labels >= 10; kept so a bad config cannot crash it
-        return _Finding("skipped", "log-loss: fewer than two labels")
-    fired = p < cfg.alpha
-    return _fired(
-        fired,
-        f"canary {canary.version} log-loss {b.log_loss.mean:.3f} vs champion "
-        f"{a.log_loss.mean:.3f} over {b.labels} and {a.labels} labels: Welch one-sided "
-        f"p = {p:.2g} {'<' if fired else '>='} alpha {cfg.alpha:g}",
-    )
+def _worse_outcome(
+    *, what: str, model_name: str, kind: type, count: str, estimate: str, higher_is_better: bool
+) -> Rule:
+    """A rule on an online outcome: the canary's mean ``estimate`` is worse than the
+    champion's by Welch's one-sided test at ``alpha``, once both have ``min_labels``."""
+
+    def rule(
+        champ: VersionReport, canary: VersionReport, cfg: GuardrailConfig, model: str | None
+    ) -> _Finding | None:
+        a, b = champ.served, canary.served
+        if not _about(model, model_name, (a, b), kind):
+            return None
+        rows = [
+            (role, v.version, getattr(m, count) if isinstance(m, kind) else 0)
+            for role, v, m in (("canary", canary, b), ("champion", champ, a))
+        ]
+        if any(n < cfg.min_labels for _, _, n in rows):
+            return _short(what, rows, cfg.min_labels, count)
+        ours, theirs = getattr(b, estimate), getattr(a, estimate)
+        # H1: the canary is worse (a lower mean where higher is better, else a higher one).
+        p = welch_greater(ours, theirs) if higher_is_better else welch_greater(theirs, ours)
+        if p is None:  # unreachable with min_labels >= 10; kept so a bad config cannot crash it
+            return _Finding("skipped", f"{what}: fewer than two {count}")
+        fired = p < cfg.alpha
+        return _fired(
+            fired,
+            f"canary {canary.version} {what} {ours.mean:.3f} vs champion {theirs.mean:.3f} "
+            f"over {getattr(b, count)} and {getattr(a, count)} {count}: Welch one-sided "
+            f"p = {p:.2g} {'<' if fired else '>='} alpha {cfg.alpha:g}",
+        )
+
+    return rule
 
 
-def _reward(
-    champ: VersionReport, canary: VersionReport, cfg: GuardrailConfig, model: str | None
-) -> _Finding | None:
-    a, b = champ.served, canary.served
-    if not _about(model, "personalization", (a, b), PersonalizationMetrics):
-        return None
-    rows = [
-        ("canary", canary.version, b.rewards if isinstance(b, PersonalizationMetrics) else 0),
-        ("champion", champ.version, a.rewards if isinstance(a, PersonalizationMetrics) else 0),
-    ]
-    if any(n < cfg.min_labels for _, _, n in rows):
-        return _short("mean reward", rows, cfg.min_labels, "rewards")
-    p = welch_greater(b.mean_reward, a.mean_reward)  # H1: the champion's mean is greater
-    if p is None:
-        return _Finding("skipped", "mean reward: fewer than two rewards")
-    fired = p < cfg.alpha
-    return _fired(
-        fired,
-        f"canary {canary.version} mean reward {b.mean_reward.mean:.3f} vs champion "
-        f"{a.mean_reward.mean:.3f} over {b.rewards} and {a.rewards} rewards: Welch one-sided "
-        f"p = {p:.2g} {'<' if fired else '>='} alpha {cfg.alpha:g}",
-    )
+_log_loss = _worse_outcome(
+    what="log-loss",
+    model_name="difficulty",
+    kind=DifficultyMetrics,
+    count="labels",
+    estimate="log_loss",
+    higher_is_better=False,
+)
+_reward = _worse_outcome(
+    what="mean reward",
+    model_name="personalization",
+    kind=PersonalizationMetrics,
+    count="rewards",
+    estimate="mean_reward",
+    higher_is_better=True,
+)
 
 
 RULES: tuple[Rule, ...] = (_error_rate, _p99, _log_loss, _reward)
