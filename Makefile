@@ -22,7 +22,7 @@ SERVE_ENV := RAY_ADDRESS=$${RAY_ADDRESS:-local} \
 
 .PHONY: install serve test test-unit bench lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
 	evaluate-emotion evaluate-difficulty simulate-personalization register-personalization \
-	evaluate-policy clean
+	evaluate-policy kuberay clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -101,6 +101,13 @@ evaluate-policy: install
 		--stats var/export/bandit_$(POLICY).json --out reports/off_policy.json \
 		--policies uniform greedy lin_ts fixed:socratic fixed:worked_example fixed:hint \
 		fixed:analogy fixed:quiz fixed:review
+
+# The KubeRay RayService manifest, generated from $(SERVE_CONFIG) (deploy/kuberay/README.md);
+# tests/unit/cli/test_kuberay.py fails while it is stale. KUBERAY_IMAGE names the image to run.
+KUBERAY_IMAGE ?= adaptive-tutor:0.1.0
+kuberay: install
+	$(VENV)/bin/tutor kuberay --config $(SERVE_CONFIG) --out deploy/kuberay/rayservice.yaml \
+		--image $(KUBERAY_IMAGE)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

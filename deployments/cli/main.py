@@ -16,7 +16,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from deployments.cli import plan, render, reports
+from deployments.cli import kuberay, plan, render, reports
 from deployments.cli.errors import ApplyError, RefusedError
 from deployments.cli.operations import ChangeResult, Workspace, apply_change
 from deployments.cli.serve_client import default_address
@@ -200,6 +200,34 @@ def status(
         typer.echo(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
     else:
         _console().print(render.status(statuses))
+
+
+@app.command("kuberay")
+def kuberay_manifest(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    out: Annotated[
+        Path, typer.Option("--out", help="The manifest to write.")
+    ] = kuberay.DEFAULT_OUT,
+    image: Annotated[str, typer.Option("--image", help="The project's image.")] = (
+        kuberay.DEFAULT_IMAGE
+    ),
+    gpu_image: Annotated[
+        str | None, typer.Option("--gpu-image", help="The GPU workers' (default IMAGE-gpu).")
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="The RayService's name.")] = (
+        kuberay.DEFAULT_NAME
+    ),
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 when OUT is out of date.")
+    ] = False,
+) -> None:
+    """The KubeRay RayService manifest, generated from the Serve config."""
+    options = {"image": image, "gpu_image": gpu_image, "name": name}
+    current = _run(lambda: kuberay.write_or_check(config, out, check=check, **options))
+    if check and not current:
+        typer.echo(f"tutor: {out} is not what {config} generates: run `make kuberay`", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{out} is up to date" if current else f"wrote {out}")
 
 
 if __name__ == "__main__":  # python -m deployments.cli.main
