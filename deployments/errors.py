@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.schemas import ErrorDetail, ErrorResponse
+from deployments.tutoring.admission import Overloaded, RequestTimedOut
 from deployments.tutoring.exceptions import (
     ConflictError,
     InvalidRequestError,
@@ -27,13 +28,14 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "timeout",
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
     503: "unavailable",
 }
-ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 404, 409, 422, 503)}
+ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 404, 408, 409, 422, 503)}
 
 
 def _describe(error: dict) -> dict:
@@ -53,9 +55,10 @@ def install_error_handlers(app: FastAPI, *, request_id: Callable[[], str]) -> No
         message: str,
         fields: list[dict] | None = None,
         headers: dict[str, str] | None = None,
+        code: str | None = None,
     ) -> JSONResponse:
         detail = ErrorDetail(
-            code=_CODES.get(status, "error"),
+            code=code or _CODES.get(status, "error"),
             message=message,
             request_id=request_id(),
             fields=fields or [],
@@ -83,6 +86,15 @@ def install_error_handlers(app: FastAPI, *, request_id: Callable[[], str]) -> No
             message = str(exc)  # `required` logged the cause
         return respond(503, message, headers={"Retry-After": "5"})
 
+    async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
+        # Shed, not failed: "overloaded" tells a client to back off, where "unavailable" is a
+        # dependency down.
+        headers = {"Retry-After": exc.retry_after_header}
+        return respond(503, str(exc), headers=headers, code="overloaded")
+
+    async def timed_out(_: Request, exc: RequestTimedOut) -> JSONResponse:
+        return respond(408, str(exc))
+
     async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error")
         return respond(500, f"internal error ({type(exc).__name__}); it has been logged")
@@ -97,4 +109,6 @@ def install_error_handlers(app: FastAPI, *, request_id: Callable[[], str]) -> No
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(UnavailableError, unavailable)
     app.add_exception_handler(StoreError, unavailable)
+    app.add_exception_handler(Overloaded, overloaded)
+    app.add_exception_handler(RequestTimedOut, timed_out)
     app.add_exception_handler(Exception, unexpected_error)

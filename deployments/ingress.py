@@ -35,8 +35,9 @@ from deployments.schemas import (
     TutorRequest,
     TutorResponse,
 )
-from deployments.telemetry import TurnMetrics
+from deployments.telemetry import AdmissionMetrics, TurnMetrics
 from deployments.tutoring import openai_chat
+from deployments.tutoring.admission import Admission, admit
 from deployments.tutoring.emotion_coalescing import CoalescedEmotion
 from deployments.tutoring.health import HealthCheck
 from deployments.tutoring.learners import Learners
@@ -118,6 +119,9 @@ class Ingress:
         self._learners = Learners(handles, store, timeout_s=config.stage_timeout_s)
         self._health = HealthCheck(handles, store)
         self._coalesced = coalesced
+        self._admission = Admission(
+            config.admission_limits(), on_refused=AdmissionMetrics().refused
+        )
 
     def reconfigure(self, user_config: dict) -> None:
         config = IngressUserConfig.model_validate(user_config)
@@ -128,6 +132,7 @@ class Ingress:
             max_texts=config.emotion_batch_max_texts,
             calls_in_flight=config.emotion_calls_in_flight,
         )
+        self._admission.configure(config.admission_limits())
 
     @api.post(
         "/v1/tutor",
@@ -137,7 +142,8 @@ class Ingress:
         ),
     )
     async def tutor(self, body: TutorRequest):
-        return _respond(await self._turns.tutor(body, current_request_id()))
+        request_id = current_request_id()
+        return _respond(await admit(self._admission, lambda: self._turns.tutor(body, request_id)))
 
     @api.get("/v1/models", response_model=ModelList)
     async def models(self):
@@ -153,15 +159,16 @@ class Ingress:
         ),
     )
     async def chat_completions(self, body: ChatCompletionRequest):
-        return _respond(await self._turns.chat(body, current_request_id()))
+        request_id = current_request_id()
+        return _respond(await admit(self._admission, lambda: self._turns.chat(body, request_id)))
 
     @api.post("/v1/emotion", response_model=EmotionResponse)
     async def emotion(self, body: EmotionRequest):
-        return await self._predictions.emotion(body)
+        return await admit(self._admission, lambda: self._predictions.emotion(body))
 
     @api.post("/v1/difficulty", response_model=DifficultyResponse)
     async def difficulty(self, body: DifficultyRequest):
-        return await self._predictions.difficulty(body)
+        return await admit(self._admission, lambda: self._predictions.difficulty(body))
 
     @api.post("/v1/feedback", response_model=FeedbackResponse)
     async def feedback(self, body: FeedbackRequest):

@@ -114,3 +114,18 @@ class RouterMetrics:
 
     def record_breaker(self, provider: str, state: str) -> None:
         self.breaker.set(_BREAKER_STATE_VALUE[state], tags={"provider": provider})
+
+
+class AdmissionMetrics:
+    """Requests the ingress refused under load (deployments/tutoring/admission.py)."""
+
+    def __init__(self) -> None:
+        self.refused_total = metrics.Counter(
+            "tutor_requests_shed_total",
+            description="Model requests refused by the ingress: full (503 at once), waited "
+            "(503 after max_wait_s without a place), timed_out (408).",
+            tag_keys=("reason",),
+        )
+
+    def refused(self, reason: str) -> None:
+        self.refused_total.inc(tags={"reason": reason})

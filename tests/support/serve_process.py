@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -86,6 +87,7 @@ def serve_running(
         # beside a `make serve` on the same machine.
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        **direct_ingress_ports(),
         **(env or {}),
     }
     log = log_path.open("w")
@@ -104,6 +106,24 @@ def serve_running(
     finally:
         _stop(process)
         log.close()
+
+
+def direct_ingress_ports(window: int = 50) -> dict[str, str]:
+    """A port window of its own for this app's ingress replicas, at random in Serve's ranges.
+
+    Behind HAProxy each ingress replica listens on a port from a fixed range (30000-31000 for
+    HTTP, 40000-41000 for gRPC) that two Rays on one machine do not coordinate: when one app's
+    replica gives its port up (a restart, a scale-down) and another app's replica takes it, the
+    first app's HAProxy sends its requests to the other app until it updates. Seen here with
+    two test runs side by side. One Ray per machine, as in production, never meets this.
+    """
+    offset = random.randrange(1000 // window) * window
+    return {
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(30000 + offset),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(30000 + offset + window),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(40000 + offset),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(40000 + offset + window),
+    }
 
 
 def dashboard_address(log_path: Path) -> str:

@@ -38,6 +38,17 @@ def test_serve_config_args_and_user_configs_validate():
     assert args.actor_options("LocalLM", use_gpu=True)["num_gpus"] > 0
 
 
+def test_the_ingress_sheds_before_serve_does_and_times_out_before_the_proxy():
+    """Serve's own rejections and timeouts are plain text: the ingress's admission (the one
+    error shape) must act first, with Serve's limits as the backstop above it."""
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    ingress = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Ingress")
+    limits = USER_CONFIG_MODELS["Ingress"].model_validate(ingress["user_config"])
+    assert ingress["max_ongoing_requests"] >= limits.max_in_flight + limits.max_waiting
+    assert limits.request_timeout_s < config["http_options"]["request_timeout_s"]
+    assert ingress["backpressure_config"]["retry_after_s"] > 0
+
+
 def test_config_errors_name_the_bad_value():
     with pytest.raises(ValidationError, match="Emotoin"):
         AppArgs.model_validate({"placement": {"Emotoin": {}}})

@@ -1,0 +1,181 @@
+"""The short version of `make bench-scale`, on the real application (`serve run`, HAProxy):
+requests past the ingress's places are shed with 503 + Retry-After in the error shape, a
+request past its time limit gets 408, and the Ingress scales up under held load and back down.
+
+Work is held open by an LLM provider that waits before answering (the loopback stub), so what
+is asserted is ordering and replica counts, never how fast: shed answers come back while the
+admitted requests are still held; replicas are awaited with deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.llm_stub import RunningStub
+from tests.support.serve_process import (
+    DEFAULT_CONFIG,
+    REPO_ROOT,
+    dashboard_address,
+    free_port,
+    serve_running,
+)
+
+pytestmark = pytest.mark.integration
+
+HELD_S = 20  # the provider's wait before its first token: longer than the time limit
+TIME_LIMIT_S = 6
+IN_FLIGHT, WAITING = 2, 2  # per Ingress replica
+FAST_AUTOSCALING = {
+    "min_replicas": 1,
+    "initial_replicas": 1,
+    "max_replicas": 2,
+    "target_ongoing_requests": 1,
+    "upscale_delay_s": 1,
+    "downscale_delay_s": 3,
+    "metrics_interval_s": 0.5,
+    "look_back_period_s": 2,
+}
+
+
+def _config(tmp: Path, port: int, provider_url: str) -> Path:
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["http_options"]["port"] = port
+    app = config["applications"][0]
+    app["args"]["store_uri"] = f"sqlite:///{tmp / 'tutor.db'}"
+    for deployment in app["deployments"]:
+        if deployment["name"] == "Ingress":
+            deployment["autoscaling_config"] = FAST_AUTOSCALING
+            deployment["user_config"].update(
+                max_in_flight=IN_FLIGHT,
+                max_waiting=WAITING,
+                max_wait_s=60,
+                request_timeout_s=TIME_LIMIT_S,
+            )
+        if deployment["name"] == "LLMRouter":
+            deployment["user_config"]["providers"] = [
+                {
+                    "name": "slow",
+                    "base_url": provider_url,
+                    "model": "stub",
+                    "api_key_env": "TUTOR_TEST_PROVIDER_KEY",
+                    "timeout_s": 60,
+                }
+            ]
+    path = tmp / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("scaling")
+    stub = RunningStub()
+    stub.stub.record = False
+    stub.stub.behave("slow", delay_s=HELD_S)
+    port = free_port()
+    config = _config(tmp, port, stub.stub.url("slow"))
+    log = tmp / "serve.log"
+    env = {"TUTOR_TEST_PROVIDER_KEY": "sk-test"}
+    try:
+        with serve_running(config, port=port, log_path=log, env=env) as url:
+            yield url, dashboard_address(log)
+    finally:
+        stub.stop()
+
+
+def _turn(base_url: str, learner: str) -> tuple[float, httpx.Response]:
+    response = httpx.post(
+        f"{base_url}/v1/tutor",
+        json={"learner_id": learner, "message": "why is 1/2 more than 1/3?"},
+        timeout=120,
+    )
+    return time.monotonic(), response
+
+
+def test_past_its_places_the_ingress_sheds_at_once_and_a_held_request_times_out(app):
+    base_url, _ = app
+    burst = 12  # one replica: 2 at work, 2 waiting, 8 shed
+    with ThreadPoolExecutor(burst) as pool:
+        answers = list(pool.map(lambda i: _turn(base_url, f"burst-{i}"), range(burst)))
+
+    shed = [(t, r) for t, r in answers if r.status_code == 503]
+    held = [(t, r) for t, r in answers if r.status_code != 503]
+    assert len(shed) >= burst - 2 * (IN_FLIGHT + WAITING), answers[0][1].text
+    for _, response in shed:
+        assert response.json()["error"]["code"] == "overloaded", response.text
+        assert response.headers["retry-after"] == "1"
+    # Shed answers came back while the admitted requests were still held by the provider.
+    assert max(t for t, _ in shed) < min(t for t, _ in held)
+    for _, response in held:
+        assert response.status_code == 408, response.text
+        error = response.json()["error"]
+        assert error["code"] == "timeout" and f"{TIME_LIMIT_S}s" in error["message"]
+
+
+class ReplicaWatch:
+    """`python -m benchmarks.replica_watch` in a process of its own (it turns Ray's token
+    auth on for itself); the latest reading of Serve's status."""
+
+    def __init__(self, address: str) -> None:
+        command = [sys.executable, "-m", "benchmarks.replica_watch", "--address", address]
+        command += ["--interval", "0.5"]
+        self._process = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        self.latest: dict = {}
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self.latest = json.loads(line)
+
+    def running(self, deployment: str) -> int:
+        return (self.latest.get("running") or {}).get(deployment, -1)
+
+    def wait_for(self, deployment: str, replicas: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.running(deployment) == replicas:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"{deployment}: {self.latest} after {timeout_s}s, not {replicas}")
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+
+
+def test_the_ingress_scales_up_under_held_load_and_back_down_after(app):
+    base_url, dashboard = app
+    watch = ReplicaWatch(dashboard)
+    stop = threading.Event()
+
+    def held_client(index: int) -> None:
+        while not stop.is_set():
+            _turn(base_url, f"held-{index}")
+
+    clients = [threading.Thread(target=held_client, args=(i,), daemon=True) for i in range(4)]
+    try:
+        watch.wait_for("Ingress", 1, timeout_s=60)
+        for client in clients:
+            client.start()
+        watch.wait_for("Ingress", 2, timeout_s=90)
+        stop.set()
+        for client in clients:
+            client.join(timeout=TIME_LIMIT_S + 30)
+        watch.wait_for("Ingress", 1, timeout_s=90)
+    finally:
+        stop.set()
+        watch.stop()

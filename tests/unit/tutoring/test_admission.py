@@ -1,0 +1,159 @@
+"""Load shedding: places at work, a bounded line, refusals that come at once, and no place lost.
+
+Work is held open by events, not timed: what is asserted is who got a place, never how fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from deployments.tutoring.admission import (
+    Admission,
+    AdmissionLimits,
+    Overloaded,
+    RequestTimedOut,
+    admit,
+)
+
+
+def _limits(**overrides) -> AdmissionLimits:
+    values = dict(
+        max_in_flight=2, max_waiting=2, max_wait_s=30.0, request_timeout_s=60.0, retry_after_s=1.0
+    )
+    return AdmissionLimits(**{**values, **overrides})
+
+
+class HeldWork:
+    """Work that runs until released, recording the order it started in."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started: list[int] = []
+
+    def make(self, n: int):
+        async def work() -> int:
+            self.started.append(n)
+            await self.release.wait()
+            return n
+
+        return work
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_past_the_places_and_the_line_a_request_is_refused_at_once():
+    refused: list[str] = []
+    admission = Admission(_limits(), on_refused=refused.append)
+    held = HeldWork()
+    calls = [asyncio.create_task(admit(admission, held.make(n))) for n in range(4)]
+    await _settle()
+    assert (admission.in_flight, admission.waiting, held.started) == (2, 2, [0, 1])
+
+    with pytest.raises(Overloaded) as shed:
+        await admit(admission, held.make(99))
+    assert shed.value.retry_after_header == "1" and refused == ["full"]
+
+    held.release.set()
+    assert await asyncio.gather(*calls) == [0, 1, 2, 3]
+    assert held.started == [0, 1, 2, 3]  # the line is served in arrival order
+    assert (admission.in_flight, admission.waiting) == (0, 0)
+    assert admission.counts["admitted"] == 4
+
+
+async def test_a_request_that_waits_past_max_wait_is_shed_and_leaves_the_line():
+    admission = Admission(_limits(max_in_flight=1, max_wait_s=0.05))
+    held = HeldWork()
+    first = asyncio.create_task(admit(admission, held.make(0)))
+    await _settle()
+    with pytest.raises(Overloaded, match="waited"):
+        await admit(admission, held.make(1))
+    assert admission.waiting == 0 and admission.counts["waited"] == 1
+    held.release.set()
+    assert await first == 0
+    assert held.started == [0]  # the shed request never ran
+
+
+async def test_a_request_past_its_time_limit_gets_a_timeout_and_frees_its_place():
+    admission = Admission(_limits(request_timeout_s=0.05))
+    never = asyncio.Event()
+
+    async def stuck() -> None:
+        await never.wait()
+
+    with pytest.raises(RequestTimedOut):
+        await admit(admission, stuck)
+    assert admission.in_flight == 0 and admission.counts["timed_out"] == 1
+
+
+async def test_a_timeout_inside_the_work_is_not_the_requests_time_limit():
+    admission = Admission(_limits())
+
+    async def stage_timed_out() -> None:
+        raise TimeoutError("a stage's own timeout")
+
+    with pytest.raises(TimeoutError, match="stage") as raised:
+        await admit(admission, stage_timed_out)
+    assert not isinstance(raised.value, RequestTimedOut)
+    assert admission.in_flight == 0
+
+
+async def test_a_cancelled_waiter_gives_its_place_in_line_back():
+    admission = Admission(_limits(max_in_flight=1))
+    held = HeldWork()
+    first = asyncio.create_task(admit(admission, held.make(0)))
+    second = asyncio.create_task(admit(admission, held.make(1)))
+    await _settle()
+    second.cancel()  # the client went away while waiting
+    await _settle()
+    assert admission.waiting == 0
+    held.release.set()
+    assert await first == 0
+    assert admission.in_flight == 0 and held.started == [0]
+
+
+async def test_a_failing_request_frees_its_place():
+    admission = Admission(_limits(max_in_flight=1))
+
+    async def fails() -> None:
+        raise ValueError("bad")
+
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            await admit(admission, fails)
+    assert admission.in_flight == 0
+
+
+async def test_a_stream_holds_its_place_until_it_ends():
+    admission = Admission(_limits(max_in_flight=1, max_waiting=0))
+
+    async def pieces():
+        yield "a"
+        yield "b"
+
+    async def streamed():
+        return pieces()
+
+    stream = await admit(admission, streamed)
+    assert admission.in_flight == 1
+    with pytest.raises(Overloaded):
+        await admit(admission, streamed)
+    assert [piece async for piece in stream] == ["a", "b"]
+    assert admission.in_flight == 0
+
+
+async def test_raising_the_limit_lets_waiters_in_now():
+    admission = Admission(_limits(max_in_flight=1))
+    held = HeldWork()
+    calls = [asyncio.create_task(admit(admission, held.make(n))) for n in range(3)]
+    await _settle()
+    assert held.started == [0]
+    admission.configure(_limits(max_in_flight=3))
+    await _settle()
+    assert held.started == [0, 1, 2]
+    held.release.set()
+    await asyncio.gather(*calls)
