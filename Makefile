@@ -20,7 +20,7 @@ SERVE_ENV := RAY_ADDRESS=$${RAY_ADDRESS:-local} \
 	RAY_SERVE_THROUGHPUT_OPTIMIZED=$${RAY_SERVE_THROUGHPUT_OPTIMIZED:-1} \
 	RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=$${RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE:-1}
 
-.PHONY: install serve test test-unit bench lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
+.PHONY: install serve test test-unit bench bench-scale bench-scale-policy lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
 	evaluate-emotion evaluate-difficulty simulate-personalization register-personalization \
 	evaluate-policy kuberay clean
 
@@ -44,6 +44,18 @@ test-unit: install
 
 bench: install
 	$(PY) -m benchmarks.run --config $(SERVE_CONFIG) --out $(BENCH_OUT)
+
+# A step load on /v1/tutor (4 -> 48 -> 4 clients) with autoscaling off (every deployment at its
+# min_replicas) and as shipped, then 3x the fixed mode's throughput open loop (shedding) and
+# recovery: benchmarks/results/scale.json and scale.png (~9 min on 2 cores).
+bench-scale: install
+	$(PY) -m benchmarks.scale --config $(SERVE_CONFIG) --out benchmarks/results/scale.json
+
+# The same steps with per-deployment autoscaling and with the application-level policy of
+# deployments/autoscaling.py, in one run: benchmarks/results/scale_policy.json (~8 min).
+bench-scale-policy: install
+	$(PY) -m benchmarks.scale --config $(SERVE_CONFIG) --modes autoscale app_policy \
+		--no-overload --out benchmarks/results/scale_policy.json
 
 # Held-out ASSISTments learners replayed through the app during a difficulty canary, a policy
 # canary and an emotion shadow; what `tutor models status` then says (~5 min on 2 cores).

@@ -111,37 +111,47 @@ class IngressUserConfig(_Strict):
     emotion_calls_in_flight: int = Field(
         default=2, ge=1, le=64, description="/v1/emotion: concurrent coalesced Emotion calls."
     )
-    # Load shedding (deployments/tutoring/admission.py), per Ingress replica, for the routes
-    # that run models (/v1/tutor, /v1/chat/completions, /v1/emotion, /v1/difficulty).
-    max_in_flight: int = Field(
-        default=32, ge=1, le=10_000, description="Model requests at work at once."
+    # Load shedding (deployments/tutoring/admission.py), per Ingress replica, in two pools:
+    # turns (/v1/tutor, /v1/chat/completions: every model plus a reply) and predictions
+    # (/v1/emotion, /v1/difficulty: one model, coalesced or cheap). Each pool has its places at
+    # work and its own line.
+    max_turns_in_flight: int = Field(
+        default=16, ge=1, le=10_000, description="Turns at work at once."
+    )
+    max_predictions_in_flight: int = Field(
+        default=64, ge=1, le=10_000, description="/v1/emotion and /v1/difficulty at work."
     )
     max_waiting: int = Field(
         default=64,
         ge=0,
         le=100_000,
-        description="Model requests waiting for a place; past "
-        "this a request gets 503 with Retry-After at once.",
+        description="Requests waiting for a place, per pool; past this a request gets 503 "
+        "with Retry-After at once.",
     )
     max_wait_s: float = Field(
-        default=1.0,
+        default=2.0,
         gt=0,
-        description="A request still waiting for a place after this gets "
-        "503 (it never started: safe to retry).",
+        description="A request still waiting for a place after this gets 503 (it never "
+        "started: safe to retry).",
     )
     request_timeout_s: float = Field(
         default=90.0,
         gt=0,
-        description="A model request not answered in this (wait included) "
-        "gets 408. Below http_options.request_timeout_s, Serve's plain-text backstop.",
+        description="A model request not answered in this (wait included) gets 408. Below "
+        "http_options.request_timeout_s, Serve's plain-text backstop.",
     )
     shed_retry_after_s: float = Field(
         default=1.0, ge=0, description="Retry-After on a shed request's 503."
     )
 
-    def admission_limits(self) -> AdmissionLimits:
+    def admission_limits(self, pool: str) -> AdmissionLimits:
+        """``pool``: ``turns`` or ``predictions``."""
+        in_flight = {
+            "turns": self.max_turns_in_flight,
+            "predictions": self.max_predictions_in_flight,
+        }[pool]
         return AdmissionLimits(
-            max_in_flight=self.max_in_flight,
+            max_in_flight=in_flight,
             max_waiting=self.max_waiting,
             max_wait_s=self.max_wait_s,
             request_timeout_s=self.request_timeout_s,

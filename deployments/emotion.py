@@ -22,6 +22,13 @@ logger = logging.getLogger("ray.serve")
 MODEL_NAME = "emotion"
 
 
+def _warmed(classifier: EmotionClassifier) -> EmotionClassifier:
+    """One forward pass before the version serves: torch's first call on a new process pays
+    for its kernels' setup, which a replica started under load would charge to a learner."""
+    classifier.predict(["warming up the encoder before it serves"])
+    return classifier
+
+
 def to_result(prediction: EmotionPrediction) -> EmotionResult:
     return EmotionResult(
         state=prediction.state,
@@ -45,8 +52,8 @@ class EmotionDeployment:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self._versions: VersionedModels[EmotionClassifier] = VersionedModels(
             MODEL_NAME,
-            load=lambda v: EmotionClassifier.from_artifact(
-                registry.load(MODEL_NAME, v).path, device=device
+            load=lambda v: _warmed(
+                EmotionClassifier.from_artifact(registry.load(MODEL_NAME, v).path, device=device)
             ),
             resolve=lambda v: registry.resolve_version(MODEL_NAME, v),
         )

@@ -119,9 +119,11 @@ class Ingress:
         self._learners = Learners(handles, store, timeout_s=config.stage_timeout_s)
         self._health = HealthCheck(handles, store)
         self._coalesced = coalesced
-        self._admission = Admission(
-            config.admission_limits(), on_refused=AdmissionMetrics().refused
-        )
+        shed = AdmissionMetrics()
+        self._admission = {
+            pool: Admission(config.admission_limits(pool), on_refused=shed.observer(pool))
+            for pool in ("turns", "predictions")
+        }
 
     def reconfigure(self, user_config: dict) -> None:
         config = IngressUserConfig.model_validate(user_config)
@@ -132,7 +134,8 @@ class Ingress:
             max_texts=config.emotion_batch_max_texts,
             calls_in_flight=config.emotion_calls_in_flight,
         )
-        self._admission.configure(config.admission_limits())
+        for pool, admission in self._admission.items():
+            admission.configure(config.admission_limits(pool))
 
     @api.post(
         "/v1/tutor",
@@ -143,7 +146,9 @@ class Ingress:
     )
     async def tutor(self, body: TutorRequest):
         request_id = current_request_id()
-        return _respond(await admit(self._admission, lambda: self._turns.tutor(body, request_id)))
+        return _respond(
+            await admit(self._admission["turns"], lambda: self._turns.tutor(body, request_id))
+        )
 
     @api.get("/v1/models", response_model=ModelList)
     async def models(self):
@@ -160,15 +165,19 @@ class Ingress:
     )
     async def chat_completions(self, body: ChatCompletionRequest):
         request_id = current_request_id()
-        return _respond(await admit(self._admission, lambda: self._turns.chat(body, request_id)))
+        return _respond(
+            await admit(self._admission["turns"], lambda: self._turns.chat(body, request_id))
+        )
 
     @api.post("/v1/emotion", response_model=EmotionResponse)
     async def emotion(self, body: EmotionRequest):
-        return await admit(self._admission, lambda: self._predictions.emotion(body))
+        return await admit(self._admission["predictions"], lambda: self._predictions.emotion(body))
 
     @api.post("/v1/difficulty", response_model=DifficultyResponse)
     async def difficulty(self, body: DifficultyRequest):
-        return await admit(self._admission, lambda: self._predictions.difficulty(body))
+        return await admit(
+            self._admission["predictions"], lambda: self._predictions.difficulty(body)
+        )
 
     @api.post("/v1/feedback", response_model=FeedbackResponse)
     async def feedback(self, body: FeedbackRequest):

@@ -122,10 +122,11 @@ class AdmissionMetrics:
     def __init__(self) -> None:
         self.refused_total = metrics.Counter(
             "tutor_requests_shed_total",
-            description="Model requests refused by the ingress: full (503 at once), waited "
-            "(503 after max_wait_s without a place), timed_out (408).",
-            tag_keys=("reason",),
+            description="Model requests refused by the ingress, per pool (turns, predictions): "
+            "full (503 at once), waited (503 after max_wait_s without a place), timed_out (408).",
+            tag_keys=("pool", "reason"),
         )
 
-    def refused(self, reason: str) -> None:
-        self.refused_total.inc(tags={"reason": reason})
+    def observer(self, pool: str):
+        """What a pool's ``Admission`` calls with each refusal's reason."""
+        return lambda reason: self.refused_total.inc(tags={"pool": pool, "reason": reason})

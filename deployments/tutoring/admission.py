@@ -11,7 +11,9 @@ the service as a whole is past its capacity, which is 503 with ``Retry-After``.
 
 What a client sees:
 - past ``max_in_flight`` at work and ``max_waiting`` in line: 503 at once (``Overloaded``);
-- waiting longer than ``max_wait_s`` for a turn at work: 503 (it never started, safe to retry);
+- a line whose expected wait (its length over the rate places came free in the last seconds)
+  is past ``max_wait_s``: 503 at once, rather than after waiting that long for nothing;
+- waiting longer than ``max_wait_s`` for a place anyway: 503 (it never started, safe to retry);
 - not answered within ``request_timeout_s`` in all: 408 (``RequestTimedOut``).
 
 So an admitted request waits at most ``max_wait_s`` before it starts, which bounds the accepted
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -60,23 +63,47 @@ class AdmissionLimits:
     retry_after_s: float
 
 
+RATE_WINDOW_S = 5.0  # places freed in this window give the rate the line moves at
+MIN_RATE_SAMPLES = 10  # fewer frees than this in the window: no estimate, the hard caps only
+
+
 class Admission:
     """A FIFO of requests waiting for one of ``max_in_flight`` places; limits change in place."""
 
     def __init__(
-        self, limits: AdmissionLimits, *, on_refused: Callable[[str], None] | None = None
+        self,
+        limits: AdmissionLimits,
+        *,
+        on_refused: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``on_refused(reason)`` sees each refusal: ``full``, ``waited`` or ``timed_out``."""
+        """``on_refused(reason)`` sees each refusal: ``full``, ``expected_wait``, ``waited`` or
+        ``timed_out``."""
         self.limits = limits
         self.in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        # admitted, and refused by reason: full, waited, timed_out (metrics and tests)
+        self._freed: deque[float] = deque()  # when places came free, within RATE_WINDOW_S
+        self._clock = clock
+        # admitted, and refused by reason (metrics and tests)
         self.counts: Counter[str] = Counter()
         self._on_refused = on_refused or (lambda reason: None)
+
+    def expected_wait_s(self) -> float | None:
+        """How long a request joining the line now would wait, from the recent rate places
+        came free; None without enough recent frees to say."""
+        self._forget_old_frees()
+        if len(self._freed) < MIN_RATE_SAMPLES:
+            return None
+        return (len(self._waiters) + 1) / (len(self._freed) / RATE_WINDOW_S)
 
     def refused(self, reason: str) -> None:
         self.counts[reason] += 1
         self._on_refused(reason)
+
+    def _forget_old_frees(self) -> None:
+        horizon = self._clock() - RATE_WINDOW_S
+        while self._freed and self._freed[0] < horizon:
+            self._freed.popleft()
 
     @property
     def waiting(self) -> int:
@@ -94,6 +121,8 @@ class Admission:
             yield
         finally:
             self.in_flight -= 1
+            self._freed.append(self._clock())
+            self._forget_old_frees()
             self._wake()
 
     async def _enter(self) -> None:
@@ -108,6 +137,10 @@ class Admission:
                 f"{self.in_flight} requests at work and {len(self._waiters)} waiting",
                 limits.retry_after_s,
             )
+        expected = self.expected_wait_s()
+        if expected is not None and expected > limits.max_wait_s:
+            self.refused("expected_wait")
+            raise Overloaded(f"the line would take ~{expected:.1f}s", limits.retry_after_s)
         place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(place)
         try:

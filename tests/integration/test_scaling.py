@@ -56,7 +56,7 @@ def _config(tmp: Path, port: int, provider_url: str) -> Path:
         if deployment["name"] == "Ingress":
             deployment["autoscaling_config"] = FAST_AUTOSCALING
             deployment["user_config"].update(
-                max_in_flight=IN_FLIGHT,
+                max_turns_in_flight=IN_FLIGHT,
                 max_waiting=WAITING,
                 max_wait_s=60,
                 request_timeout_s=TIME_LIMIT_S,

@@ -44,7 +44,8 @@ def test_the_ingress_sheds_before_serve_does_and_times_out_before_the_proxy():
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     ingress = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Ingress")
     limits = USER_CONFIG_MODELS["Ingress"].model_validate(ingress["user_config"])
-    assert ingress["max_ongoing_requests"] >= limits.max_in_flight + limits.max_waiting
+    pools = limits.max_turns_in_flight + limits.max_predictions_in_flight
+    assert ingress["max_ongoing_requests"] >= pools + 2 * limits.max_waiting
     assert limits.request_timeout_s < config["http_options"]["request_timeout_s"]
     assert ingress["backpressure_config"]["retry_after_s"] > 0
 

@@ -157,3 +157,34 @@ async def test_raising_the_limit_lets_waiters_in_now():
     assert held.started == [0, 1, 2]
     held.release.set()
     await asyncio.gather(*calls)
+
+
+async def test_a_line_that_would_take_too_long_is_refused_at_once_not_after_waiting():
+    now = [0.0]
+    admission = Admission(
+        _limits(max_in_flight=1, max_waiting=100, max_wait_s=2.0), clock=lambda: now[0]
+    )
+
+    async def quick() -> None:
+        return None
+
+    for _ in range(10):  # ten places freed within the window: 2 a second
+        await admit(admission, quick)
+        now[0] += 0.5
+    assert admission.expected_wait_s() == pytest.approx(1 / 2.0)
+
+    held = HeldWork()
+    calls = [asyncio.create_task(admit(admission, held.make(n))) for n in range(4)]
+    await _settle()
+    # 1 at work, 3 waiting: a fourth in line would wait ~4 / 2 = 2 s; a fifth, 2.5 s > 2 s.
+    assert admission.waiting == 3
+    calls.append(asyncio.create_task(admit(admission, held.make(4))))
+    await _settle()
+    with pytest.raises(Overloaded, match="line would take"):
+        await admit(admission, held.make(5))
+    assert admission.counts["expected_wait"] == 1 and held.started == [0]
+    held.release.set()
+    await asyncio.gather(*calls)
+
+    now[0] += 60  # a quiet minute: no recent rate, so only the hard caps apply
+    assert admission.expected_wait_s() is None
