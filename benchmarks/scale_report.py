@@ -85,6 +85,7 @@ def phase_summary(outcomes: Sequence[Outcome], phase: Phase) -> dict:
         "p99_ms": _pct(ok, 99),
         "shed_p50_ms": _pct(shed, 50),
         "shed_p99_ms": _pct(shed, 99),
+        "shed_within_100ms": round(sum(ms <= 100 for ms in shed) / len(shed), 3) if shed else None,
         # Open loop: how far behind schedule the client sent (its own lag, not the server's).
         "client_late_p99_ms": _pct([o.late_ms for o in sent], 99) if phase.rate_per_s else None,
     }

@@ -129,7 +129,7 @@ class IngressUserConfig(_Strict):
         "with Retry-After at once.",
     )
     max_wait_s: float = Field(
-        default=2.0,
+        default=3.0,
         gt=0,
         description="A request still waiting for a place after this gets 503 (it never "
         "started: safe to retry).",

@@ -12,7 +12,8 @@ the service as a whole is past its capacity, which is 503 with ``Retry-After``.
 What a client sees:
 - past ``max_in_flight`` at work and ``max_waiting`` in line: 503 at once (``Overloaded``);
 - a line whose expected wait (its length over the rate places came free in the last seconds)
-  is past ``max_wait_s``: 503 at once, rather than after waiting that long for nothing;
+  is past ``max_wait_s``, or whose first request has already waited half of it: 503 at once,
+  rather than after waiting that long for nothing;
 - waiting longer than ``max_wait_s`` for a place anyway: 503 (it never started, safe to retry);
 - not answered within ``request_timeout_s`` in all: 408 (``RequestTimedOut``).
 
@@ -65,6 +66,8 @@ class AdmissionLimits:
 
 RATE_WINDOW_S = 5.0  # places freed in this window give the rate the line moves at
 MIN_RATE_SAMPLES = 10  # fewer frees than this in the window: no estimate, the hard caps only
+# Refuse newcomers at once while the first in line has waited this share of max_wait_s.
+STANDING_LINE_SHARE = 0.5
 
 
 class Admission:
@@ -82,6 +85,7 @@ class Admission:
         self.limits = limits
         self.in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._joined: dict[asyncio.Future[None], float] = {}  # when each waiter joined the line
         self._freed: deque[float] = deque()  # when places came free, within RATE_WINDOW_S
         self._clock = clock
         # admitted, and refused by reason (metrics and tests)
@@ -141,8 +145,17 @@ class Admission:
         if expected is not None and expected > limits.max_wait_s:
             self.refused("expected_wait")
             raise Overloaded(f"the line would take ~{expected:.1f}s", limits.retry_after_s)
+        head_waited = self._clock() - self._joined[self._waiters[0]] if self._waiters else 0.0
+        if head_waited > STANDING_LINE_SHARE * limits.max_wait_s:
+            # The line is standing still, whatever the recent rate says (it lags when the
+            # rate falls): refusing now is what keeps waiters from being refused after waiting.
+            self.refused("expected_wait")
+            raise Overloaded(
+                f"the first in line has waited {head_waited:.1f}s", limits.retry_after_s
+            )
         place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(place)
+        self._joined[place] = self._clock()
         try:
             await asyncio.wait_for(asyncio.shield(place), timeout=limits.max_wait_s)
         except TimeoutError:
@@ -150,6 +163,7 @@ class Admission:
                 self.counts["admitted"] += 1
                 return
             self._waiters.remove(place)
+            self._joined.pop(place, None)
             self.refused("waited")
             reason = f"waited {limits.max_wait_s:g}s for a place"
             raise Overloaded(reason, limits.retry_after_s) from None
@@ -159,6 +173,7 @@ class Admission:
                 self._wake()
             elif place in self._waiters:
                 self._waiters.remove(place)
+            self._joined.pop(place, None)
             raise
         self.counts["admitted"] += 1
 
@@ -167,6 +182,7 @@ class Admission:
         # so a request arriving meanwhile cannot take its place.
         while self._waiters and self.in_flight < self.limits.max_in_flight:
             place = self._waiters.popleft()
+            self._joined.pop(place, None)
             if not place.done():
                 self.in_flight += 1
                 place.set_result(None)

@@ -188,3 +188,22 @@ async def test_a_line_that_would_take_too_long_is_refused_at_once_not_after_wait
 
     now[0] += 60  # a quiet minute: no recent rate, so only the hard caps apply
     assert admission.expected_wait_s() is None
+
+
+async def test_while_the_first_in_line_has_waited_long_newcomers_are_refused_at_once():
+    now = [0.0]
+    admission = Admission(
+        _limits(max_in_flight=1, max_waiting=100, max_wait_s=2.0), clock=lambda: now[0]
+    )
+    held = HeldWork()
+    calls = [asyncio.create_task(admit(admission, held.make(n))) for n in range(2)]
+    await _settle()
+    now[0] += 0.8  # the first in line has waited 0.8 s of max_wait_s 2 s: the line takes more
+    calls.append(asyncio.create_task(admit(admission, held.make(2))))
+    await _settle()
+    assert admission.waiting == 2
+    now[0] += 0.4  # 1.2 s > half of 2 s: newcomers are refused, those in line keep their place
+    with pytest.raises(Overloaded, match="has waited"):
+        await admit(admission, held.make(3))
+    held.release.set()
+    assert await asyncio.gather(*calls) == [0, 1, 2]
