@@ -23,6 +23,7 @@ import copy
 import json
 import os
 import platform
+import statistics
 import tempfile
 import threading
 import time
@@ -216,11 +217,8 @@ def _stage_ms(run: Run, phase: str) -> dict[str, float]:
     """Median time of each stage of the turns answered in ``phase`` (uncontended service)."""
     timings = [o.timings_ms for o in run.outcomes if o.phase == phase and o.timings_ms]
     stages = sorted({k for t in timings for k in t})
-    return {
-        k: round(sorted(t[k] for t in timings if k in t)[len(timings) // 2], 1)
-        for k in stages
-        if any(k in t for t in timings)
-    }
+    # A stage some turns skip (``reward``: a learner's first turn) is the median of those it has.
+    return {k: round(statistics.median(t[k] for t in timings if k in t), 1) for k in stages}
 
 
 def main(argv: list[str] | None = None) -> dict:

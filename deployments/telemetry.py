@@ -123,7 +123,8 @@ class AdmissionMetrics:
         self.refused_total = metrics.Counter(
             "tutor_requests_shed_total",
             description="Model requests refused by the ingress, per pool (turns, predictions): "
-            "full (503 at once), waited (503 after max_wait_s without a place), timed_out (408).",
+            "full or expected_wait (503 at once), waited (503 after max_wait_s without a place), "
+            "timed_out (408).",
             tag_keys=("pool", "reason"),
         )
 

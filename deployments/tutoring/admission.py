@@ -84,8 +84,8 @@ class Admission:
         ``timed_out``."""
         self.limits = limits
         self.in_flight = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._joined: dict[asyncio.Future[None], float] = {}  # when each waiter joined the line
+        # The line, in arrival order: each waiter's future and when it joined.
+        self._waiters: dict[asyncio.Future[None], float] = {}
         self._freed: deque[float] = deque()  # when places came free, within RATE_WINDOW_S
         self._clock = clock
         # admitted, and refused by reason (metrics and tests)
@@ -145,7 +145,7 @@ class Admission:
         if expected is not None and expected > limits.max_wait_s:
             self.refused("expected_wait")
             raise Overloaded(f"the line would take ~{expected:.1f}s", limits.retry_after_s)
-        head_waited = self._clock() - self._joined[self._waiters[0]] if self._waiters else 0.0
+        head_waited = self._clock() - next(iter(self._waiters.values()), self._clock())
         if head_waited > STANDING_LINE_SHARE * limits.max_wait_s:
             # The line is standing still, whatever the recent rate says (it lags when the
             # rate falls): refusing now is what keeps waiters from being refused after waiting.
@@ -154,16 +154,14 @@ class Admission:
                 f"the first in line has waited {head_waited:.1f}s", limits.retry_after_s
             )
         place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(place)
-        self._joined[place] = self._clock()
+        self._waiters[place] = self._clock()
         try:
             await asyncio.wait_for(asyncio.shield(place), timeout=limits.max_wait_s)
         except TimeoutError:
             if place.done():  # let in at the deadline: keep the place
                 self.counts["admitted"] += 1
                 return
-            self._waiters.remove(place)
-            self._joined.pop(place, None)
+            del self._waiters[place]
             self.refused("waited")
             reason = f"waited {limits.max_wait_s:g}s for a place"
             raise Overloaded(reason, limits.retry_after_s) from None
@@ -171,9 +169,7 @@ class Admission:
             if place.done():
                 self.in_flight -= 1
                 self._wake()
-            elif place in self._waiters:
-                self._waiters.remove(place)
-            self._joined.pop(place, None)
+            self._waiters.pop(place, None)
             raise
         self.counts["admitted"] += 1
 
@@ -181,8 +177,8 @@ class Admission:
         # Places go to waiters in arrival order; ``in_flight`` counts a woken waiter at once,
         # so a request arriving meanwhile cannot take its place.
         while self._waiters and self.in_flight < self.limits.max_in_flight:
-            place = self._waiters.popleft()
-            self._joined.pop(place, None)
+            place = next(iter(self._waiters))
+            del self._waiters[place]
             if not place.done():
                 self.in_flight += 1
                 place.set_result(None)

@@ -6,8 +6,9 @@ config of provider ``fake_multinode``: the head's autoscaler (v1, its monitor pr
 node type advertises (``GPU: 1`` is a logical GPU: nothing runs on a GPU), and removes it once
 idle. Autoscaler v2 (RAY_enable_autoscaler_v2=1) does not start with this provider in Ray 2.60:
 it fills the config in from fake_multi_node/example.yaml, which the wheel does not ship, and
-its monitor dies with FileNotFoundError (so does ``ray.cluster_utils.AutoscalingCluster``,
-which reads the same file). v1 reads the config as written, so it is written complete here.
+its monitor dies with FileNotFoundError (so does Ray's own autoscaling test helper, which
+reads the same file and is never used here). v1 reads the config as written, so it is written
+complete here.
 
 Isolation from any other Ray on the machine (a `make serve`, another test run):
 - every port free, and ``provider.gcs_address`` set: the fake provider otherwise points its
@@ -20,7 +21,8 @@ Isolation from any other Ray on the machine (a `make serve`, another test run):
   in-process ``ray.init`` calls. (The cluster lives for one test, without a token meanwhile.)
 - teardown ends only processes of this cluster: the head's process session and descendants, and
   any process whose command line names the cluster's temp dir (the worker nodes' raylets are
-  children of the autoscaler's monitor process). ``ray stop`` would end everyone's Ray.
+  children of the autoscaler's monitor process), each ended by its pid; nothing that ends
+  processes by name or every Ray on the machine is used.
 
 All nodes share one session dir, so each log line reaches a driver once per node's log monitor
 (the duplicated lines in a test's output are that).
