@@ -15,10 +15,16 @@ export RAY_USAGE_STATS_ENABLED := 0
 # unbuffered. Only for the serve process: tests and the bench set the same per process they
 # start (tests/support/serve_process.py). Set RAY_SERVE_ENABLE_HA_PROXY=0 etc. to compare.
 # RAY_ADDRESS=local: a Ray of its own, never a stale or foreign cluster found on the machine.
+# Nothing listens beyond this machine (README "Ports and what listens"): Ray's single-machine
+# mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) takes 127.0.0.1 as the node's address, so GCS,
+# raylet, workers, dashboard and agents bind loopback; SERVE_HOOK rebinds the three listeners of
+# Serve that ignore it (HAProxy's stats and metrics, replicas' gRPC; deployments/loopback.py).
 SERVE_ENV := RAY_ADDRESS=$${RAY_ADDRESS:-local} \
+	RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=$${RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER:-0} \
 	RAY_SERVE_ENABLE_HA_PROXY=$${RAY_SERVE_ENABLE_HA_PROXY:-1} \
 	RAY_SERVE_THROUGHPUT_OPTIMIZED=$${RAY_SERVE_THROUGHPUT_OPTIMIZED:-1} \
 	RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=$${RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE:-1}
+SERVE_HOOK := --runtime-env-json '{"worker_process_setup_hook": "deployments.loopback.bind_serve_to_loopback"}'
 
 .PHONY: install serve test test-unit bench bench-scale bench-scale-policy lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
 	evaluate-emotion evaluate-difficulty simulate-personalization register-personalization \
@@ -34,7 +40,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 serve: install
-	$(SERVE_ENV) $(VENV)/bin/serve run $(SERVE_CONFIG)
+	$(SERVE_ENV) $(VENV)/bin/serve run $(SERVE_HOOK) $(SERVE_CONFIG)
 
 test: install
 	$(PY) -m pytest -q -ra

@@ -7,6 +7,7 @@ stopped with SIGINT (Serve's own clean shutdown), so only processes we started a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -29,12 +30,19 @@ DEFAULT_CONFIG = REPO_ROOT / "serve_config.yaml"
 # between replicas). Measured by `make bench`: ~2x tutor turns/s at 16 clients. Request-path
 # logs stay unbuffered so a turn's lines are on disk at once. The caller's environment wins.
 SERVE_RUNTIME_ENV = {
+    # Nothing listens beyond this machine (Makefile SERVE_ENV, deployments/loopback.py).
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
     "RAY_SERVE_ENABLE_HA_PROXY": os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1"),
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1"),
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": os.environ.get(
         "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE", "1"
     ),
 }
+# ... and `serve run`'s flag that makes deployments/loopback.py Ray's worker setup hook.
+SERVE_RUN_HOOK = [
+    "--runtime-env-json",
+    json.dumps({"worker_process_setup_hook": "deployments.loopback.bind_serve_to_loopback"}),
+]
 
 
 def free_port() -> int:
@@ -92,7 +100,7 @@ def serve_running(
     }
     log = log_path.open("w")
     process = subprocess.Popen(
-        [str(serve_bin), "run", str(config)],
+        [str(serve_bin), "run", *SERVE_RUN_HOOK, str(config)],
         cwd=REPO_ROOT,
         env=full_env,
         stdout=log,

@@ -24,6 +24,8 @@ SERVE_EDGE = {
     "deployments/replica_context.py",
     # The `tutor` command reaches the running application through Serve's deploy API.
     "deployments/cli/serve_client.py",
+    # Ray's worker setup hook for `make serve`: Serve's own listeners on loopback.
+    "deployments/loopback.py",
 }
 MAX_LINES = 400
 
