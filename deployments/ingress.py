@@ -204,10 +204,12 @@ class Ingress:
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
         request_id = current_request_id()
         # The learner is `user`; no answer names it back.
-        user = tenancy.scope_learner(principal_of(request.scope), body.user)
-        body = body.model_copy(update={"user": user})
+        learner_id = tenancy.scope_learner(principal_of(request.scope), body.user)
         return _respond(
-            await admit(self._admission["turns"], lambda: self._turns.chat(body, request_id))
+            await admit(
+                self._admission["turns"],
+                lambda: self._turns.chat(body, request_id, learner_id=learner_id),
+            )
         )
 
     @api.post("/v1/emotion", response_model=EmotionResponse)
