@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
 
 from deployments.errors import error_response
 from deployments.security.gate import Gate, GateSettings, Refusal
@@ -60,6 +61,15 @@ class App:
             body = await request.body()
             principal = principal_of(request.scope)
             return {"bytes": len(body), "key": principal.name if principal else None}
+
+        @api.post("/v1/chat/completions")
+        async def chat():
+            async def events():
+                yield "data: first\n\n"
+                await self.release.wait()  # the turn is still at work while this waits
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
 
         @api.get("/v1/learners/{learner_id}")
         async def learner(learner_id: str):

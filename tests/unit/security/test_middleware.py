@@ -82,6 +82,17 @@ async def test_concurrent_turns_past_the_keys_limit_are_429(app, add_key):
     assert (await app.client.post("/v1/tutor", headers=bearer(key))).status_code == 200
 
 
+async def test_a_streamed_turn_holds_its_place_until_the_stream_ends(app, add_key):
+    key = add_key(max_concurrent_turns=1)
+    app.release.clear()
+    streaming = asyncio.create_task(app.client.post("/v1/chat/completions", headers=bearer(key)))
+    await asyncio.sleep(0.05)
+    _error(await app.client.post("/v1/tutor", headers=bearer(key)), 429, "rate_limited")
+    app.release.set()
+    assert (await streaming).text.endswith("data: [DONE]\n\n")
+    assert (await app.client.post("/v1/tutor", headers=bearer(key))).status_code == 200
+
+
 async def test_a_declared_body_past_the_limit_is_413_before_parsing(app, add_key):
     key = add_key()
     not_json = b"{" * (SETTINGS.max_body_bytes + 1)
