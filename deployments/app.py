@@ -16,6 +16,7 @@ from deployments.ingress import Ingress
 from deployments.llm_router import LLMRouterDeployment
 from deployments.local_llm import LocalLMDeployment
 from deployments.personalization import PersonalizationDeployment
+from deployments.security.policy import auth_enabled
 
 logger = logging.getLogger("ray.serve")
 
@@ -37,6 +38,24 @@ def _use_gpu(args: AppArgs) -> bool:
     return args.accelerator == "gpu"
 
 
+def proxy_host() -> str | None:
+    """The address the Serve proxy binds (``http_options.host``), from the running Serve
+    controller; None when it cannot be known (no cluster or no Serve yet: treated as not
+    loopback). build_app runs in a task of the cluster the config is deployed to, where the
+    controller is already up with its http_options. Serve has no public call for them, hence
+    its client's ``http_config``."""
+    if not ray.is_initialized():
+        return None
+    try:
+        from ray.serve.context import _get_global_client
+
+        client = _get_global_client(raise_if_no_controller_running=False)
+        return None if client is None else client.http_config.host
+    except Exception:
+        logger.warning("could not read Serve's http_options: auth stays on", exc_info=True)
+        return None
+
+
 def _deployment(cls: type, name: str, args: AppArgs, use_gpu: bool) -> serve.Deployment:
     options: dict[str, Any] = {"ray_actor_options": args.actor_options(name, use_gpu=use_gpu)}
     if hasattr(cls, "reconfigure"):
@@ -54,7 +73,16 @@ def build_app(raw_args: dict[str, Any]) -> Application:
     settings = TutorSettings()
     store_uri = absolute_store_uri(args.resolved_store_uri(settings))
     use_gpu = _use_gpu(args)
-    logger.info("building tutor app: store=%s gpu=%s", store_uri.split("@")[-1], use_gpu)
+    host = proxy_host()
+    auth = auth_enabled(settings.auth, host)  # refuses TUTOR_AUTH=off off loopback
+    logger.info(
+        "building tutor app: store=%s gpu=%s auth=%s (TUTOR_AUTH=%s, proxy host %s)",
+        store_uri.split("@")[-1],
+        use_gpu,
+        "on" if auth else "off",
+        settings.auth,
+        host,
+    )
     registry = str(args.registry_dir)
     # The model deployments write their lifecycle records (serving stats, shadow outputs,
     # guardrail rollbacks) to the store.
@@ -79,5 +107,11 @@ def build_app(raw_args: dict[str, Any]) -> Application:
         )
     router = _deployment(LLMRouterDeployment, "LLMRouter", args, use_gpu).bind(local_lm=local_lm)
     return _deployment(Ingress, "Ingress", args, use_gpu).bind(
-        emotion, difficulty, personalization, router, store_uri=store_uri, registry_dir=registry
+        emotion,
+        difficulty,
+        personalization,
+        router,
+        store_uri=store_uri,
+        registry_dir=registry,
+        auth_enabled=auth,
     )

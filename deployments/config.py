@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deployments.lifecycle.rollout import RolloutConfig
+from deployments.security.gate import GateSettings
 from deployments.tutoring.admission import AdmissionLimits
 from models.common.registry import DEFAULT_REGISTRY_ROOT
 from models.llm.config import RouterConfig
@@ -37,6 +38,12 @@ class TutorSettings(BaseSettings):
 
     store_uri: str = Field(
         default="sqlite:///var/tutor.db", description="sqlite:///path or mongodb://host/db"
+    )
+    auth: Literal["auto", "required", "off"] = Field(
+        default="auto",
+        description="TUTOR_AUTH. auto: API keys required unless the Serve proxy binds a "
+        "loopback address; required: always; off: never, and refused on a non-loopback "
+        "address (deployments/security/policy.py).",
     )
 
 
@@ -143,6 +150,33 @@ class IngressUserConfig(_Strict):
     shed_retry_after_s: float = Field(
         default=1.0, ge=0, description="Retry-After on a shed request's 503."
     )
+    # Security (deployments/security/): checked before a route runs or a body is parsed.
+    max_body_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        le=64 << 20,
+        description="Request bodies past this are a 413 before they are parsed.",
+    )
+    key_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="API key lookups are cached this long per replica: a revoked key stops "
+        "working within it.",
+    )
+    rate_limit_storage_uri: str = Field(
+        default="memory://",
+        description="Where per-key request counts live (a `limits` storage URI). memory:// "
+        "counts per Ingress replica (N replicas allow N x rpm); redis://host:6379 or "
+        "mongodb://host/db shares one bound across replicas.",
+    )
+
+    def gate_settings(self) -> GateSettings:
+        return GateSettings(
+            max_body_bytes=self.max_body_bytes,
+            key_cache_ttl_s=self.key_cache_ttl_s,
+            rate_limit_storage_uri=self.rate_limit_storage_uri,
+        )
 
     def admission_limits(self, pool: str) -> AdmissionLimits:
         """``pool``: ``turns`` or ``predictions``."""

@@ -25,17 +25,44 @@ logger = logging.getLogger("ray.serve")
 
 _CODES = {
     400: "bad_request",
+    401: "unauthorized",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     408: "timeout",
     409: "conflict",
-    413: "too_large",
+    413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    429: "rate_limited",
     503: "unavailable",
 }
-ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 404, 408, 409, 422, 503)}
+# 401/403/429 come from API keys and their limits, 413 from the body limit
+# (deployments/security/), answered before the routes.
+ERROR_RESPONSES = {
+    status: {"model": ErrorResponse}
+    for status in (400, 401, 403, 404, 408, 409, 413, 422, 429, 503)
+}
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    request_id: str,
+    fields: list[dict] | None = None,
+    headers: dict[str, str] | None = None,
+    code: str | None = None,
+) -> JSONResponse:
+    """An error in the one shape."""
+    detail = ErrorDetail(
+        code=code or _CODES.get(status, "error"),
+        message=message,
+        request_id=request_id,
+        fields=fields or [],
+    )
+    body = ErrorResponse(error=detail)
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
 
 
 def _describe(error: dict) -> dict:
@@ -57,14 +84,9 @@ def install_error_handlers(app: FastAPI, *, request_id: Callable[[], str]) -> No
         headers: dict[str, str] | None = None,
         code: str | None = None,
     ) -> JSONResponse:
-        detail = ErrorDetail(
-            code=code or _CODES.get(status, "error"),
-            message=message,
-            request_id=request_id(),
-            fields=fields or [],
+        return error_response(
+            status, message, request_id=request_id(), fields=fields, headers=headers, code=code
         )
-        body = ErrorResponse(error=detail)
-        return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
 
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         fields = [_describe(e) for e in exc.errors()]

@@ -9,17 +9,18 @@ error shape.
 # No `from __future__ import annotations` here: Serve re-wraps the route methods, and FastAPI
 # must see the real annotation objects to know a pydantic body from a query parameter.
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import FastAPI, Path
+from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.context import _get_serve_request_context
 
 from deployments.config import IngressUserConfig
-from deployments.errors import ERROR_RESPONSES, install_error_handlers
+from deployments.errors import ERROR_RESPONSES, error_response, install_error_handlers
 from deployments.schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -35,10 +36,14 @@ from deployments.schemas import (
     TutorRequest,
     TutorResponse,
 )
+from deployments.security import tenancy
+from deployments.security.gate import Gate, Refusal
+from deployments.security.middleware import SecurityMiddleware, install_gate, principal_of
 from deployments.telemetry import AdmissionMetrics, TurnMetrics
 from deployments.tutoring import openai_chat
 from deployments.tutoring.admission import Admission, admit
 from deployments.tutoring.emotion_coalescing import CoalescedEmotion
+from deployments.tutoring.exceptions import NotFoundError
 from deployments.tutoring.health import HealthCheck
 from deployments.tutoring.learners import Learners
 from deployments.tutoring.predictions import Predictions
@@ -46,7 +51,7 @@ from deployments.tutoring.rewards import PolicyStatistics
 from deployments.tutoring.turn_runner import TurnHandles, TurnRunner
 from deployments.tutoring.tutor_service import TutorService
 from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
-from store import TutorStore, open_store
+from store import StoreError, TutorStore, open_store
 
 LearnerId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
@@ -64,6 +69,21 @@ api = FastAPI(
     responses=ERROR_RESPONSES,
 )
 install_error_handlers(api, request_id=current_request_id)
+
+
+def _refused(refusal: Refusal):
+    return error_response(
+        refusal.status,
+        refusal.message,
+        request_id=current_request_id(),
+        headers=refusal.headers,
+        code=refusal.code,
+    )
+
+
+# Keys, scopes, rate limits and the body limit, before any route or body parsing (the gate is
+# the replica's, installed by Ingress.__init__).
+api.add_middleware(SecurityMiddleware, respond=_refused)
 
 
 def _event_stream_doc(description: str, events: list[str]) -> dict:
@@ -86,6 +106,15 @@ def _respond(result):
     return result
 
 
+def _shown(principal: tenancy.Principal | None, result):
+    """A /v1/tutor answer (or stream) with the learner id as the client sent it."""
+    if isinstance(result, AsyncIterator):
+        return tenancy.unscope_events(principal, result)
+    return result.model_copy(
+        update={"learner_id": tenancy.unscope_learner(principal, result.learner_id)}
+    )
+
+
 @serve.ingress(api)
 class Ingress:
     def __init__(
@@ -98,8 +127,11 @@ class Ingress:
         store_uri: str,
         registry_dir: str = str(DEFAULT_REGISTRY_ROOT),
         store: TutorStore | None = None,
+        auth_enabled: bool = True,
     ) -> None:
+        """``auth_enabled``: decided by build_app (TUTOR_AUTH and the proxy's host)."""
         store = store or open_store(store_uri)
+        self._store = store
         handles = TurnHandles(emotion, difficulty, personalization, router)
         config = IngressUserConfig()
         runner = TurnRunner(
@@ -124,6 +156,8 @@ class Ingress:
             pool: Admission(config.admission_limits(pool), on_refused=shed.observer(pool))
             for pool in ("turns", "predictions")
         }
+        self._gate = Gate(store, enabled=auth_enabled, settings=config.gate_settings())
+        install_gate(self._gate)
 
     def reconfigure(self, user_config: dict) -> None:
         config = IngressUserConfig.model_validate(user_config)
@@ -136,6 +170,7 @@ class Ingress:
         )
         for pool, admission in self._admission.items():
             admission.configure(config.admission_limits(pool))
+        self._gate.configure(config.gate_settings())
 
     @api.post(
         "/v1/tutor",
@@ -144,11 +179,14 @@ class Ingress:
             "With stream=true: state, token..., summary.", ["state", "token", "error", "summary"]
         ),
     )
-    async def tutor(self, body: TutorRequest):
+    async def tutor(self, body: TutorRequest, request: Request):
         request_id = current_request_id()
-        return _respond(
-            await admit(self._admission["turns"], lambda: self._turns.tutor(body, request_id))
+        principal = principal_of(request.scope)
+        body = body.model_copy(
+            update={"learner_id": tenancy.scope_learner(principal, body.learner_id)}
         )
+        result = await admit(self._admission["turns"], lambda: self._turns.tutor(body, request_id))
+        return _respond(_shown(principal, result))
 
     @api.get("/v1/models", response_model=ModelList)
     async def models(self):
@@ -163,10 +201,15 @@ class Ingress:
             ["message"],
         ),
     )
-    async def chat_completions(self, body: ChatCompletionRequest):
+    async def chat_completions(self, body: ChatCompletionRequest, request: Request):
         request_id = current_request_id()
+        # The learner is `user`; no answer names it back.
+        learner_id = tenancy.scope_learner(principal_of(request.scope), body.user)
         return _respond(
-            await admit(self._admission["turns"], lambda: self._turns.chat(body, request_id))
+            await admit(
+                self._admission["turns"],
+                lambda: self._turns.chat(body, request_id, learner_id=learner_id),
+            )
         )
 
     @api.post("/v1/emotion", response_model=EmotionResponse)
@@ -174,18 +217,30 @@ class Ingress:
         return await admit(self._admission["predictions"], lambda: self._predictions.emotion(body))
 
     @api.post("/v1/difficulty", response_model=DifficultyResponse)
-    async def difficulty(self, body: DifficultyRequest):
+    async def difficulty(self, body: DifficultyRequest, request: Request):
+        if body.learner_id is not None:
+            learner_id = tenancy.scope_learner(principal_of(request.scope), body.learner_id)
+            body = body.model_copy(update={"learner_id": learner_id})
         return await admit(
             self._admission["predictions"], lambda: self._predictions.difficulty(body)
         )
 
     @api.post("/v1/feedback", response_model=FeedbackResponse)
-    async def feedback(self, body: FeedbackRequest):
+    async def feedback(self, body: FeedbackRequest, request: Request):
+        # Another namespace's turn is unknown here, exactly as a turn that does not exist.
+        try:
+            turn = await asyncio.to_thread(self._store.get_turn, body.turn_id)
+        except StoreError:
+            turn = None  # the feedback path decides what the store being away means
+        if turn is not None and not tenancy.owns(principal_of(request.scope), turn.learner_id):
+            raise NotFoundError(f"unknown turn_id {body.turn_id!r}")
         return await self._learners.feedback(body)
 
     @api.get("/v1/learners/{learner_id}", response_model=LearnerProfile)
-    async def learner(self, learner_id: LearnerId):
-        return await self._learners.profile(learner_id)
+    async def learner(self, learner_id: LearnerId, request: Request):
+        principal = principal_of(request.scope)
+        profile = await self._learners.profile(tenancy.scope_learner(principal, learner_id))
+        return profile.model_copy(update={"learner_id": learner_id})
 
     @api.get("/healthz", response_model=HealthResponse)
     async def healthz(self):

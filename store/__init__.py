@@ -4,7 +4,9 @@ model lifecycle's records (rollout history, shadow outputs, serving counts)."""
 from store.base import StoreError, TutorStore
 from store.factory import DEFAULT_STORE_URI, open_store
 from store.records import (
+    API_SCOPES,
     AnswerRecord,
+    ApiKeyRecord,
     ArmStats,
     FeedbackRecord,
     LearnerRecord,
@@ -16,7 +18,9 @@ from store.records import (
 )
 
 __all__ = [
+    "API_SCOPES",
     "DEFAULT_STORE_URI",
+    "ApiKeyRecord",
     "AnswerRecord",
     "ArmStats",
     "FeedbackRecord",

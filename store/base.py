@@ -13,6 +13,7 @@ from types import TracebackType
 
 from store.records import (
     AnswerRecord,
+    ApiKeyRecord,
     ArmStats,
     FeedbackRecord,
     LearnerRecord,
@@ -174,6 +175,25 @@ class TutorStore(abc.ABC):
     @abc.abstractmethod
     def bandit_stats(self, policy: str) -> dict[str, ArmStats]:
         """Every arm of `policy` with at least one observation."""
+
+    # ---- API keys ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_api_key(self, record: ApiKeyRecord) -> bool:
+        """Insert unless a key not revoked has this name (then False, nothing changed). A
+        revoked key's name may be used again."""
+
+    @abc.abstractmethod
+    def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key with this hash, revoked or not (the caller refuses a revoked one)."""
+
+    @abc.abstractmethod
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key, revoked ones included, oldest first."""
+
+    @abc.abstractmethod
+    def revoke_api_key(self, name: str, *, now: float) -> bool:
+        """Mark the live key of this name revoked at ``now``; False when there is none."""
 
     # ---- lifecycle --------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from store.base import (
     dimension_error,
     outer_flat,
 )
+from store.mongo_keys import MongoKeysMixin
 from store.mongo_lifecycle import MongoLifecycleMixin
 from store.records import (
     AnswerRecord,
@@ -40,7 +41,7 @@ from store.records import (
 _SERVER_SELECTION_TIMEOUT_MS = 3000
 
 
-class MongoStore(MongoLifecycleMixin, TutorStore):
+class MongoStore(MongoLifecycleMixin, MongoKeysMixin, TutorStore):
     """The store in one MongoDB database (the lifecycle records and reads by time: the mixin)."""
 
     def __init__(
@@ -80,6 +81,7 @@ class MongoStore(MongoLifecycleMixin, TutorStore):
             self._bandit.create_index([("policy", 1), ("arm", 1)], unique=True)
             self._rewards.create_index([("learner_id", 1), ("ts", 1), ("seq", 1)])
             self._open_lifecycle()
+            self._open_keys()
         except PyMongoError as exc:
             if self._owns_client and client is not None:
                 client.close()

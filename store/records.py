@@ -139,3 +139,23 @@ class ServingStatsRecord(_Record):
     errors: int
     # Per bucket of deployments.lifecycle.serving_stats.LATENCY_BOUNDS_MS, the last = overflow.
     latency_counts: list[int]
+
+
+# ---- API keys -------------------------------------------------------------------------------
+
+# What a key may do (deployments/security/policy.py maps routes to them).
+ApiScope = Literal["tutor", "learners:read", "admin"]
+API_SCOPES: tuple[str, ...] = ("tutor", "learners:read", "admin")
+
+
+class ApiKeyRecord(_Record):
+    """A client's API key, as stored: never the key itself, only its SHA-256 (hex)."""
+
+    name: str  # unique among keys not revoked; an operator's handle for list and revoke
+    key_hash: str
+    scopes: list[ApiScope]
+    tenant: str | None = None  # a tenant-bound key reads and writes only that tenant's learners
+    rpm: int = Field(ge=1)  # requests per minute
+    max_concurrent_turns: int = Field(ge=1)
+    created_at: float
+    revoked_at: float | None = None

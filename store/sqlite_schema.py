@@ -4,6 +4,8 @@ Every statement is IF NOT EXISTS and runs on every open, so a database written b
 version gains the tables and indexes added since (e.g. the lifecycle ones) without a migration.
 """
 
+from store.sqlite_keys import KEYS_SCHEMA
+
 # Comments inside SCHEMA must not contain semicolons: the store splits it on them.
 # `seq` is an AUTOINCREMENT key: it never reuses a value, so it is a faithful insertion order
 # across processes (writes are serialised by SQLite's write lock).
@@ -107,3 +109,4 @@ CREATE TABLE IF NOT EXISTS serving_stats (
 );
 CREATE INDEX IF NOT EXISTS serving_stats_by_model ON serving_stats (model, window_end, seq);
 """
+SCHEMA += KEYS_SCHEMA

@@ -31,13 +31,14 @@ from store.records import (
     RewardRecord,
     TurnRecord,
 )
+from store.sqlite_keys import SQLiteKeysMixin
 from store.sqlite_lifecycle import SQLiteLifecycleMixin
 from store.sqlite_schema import SCHEMA
 
 _BUSY_TIMEOUT_S = 10.0
 
 
-class SQLiteStore(SQLiteLifecycleMixin, TutorStore):
+class SQLiteStore(SQLiteLifecycleMixin, SQLiteKeysMixin, TutorStore):
     """The store in one SQLite file (the lifecycle records and reads by time: the mixin)."""
 
     def __init__(self, path: str | Path) -> None:

@@ -16,7 +16,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from deployments.cli import kuberay, plan, render, reports
+from deployments.cli import keys, kuberay, plan, render, reports
 from deployments.cli.errors import ApplyError, RefusedError
 from deployments.cli.operations import ChangeResult, Workspace, apply_change
 from deployments.cli.serve_client import default_address
@@ -34,6 +34,7 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
+app.add_typer(keys.app, name="keys")
 
 T = TypeVar("T")
 

@@ -88,12 +88,15 @@ class TutorService:
         return await self._answer(turn)
 
     async def chat(
-        self, body: ChatCompletionRequest, request_id: str
+        self, body: ChatCompletionRequest, request_id: str, *, learner_id: str | None = None
     ) -> ChatCompletionResponse | EventStream:
-        """The turn in OpenAI's format; ``data:`` chunks with ``stream``.
+        """The turn in OpenAI's format; ``data:`` chunks with ``stream``. ``learner_id``: the
+        stored id of ``body.user`` when it differs (a tenant's; deployments/security/tenancy).
 
         Raises ``InvalidRequestError`` when no user message has text."""
         request = openai_chat.tutor_request(body)
+        if learner_id is not None:
+            request = request.model_copy(update={"learner_id": learner_id})
         turn = await self.runner.prepare(request, request_id)
         if body.stream:
             return self._chat_chunks(turn)

@@ -66,6 +66,7 @@ def test_the_tutoring_logic_and_the_models_load_without_ray():
     """Not even through another module: a notebook or a unit test needs no cluster."""
     packages = ["deployments.tutoring." + p.stem for p in _modules("deployments/tutoring")]
     packages += ["deployments.lifecycle." + p.stem for p in _modules("deployments/lifecycle")]
+    packages += ["deployments.security." + p.stem for p in _modules("deployments/security")]
     packages += [
         "deployments.config",
         "deployments.schemas",

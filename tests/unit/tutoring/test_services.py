@@ -126,6 +126,15 @@ async def test_a_chat_without_user_text_is_invalid(store):
         await _service(store).chat(body, "req-1")
 
 
+async def test_a_chat_turn_is_stored_under_the_learner_id_given_for_its_user(store):
+    body = ChatCompletionRequest.model_validate(
+        {"model": "tutor", "user": "l1", "messages": [{"role": "user", "content": "why?"}]}
+    )
+    completion = await _service(store).chat(body, "req-1", learner_id="tenant-a/l1")
+    turn = store.get_turn(completion.tutor.turn_id)
+    assert turn.learner_id == "tenant-a/l1"  # a tenant's (deployments/security/tenancy.py)
+
+
 async def test_difficulty_reads_the_stored_answers_then_the_posted_ones(store):
     seen = []
 
