@@ -79,5 +79,11 @@ def build_app(raw_args: dict[str, Any]) -> Application:
         )
     router = _deployment(LLMRouterDeployment, "LLMRouter", args, use_gpu).bind(local_lm=local_lm)
     return _deployment(Ingress, "Ingress", args, use_gpu).bind(
-        emotion, difficulty, personalization, router, store_uri=store_uri, registry_dir=registry
+        emotion,
+        difficulty,
+        personalization,
+        router,
+        store_uri=store_uri,
+        registry_dir=registry,
+        outbox_dir=str(settings.resolved_outbox_dir(store_uri)),
     )

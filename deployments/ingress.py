@@ -35,9 +35,10 @@ from deployments.schemas import (
     TutorRequest,
     TutorResponse,
 )
-from deployments.telemetry import AdmissionMetrics, TurnMetrics
+from deployments.telemetry import AdmissionMetrics, OutboxMetrics, TurnMetrics
 from deployments.tutoring import openai_chat
 from deployments.tutoring.admission import Admission, admit
+from deployments.tutoring.durable import PendingWrites, StoreGuard
 from deployments.tutoring.emotion_coalescing import CoalescedEmotion
 from deployments.tutoring.health import HealthCheck
 from deployments.tutoring.learners import Learners
@@ -47,6 +48,7 @@ from deployments.tutoring.turn_runner import TurnHandles, TurnRunner
 from deployments.tutoring.tutor_service import TutorService
 from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from store import TutorStore, open_store
+from store.outbox import Outbox
 
 LearnerId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
@@ -98,16 +100,27 @@ class Ingress:
         store_uri: str,
         registry_dir: str = str(DEFAULT_REGISTRY_ROOT),
         store: TutorStore | None = None,
+        outbox_dir: str | None = None,
     ) -> None:
-        store = store or open_store(store_uri)
-        handles = TurnHandles(emotion, difficulty, personalization, router)
         config = IngressUserConfig()
+        # A store call waits on the backend about as long as a turn waits for it, so a call
+        # given up on frees its thread soon after (SQLite's default busy wait is 10 s).
+        store = store or open_store(store_uri, timeout_s=config.store_timeout_s)
+        handles = TurnHandles(emotion, difficulty, personalization, router)
+        statistics = PolicyStatistics(ModelRegistry(registry_dir))
+        self._guard = guard = StoreGuard(store, timeout_s=config.store_timeout_s)
+        pending = None
+        if outbox_dir is not None:  # the journal names the store without its credentials
+            outbox = Outbox(outbox_dir, store_id=store_uri.split("@")[-1])
+            pending = PendingWrites(outbox, guard, statistics=statistics, observer=OutboxMetrics())
         runner = TurnRunner(
             handles,
             store,
             stage_timeout_s=config.stage_timeout_s,
             reply_timeout_s=config.reply_timeout_s,
-            policy_statistics=PolicyStatistics(ModelRegistry(registry_dir)),
+            policy_statistics=statistics,
+            guard=guard,
+            pending=pending,
         )
         self._turns = TutorService(runner, observer=TurnMetrics())
         coalesced = CoalescedEmotion(
@@ -116,8 +129,10 @@ class Ingress:
             calls_in_flight=config.emotion_calls_in_flight,
         )
         self._predictions = Predictions(handles, store, coalesced, timeout_s=config.stage_timeout_s)
-        self._learners = Learners(handles, store, timeout_s=config.stage_timeout_s)
-        self._health = HealthCheck(handles, store)
+        self._learners = Learners(
+            handles, store, timeout_s=config.stage_timeout_s, guard=guard, pending=pending
+        )
+        self._health = HealthCheck(handles, store, guard=guard, pending=pending)
         self._coalesced = coalesced
         shed = AdmissionMetrics()
         self._admission = {
@@ -129,6 +144,7 @@ class Ingress:
         config = IngressUserConfig.model_validate(user_config)
         self._turns.runner.stage_timeout_s = config.stage_timeout_s
         self._turns.runner.reply_timeout_s = config.reply_timeout_s
+        self._guard.timeout_s = config.store_timeout_s
         self._predictions.timeout_s = self._learners.timeout_s = config.stage_timeout_s
         self._coalesced.configure(
             max_texts=config.emotion_batch_max_texts,
@@ -179,9 +195,16 @@ class Ingress:
             self._admission["predictions"], lambda: self._predictions.difficulty(body)
         )
 
-    @api.post("/v1/feedback", response_model=FeedbackResponse)
+    @api.post(
+        "/v1/feedback",
+        response_model=FeedbackResponse,
+        responses={202: {"model": FeedbackResponse, "description": "Queued in the outbox."}},
+    )
     async def feedback(self, body: FeedbackRequest):
-        return await self._learners.feedback(body)
+        response = await self._learners.feedback(body)
+        if response.queued:  # journaled, applied when the store takes the turn: accepted
+            return JSONResponse(status_code=202, content=response.model_dump())
+        return response
 
     @api.get("/v1/learners/{learner_id}", response_model=LearnerProfile)
     async def learner(self, learner_id: LearnerId):
