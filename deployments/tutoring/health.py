@@ -73,8 +73,8 @@ class HealthCheck:
         )
 
     async def _store_health(self) -> ComponentHealth:
-        """Down while it fails to answer, or while writes to it fail (a locked SQLite file
-        still answers a ping); with the writes waiting in the outbox, if any."""
+        """Not ok while it fails to answer, while writes to it fail (a locked SQLite file still
+        answers a ping), or while writes wait in the outbox for it (how many: the detail)."""
         if self._pending is not None:
             self._pending.ensure_started()  # a restarted app replays dead replicas' journals
         problem = "writes are failing" if self._guard.away else None
@@ -86,4 +86,4 @@ class HealthCheck:
         waiting = self._pending.depth() if self._pending is not None else 0
         outbox = f"{waiting} writes waiting in the outbox" if waiting else None
         detail = "; ".join(part for part in (problem, outbox) if part) or None
-        return ComponentHealth(ok=problem is None, detail=detail)
+        return ComponentHealth(ok=problem is None and not waiting, detail=detail)

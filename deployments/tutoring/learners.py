@@ -65,6 +65,10 @@ class Learners:
             if queued is not None or pending.pending_feedback(body.turn_id) is not None:
                 return await self._queue(queued or await self._turn(body.turn_id), body)
         turn = await self._turn(body.turn_id)
+        if pending is not None and self._guard.away:
+            # Writes are failing (the turn could still be read): the personalization replica
+            # would wait out the store's lock; the outbox applies it when the store is back.
+            return await self._queue(turn, body)
         try:
             return await required(
                 "personalization model",
