@@ -256,3 +256,4 @@ def test_sigterm_with_turns_in_the_outbox_loses_none_after_a_restart(app, tmp_pa
             _, again = _turn(http, "restart-learner", retried)
         assert again.status_code == 200 and again.json()["reply"] == body["reply"]
         assert _stored(app.db, [retried]) == {retried: 1}
+    shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)

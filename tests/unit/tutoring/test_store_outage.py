@@ -9,6 +9,7 @@ import threading
 import time
 
 import mongomock
+import pymongo
 import pytest
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
@@ -22,6 +23,7 @@ from store import FeedbackRecord, StoreError
 from store.mongo_store import MongoStore
 from store.outbox import Outbox
 from store.sqlite_store import SQLiteStore
+from tests.store.conftest import MONGODB_URI, fresh_mongo_db_name, needs_mongodb
 from tests.support.fake_handles import FakeHandle
 from tests.unit.tutoring.fakes import choose, emotion_ok, fails, respond
 
@@ -275,9 +277,24 @@ class Unreachable:
         return call
 
 
+@pytest.fixture(params=["mongomock", pytest.param("mongodb", marks=needs_mongodb)])
+def mongo_store(request):
+    """mongomock, and a real server when MONGODB_URI is set (a database of its own)."""
+    if request.param == "mongomock":
+        yield MongoStore(client=mongomock.MongoClient())
+        return
+    client = pymongo.MongoClient(MONGODB_URI, serverSelectionTimeoutMS=3000)
+    name = fresh_mongo_db_name()
+    yield MongoStore(client=client, db_name=name)
+    client.drop_database(name)
+    client.close()
+
+
 @pytest.mark.parametrize("error", [ServerSelectionTimeoutError, AutoReconnect])
-async def test_an_unreachable_mongodb_queues_turns_and_feedback_until_it_is_back(tmp_path, error):
-    store = MongoStore(client=mongomock.MongoClient())
+async def test_an_unreachable_mongodb_queues_turns_and_feedback_until_it_is_back(
+    tmp_path, error, mongo_store
+):
+    store = mongo_store
     for name in ("_learners", "_turns", "_answers", "_feedback", "_bandit", "_rewards"):
         setattr(store, name, Unreachable(getattr(store, name), error))
     app = App(store, tmp_path / "outbox")
