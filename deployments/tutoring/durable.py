@@ -274,6 +274,7 @@ class PendingWrites:
     async def _run(self) -> None:
         delay = self._retry_s[0]
         while True:
+            self._wake.clear()  # before the round: a write queued during it wakes the next
             try:
                 drained = await self.drain_once()
             except Exception:
@@ -281,7 +282,6 @@ class PendingWrites:
                 drained = False
             if drained:
                 delay = self._retry_s[0]
-                self._wake.clear()
                 # Until a write is queued, or time to look for dead replicas' journals.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=IDLE_CHECK_S)
