@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import statistics
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -163,6 +164,8 @@ def test_a_locked_store_stalls_no_turn_and_every_answered_turn_is_stored(app):
     # on two shared cores is noisy, so the test holds a third and prints the figure).
     ratio = len(locked) / len(normal)
     slowest = max(elapsed for elapsed, _, _ in locked)
+    p50 = [statistics.median(e for e, _, _ in phase) for phase in (normal, locked)]
+    print(f"p50 normal {p50[0] * 1000:.0f} ms, locked {p50[1] * 1000:.0f} ms")
     print(
         f"turns in {LOCK_S}s: normal {len(normal)}, locked {len(locked)} ({ratio:.2f}x); "
         f"slowest while locked {slowest:.2f}s"
