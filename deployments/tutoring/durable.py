@@ -4,7 +4,7 @@
 thread for its busy timeout: in the default executor, six threads on two cores, that would
 starve every other ``to_thread``) and waits ``timeout_s`` for it. A call that fails or times
 out marks the store away for ``away_s``: calls in that time fail at once instead of each
-waiting the timeout, then one call at a time tries again, and any success ends it.
+waiting the timeout, then one call at a time tries again, and a write that succeeds ends it.
 
 ``PendingWrites`` journals what could not be stored (a turn, with the answer it carried; a
 feedback) in ``store.outbox.Outbox`` before the answer is sent, and drains it in the
@@ -65,9 +65,18 @@ class StoreGuard:
         """Whether a call failed in the last ``away_s`` (and none has succeeded since)."""
         return self._away_until is not None and self._clock() < self._away_until
 
-    async def call(self, fn: Callable[..., T], *args: Any, probe: bool = False, **kwargs: Any) -> T:
+    async def call(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        probe: bool = False,
+        read: bool = False,
+        **kwargs: Any,
+    ) -> T:
         """``fn(*args, **kwargs)`` in the store's pool, or StoreUnavailable. ``probe``: try even
-        while the store is away (the outbox's drain, which is how it is found back)."""
+        while the store is away (the outbox's drain, which is how it is found back). ``read``:
+        a call that only reads, whose success does not end an away spell (a SQLite file locked
+        for writing still answers reads)."""
         probing = False
         if not probe and self._away_until is not None:
             if self._clock() < self._away_until or self._probing:
@@ -87,9 +96,9 @@ class StoreGuard:
         finally:
             if probing:
                 self._probing = False
-        if self._away_until is not None:
+        if self._away_until is not None and not read:
             logger.warning("store: answering again")
-        self._away_until = None
+            self._away_until = None
         return result
 
     def _failed(self) -> None:

@@ -89,7 +89,7 @@ class Learners:
 
     async def _turn(self, turn_id: str) -> TurnRecord:
         try:
-            turn = await self._guard.call(self._store.get_turn, turn_id)
+            turn = await self._guard.call(self._store.get_turn, turn_id, read=True)
         except StoreUnavailable as exc:
             raise StoreUnavailableError(
                 f"the store is unavailable ({exc}); the feedback was not recorded"

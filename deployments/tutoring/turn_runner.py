@@ -138,15 +138,17 @@ class TurnRunner:
         return fallback
 
     async def replay(self, request: TutorRequest) -> TutorResponse | None:
-        """The stored answer of a retried turn (same ``turn_id``), or None for a new turn."""
+        """The stored answer of a retried turn (same ``turn_id``), or None for a new turn; a
+        first attempt still in this replica's outbox is the answer already given, too."""
         if self.pending is not None:
             self.pending.ensure_started()
         if request.turn_id is None:
             return None
-        # A first attempt still in this replica's outbox is the answer already given.
         stored = self.pending.pending_turn(request.turn_id) if self.pending else None
         try:
-            stored = stored or await self.guard.call(self.store.get_turn, request.turn_id)
+            stored = stored or await self.guard.call(
+                self.store.get_turn, request.turn_id, read=True
+            )
         except StoreUnavailable:
             # Without the store a retry cannot be recognised; answering (degraded) beats a 503,
             # and the store keeps one turn per turn_id (the first saved) whatever is answered.
@@ -363,10 +365,8 @@ class TurnRunner:
             message=turn.request.message,
             context=turn.context,
         )
-        # The answer the turn carried goes with it, unless the turn's load stored it.
-        answer = (
-            None if turn.answer_stored else posted_answer(turn.request, turn.turn_id, turn.started)
-        )
+        answer = posted_answer(turn.request, turn.turn_id, turn.started)  # unless load stored it
+        answer = None if turn.answer_stored else answer
         started = time.perf_counter()
         problem = await store_turn(
             self.guard, self.pending, self.store, record, answer, statistics=self.policy_statistics

@@ -166,6 +166,10 @@ def test_a_locked_store_stalls_no_turn_and_every_answered_turn_is_stored(app):
     slowest = max(elapsed for elapsed, _, _ in locked)
     p50 = [statistics.median(e for e, _, _ in phase) for phase in (normal, locked)]
     print(f"p50 normal {p50[0] * 1000:.0f} ms, locked {p50[1] * 1000:.0f} ms")
+    for name, phase in (("normal", normal), ("locked", locked)):
+        stages = [r.json()["timings_ms"] for _, r, _ in phase]
+        medians = {k: statistics.median(t.get(k, 0) for t in stages) for k in stages[-1]}
+        print(name, {k: round(v, 1) for k, v in medians.items()})
     print(
         f"turns in {LOCK_S}s: normal {len(normal)}, locked {len(locked)} ({ratio:.2f}x); "
         f"slowest while locked {slowest:.2f}s"

@@ -251,6 +251,8 @@ async def test_the_guard_refuses_at_once_while_away_and_recovers(tmp_path):
     with pytest.raises(StoreUnavailable):
         await guard.call(lambda: 1)
     assert time.monotonic() - started < 0.1 and guard.away
+    assert await guard.call(lambda: 1, read=True, probe=True) == 1
+    assert guard.away  # a read answers (a SQLite file locked for writing does): writes may not
     assert await guard.call(lambda: 2, probe=True) == 2  # the drain's probe finds it back
     assert await guard.call(lambda: 3) == 3 and not guard.away
     gate.set()
