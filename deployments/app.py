@@ -114,4 +114,5 @@ def build_app(raw_args: dict[str, Any]) -> Application:
         store_uri=store_uri,
         registry_dir=registry,
         auth_enabled=auth,
+        outbox_dir=str(settings.resolved_outbox_dir(store_uri)),
     )

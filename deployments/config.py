@@ -45,6 +45,19 @@ class TutorSettings(BaseSettings):
         "loopback address; required: always; off: never, and refused on a non-loopback "
         "address (deployments/security/policy.py).",
     )
+    outbox_dir: Path | None = Field(
+        default=None,
+        description="Where the ingress journals writes the store cannot take (local disk). "
+        "Default: `outbox` beside a SQLite store's file, else var/outbox.",
+    )
+
+    def resolved_outbox_dir(self, store_uri: str) -> Path:
+        """Absolute (replicas run from another directory); ``store_uri`` already absolute."""
+        if self.outbox_dir is not None:
+            return self.outbox_dir.resolve()
+        if store_uri.startswith("sqlite:///"):
+            return Path(store_uri[len("sqlite:///") :]).resolve().parent / "outbox"
+        return Path("var/outbox").resolve()
 
 
 # ---- per-deployment user_config (changed in place by `serve deploy`) ----------------------
@@ -111,6 +124,13 @@ def router_config(user_config: dict[str, Any]) -> RouterConfig:
 
 class IngressUserConfig(_Strict):
     stage_timeout_s: float = Field(default=10.0, gt=0, description="Per model stage.")
+    store_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="A turn's store call not answered in this is given up: the learner's "
+        "history is skipped, the turn journaled in the outbox (named in `degraded`).",
+    )
     reply_timeout_s: float = Field(default=60.0, gt=0)
     emotion_batch_max_texts: int = Field(
         default=64, ge=1, le=1024, description="/v1/emotion: texts per coalesced Emotion call."

@@ -101,12 +101,13 @@ def install_error_handlers(app: FastAPI, *, request_id: Callable[[], str]) -> No
         return respond(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     async def unavailable(_: Request, exc: UnavailableError | StoreError) -> JSONResponse:
+        code = getattr(exc, "code", None)
         if isinstance(exc, StoreError):
             logger.warning("store unavailable: %s", exc)
-            message = f"the store is unavailable: {exc}"
+            message, code = f"the store is unavailable: {exc}", "store_unavailable"
         else:
             message = str(exc)  # `required` logged the cause
-        return respond(503, message, headers={"Retry-After": "5"})
+        return respond(503, message, headers={"Retry-After": "5"}, code=code)
 
     async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
         # Shed, not failed: "overloaded" tells a client to back off, where "unavailable" is a

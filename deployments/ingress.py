@@ -9,7 +9,6 @@ error shape.
 # No `from __future__ import annotations` here: Serve re-wraps the route methods, and FastAPI
 # must see the real annotation objects to know a pydantic body from a query parameter.
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -39,11 +38,11 @@ from deployments.schemas import (
 from deployments.security import tenancy
 from deployments.security.gate import Gate, Refusal
 from deployments.security.middleware import SecurityMiddleware, install_gate, principal_of
-from deployments.telemetry import AdmissionMetrics, TurnMetrics
+from deployments.telemetry import AdmissionMetrics, OutboxMetrics, TurnMetrics
 from deployments.tutoring import openai_chat
 from deployments.tutoring.admission import Admission, admit
+from deployments.tutoring.durable import PendingWrites, StoreGuard
 from deployments.tutoring.emotion_coalescing import CoalescedEmotion
-from deployments.tutoring.exceptions import NotFoundError
 from deployments.tutoring.health import HealthCheck
 from deployments.tutoring.learners import Learners
 from deployments.tutoring.predictions import Predictions
@@ -51,7 +50,8 @@ from deployments.tutoring.rewards import PolicyStatistics
 from deployments.tutoring.turn_runner import TurnHandles, TurnRunner
 from deployments.tutoring.tutor_service import TutorService
 from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
-from store import StoreError, TutorStore, open_store
+from store import TutorStore, open_store
+from store.outbox import Outbox
 
 LearnerId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
@@ -128,18 +128,29 @@ class Ingress:
         registry_dir: str = str(DEFAULT_REGISTRY_ROOT),
         store: TutorStore | None = None,
         auth_enabled: bool = True,
+        outbox_dir: str | None = None,
     ) -> None:
-        """``auth_enabled``: decided by build_app (TUTOR_AUTH and the proxy's host)."""
-        store = store or open_store(store_uri)
-        self._store = store
-        handles = TurnHandles(emotion, difficulty, personalization, router)
+        """``auth_enabled``: decided by build_app (TUTOR_AUTH and the proxy's host);
+        ``outbox_dir``: where writes the store cannot take are journaled."""
         config = IngressUserConfig()
+        # A store call waits on the backend about as long as a turn waits for it, so a call
+        # given up on frees its thread soon after (SQLite's default busy wait is 10 s).
+        store = store or open_store(store_uri, timeout_s=config.store_timeout_s)
+        handles = TurnHandles(emotion, difficulty, personalization, router)
+        statistics = PolicyStatistics(ModelRegistry(registry_dir))
+        self._guard = guard = StoreGuard(store, timeout_s=config.store_timeout_s)
+        pending = None
+        if outbox_dir is not None:  # the journal names the store without its credentials
+            outbox = Outbox(outbox_dir, store_id=store_uri.split("@")[-1])
+            pending = PendingWrites(outbox, guard, statistics=statistics, observer=OutboxMetrics())
         runner = TurnRunner(
             handles,
             store,
             stage_timeout_s=config.stage_timeout_s,
             reply_timeout_s=config.reply_timeout_s,
-            policy_statistics=PolicyStatistics(ModelRegistry(registry_dir)),
+            policy_statistics=statistics,
+            guard=guard,
+            pending=pending,
         )
         self._turns = TutorService(runner, observer=TurnMetrics())
         coalesced = CoalescedEmotion(
@@ -148,8 +159,10 @@ class Ingress:
             calls_in_flight=config.emotion_calls_in_flight,
         )
         self._predictions = Predictions(handles, store, coalesced, timeout_s=config.stage_timeout_s)
-        self._learners = Learners(handles, store, timeout_s=config.stage_timeout_s)
-        self._health = HealthCheck(handles, store)
+        self._learners = Learners(
+            handles, store, timeout_s=config.stage_timeout_s, guard=guard, pending=pending
+        )
+        self._health = HealthCheck(handles, store, guard=guard, pending=pending)
         self._coalesced = coalesced
         shed = AdmissionMetrics()
         self._admission = {
@@ -163,6 +176,7 @@ class Ingress:
         config = IngressUserConfig.model_validate(user_config)
         self._turns.runner.stage_timeout_s = config.stage_timeout_s
         self._turns.runner.reply_timeout_s = config.reply_timeout_s
+        self._guard.timeout_s = config.store_timeout_s
         self._predictions.timeout_s = self._learners.timeout_s = config.stage_timeout_s
         self._coalesced.configure(
             max_texts=config.emotion_batch_max_texts,
@@ -225,16 +239,19 @@ class Ingress:
             self._admission["predictions"], lambda: self._predictions.difficulty(body)
         )
 
-    @api.post("/v1/feedback", response_model=FeedbackResponse)
+    @api.post(
+        "/v1/feedback",
+        response_model=FeedbackResponse,
+        responses={202: {"model": FeedbackResponse, "description": "Queued in the outbox."}},
+    )
     async def feedback(self, body: FeedbackRequest, request: Request):
-        # Another namespace's turn is unknown here, exactly as a turn that does not exist.
-        try:
-            turn = await asyncio.to_thread(self._store.get_turn, body.turn_id)
-        except StoreError:
-            turn = None  # the feedback path decides what the store being away means
-        if turn is not None and not tenancy.owns(principal_of(request.scope), turn.learner_id):
-            raise NotFoundError(f"unknown turn_id {body.turn_id!r}")
-        return await self._learners.feedback(body)
+        principal = principal_of(request.scope)
+        response = await self._learners.feedback(
+            body, owns=lambda learner_id: tenancy.owns(principal, learner_id)
+        )
+        if response.queued:  # journaled, applied when the store takes the turn: accepted
+            return JSONResponse(status_code=202, content=response.model_dump())
+        return response
 
     @api.get("/v1/learners/{learner_id}", response_model=LearnerProfile)
     async def learner(self, learner_id: LearnerId, request: Request):

@@ -20,16 +20,16 @@ from deployments.lifecycle.versions import Picked, VersionedModels
 from deployments.replica_context import model_rollout
 from deployments.schemas import FeedbackResponse, StrategyChoice, StrategyStats
 from deployments.tutoring.exceptions import NotFoundError
-from deployments.tutoring.rewards import PolicyStatistics, reward_turn
+from deployments.tutoring.rewards import PolicyStatistics, apply_feedback
 from models.common.registry import ModelRegistry
 from models.common.vocab import STRATEGIES
 from models.personalization.bandit import ArmStatistics, LinearThompsonSampling
 from models.personalization.context import CONTEXT_DIM
 from models.personalization.policy_version import MODEL_NAME, PolicyVersion
-from store import FeedbackRecord, TutorStore, open_store
-from store.records import AnswerRecord
+from store import FeedbackRecord, StoreError, TutorStore, open_store
 
 logger = logging.getLogger("ray.serve")
+STATS_READ_TIMEOUT_S = 0.5
 
 
 @dataclass
@@ -46,6 +46,10 @@ class PersonalizationDeployment:
         self, *, registry_dir: str | Path, store_uri: str, store: TutorStore | None = None
     ) -> None:
         self._store = store or open_store(store_uri)
+        # Statistics are read on a connection of their own that waits little: a write stuck on
+        # a locked store (a feedback, the lifecycle's flush) never holds up a choice, which then
+        # uses the statistics it already has.
+        self._stats_store = store or open_store(store_uri, timeout_s=STATS_READ_TIMEOUT_S)
         registry = ModelRegistry(registry_dir)
         self._config = PersonalizationUserConfig()
         self._statistics = PolicyStatistics(registry)
@@ -61,7 +65,8 @@ class PersonalizationDeployment:
             resolve=lambda v: registry.resolve_version(MODEL_NAME, v),
             reload_key=lambda: self._config.propensity_samples,
         )
-        self._rollout = model_rollout(self._versions, store_uri=store_uri, store=self._store)
+        # The lifecycle's writes on a connection of their own too (a store passed in: shared).
+        self._rollout = model_rollout(self._versions, store_uri=store_uri, store=store)
         self._rng = np.random.default_rng()
 
     def reconfigure(self, user_config: dict) -> None:
@@ -71,7 +76,14 @@ class PersonalizationDeployment:
     def _refresh(self, served: ServedPolicy) -> None:
         if time.monotonic() - served.loaded_at < self._config.stats_max_age_s:
             return
-        stored = self._store.bandit_stats(served.policy.statistics)
+        try:
+            stored = self._stats_store.bandit_stats(served.policy.statistics)
+        except StoreError:
+            # Slightly stale statistics beat a stalled or failed choice; tried again after
+            # stats_max_age_s.
+            logger.warning("personalization: statistics not refreshed (store unavailable)")
+            served.loaded_at = time.monotonic()
+            return
         served.bandit.update_statistics(
             {
                 arm: ArmStatistics.from_flat(s.a, s.b, s.n, s.reward_sum)
@@ -141,43 +153,21 @@ class PersonalizationDeployment:
         turn = self._store.get_turn(turn_id)
         if turn is None:
             raise NotFoundError(f"unknown turn_id {turn_id!r}")
-        accepted = self._store.add_feedback(
+        accepted, stored = apply_feedback(
+            self._store,
+            turn,
             FeedbackRecord(
                 turn_id=turn_id, learner_id=turn.learner_id, reward=reward, ts=now, **(answer or {})
-            )
+            ),
+            statistics=self._statistics,
         )
-        if accepted and reward is not None:
-            reward_turn(
-                self._store,
-                turn,
-                source="explicit",
-                reward=reward,
-                now=now,
-                statistics=self._statistics,
-            )
-        if accepted and answer is not None:
-            self._store.add_answer(
-                AnswerRecord(
-                    learner_id=turn.learner_id, source_id=f"{turn_id}:feedback", ts=now, **answer
-                )
-            )
-            correct = float(answer["correct"])
-            reward_turn(
-                self._store,
-                turn,
-                source="answer",
-                reward=correct,
-                now=now,
-                statistics=self._statistics,
-            )
         if accepted:  # this replica sees its own update at once
             for version in self._versions.plan.loaded:
                 self._versions.get(version).loaded_at = float("-inf")
-        stored = self._store.get_feedback(turn_id)
         return FeedbackResponse(
             turn_id=turn_id,
             accepted=accepted,
-            reward=stored.reward if stored else reward,
+            reward=stored.reward,
             strategy=turn.strategy,
         )
 

@@ -116,6 +116,30 @@ class RouterMetrics:
         self.breaker.set(_BREAKER_STATE_VALUE[state], tags={"provider": provider})
 
 
+class OutboxMetrics:
+    """Writes the store could not take, journaled and replayed (deployments/tutoring/durable.py)."""
+
+    def __init__(self) -> None:
+        self.depth = metrics.Gauge(
+            "tutor_outbox_depth",
+            description="Writes waiting in this ingress replica's outbox for the store.",
+        )
+        self.writes = metrics.Counter(
+            "tutor_outbox_writes_total",
+            description="Writes journaled in the outbox (queued) and applied from it "
+            "(replayed), by kind (turn, feedback).",
+            tag_keys=("kind", "event"),
+        )
+
+    def queued(self, kind: str, depth: int) -> None:
+        self.writes.inc(tags={"kind": kind, "event": "queued"})
+        self.depth.set(depth)
+
+    def replayed(self, kind: str, depth: int) -> None:
+        self.writes.inc(tags={"kind": kind, "event": "replayed"})
+        self.depth.set(depth)
+
+
 class AdmissionMetrics:
     """Requests the ingress refused under load (deployments/tutoring/admission.py)."""
 

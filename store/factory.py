@@ -29,8 +29,15 @@ def sqlite_path(uri: str) -> Path:
     return Path(path)
 
 
-def open_store(uri: str) -> TutorStore:
-    """A SQLiteStore for sqlite:///..., a MongoStore for mongodb:// and mongodb+srv://."""
+def open_store(uri: str, *, timeout_s: float | None = None) -> TutorStore:
+    """A SQLiteStore for sqlite:///..., a MongoStore for mongodb:// and mongodb+srv://.
+
+    ``timeout_s``: how long one call may wait for the backend (SQLite's busy timeout, MongoDB's
+    server selection timeout) instead of the backend's default; a caller that gives up on a call
+    sooner (the ingress, which then journals the write) sets it so a stuck call frees its thread
+    about when it is abandoned.
+    """
+    options = {} if timeout_s is None else {"timeout_s": timeout_s}
     scheme, sep, _ = uri.partition("://")
     if not sep:
         raise ValueError(
@@ -40,11 +47,11 @@ def open_store(uri: str) -> TutorStore:
     if scheme == "sqlite":
         from store.sqlite_store import SQLiteStore
 
-        return SQLiteStore(sqlite_path(uri))
+        return SQLiteStore(sqlite_path(uri), **options)
     if scheme in _MONGO_SCHEMES:
         from store.mongo_store import MongoStore
 
-        return MongoStore(uri)
+        return MongoStore(uri, **options)
     raise ValueError(
         f"unsupported store URI scheme {scheme!r} in {uri!r}: "
         "expected sqlite, mongodb or mongodb+srv"

@@ -45,7 +45,12 @@ class MongoStore(MongoLifecycleMixin, MongoKeysMixin, TutorStore):
     """The store in one MongoDB database (the lifecycle records and reads by time: the mixin)."""
 
     def __init__(
-        self, uri: str | None = None, *, client: Any | None = None, db_name: str = "tutor"
+        self,
+        uri: str | None = None,
+        *,
+        client: Any | None = None,
+        db_name: str = "tutor",
+        timeout_s: float = _SERVER_SELECTION_TIMEOUT_MS / 1000,
     ) -> None:
         """Connect with `uri`, or use `client` (e.g. a mongomock.MongoClient in tests).
 
@@ -58,9 +63,7 @@ class MongoStore(MongoLifecycleMixin, MongoKeysMixin, TutorStore):
         self._owns_client = client is None
         try:
             if client is None:
-                client = pymongo.MongoClient(
-                    uri, serverSelectionTimeoutMS=_SERVER_SELECTION_TIMEOUT_MS
-                )
+                client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout_s * 1000))
                 self._db = client.get_default_database(default=db_name)
             else:
                 self._db = client[db_name]

@@ -41,7 +41,8 @@ _BUSY_TIMEOUT_S = 10.0
 class SQLiteStore(SQLiteLifecycleMixin, SQLiteKeysMixin, TutorStore):
     """The store in one SQLite file (the lifecycle records and reads by time: the mixin)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, timeout_s: float = _BUSY_TIMEOUT_S) -> None:
+        """``timeout_s``: how long a write waits for another connection's lock (busy_timeout)."""
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -53,13 +54,13 @@ class SQLiteStore(SQLiteLifecycleMixin, SQLiteKeysMixin, TutorStore):
         try:
             conn = sqlite3.connect(
                 self.path,
-                timeout=_BUSY_TIMEOUT_S,
+                timeout=timeout_s,
                 isolation_level=None,
                 check_same_thread=False,
             )
             self._conn = conn
             conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             # NORMAL is durable across application crashes in WAL mode; only an OS crash can
             # lose the last commits, which is acceptable for tutoring logs.

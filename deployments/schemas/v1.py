@@ -247,6 +247,11 @@ class FeedbackResponse(BaseModel):
     accepted: bool = Field(description="False when this turn already had feedback (idempotent).")
     reward: float | None
     strategy: str
+    queued: bool = Field(
+        default=False,
+        description="True (status 202) when the turn is still waiting in the outbox for the "
+        "store: the feedback is journaled with it and applied, once, when the store takes it.",
+    )
 
 
 # ---- /v1/learners/{id} --------------------------------------------------------------------

@@ -59,20 +59,31 @@ class KeyCache:
         lookup: Callable[[str], ApiKeyRecord | None],
         *,
         ttl_s: float,
+        lookup_timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lookup = lookup
         self.ttl_s = ttl_s
         self._clock = clock
+        self.lookup_timeout_s = lookup_timeout_s
         self._entries: dict[str, tuple[float, ApiKeyRecord | None]] = {}
 
     async def get(self, key_hash: str) -> ApiKeyRecord | None:
-        """Raises StoreError when the store cannot be read (nothing is cached then)."""
+        """Raises StoreError when the store cannot be read and nothing was ever cached for the
+        key. A key seen before keeps its last known record while the store is away (so turns go
+        on being answered through a store outage; a revocation then waits for the store)."""
         now = self._clock()
         cached = self._entries.get(key_hash)
         if cached is not None and cached[0] > now:
             return cached[1]
-        record = await asyncio.to_thread(self._lookup, key_hash)
+        try:
+            record = await asyncio.wait_for(
+                asyncio.to_thread(self._lookup, key_hash), timeout=self.lookup_timeout_s
+            )
+        except Exception as exc:  # any backend's failure (a lock, a lost server, a timeout)
+            if cached is None:
+                raise StoreError(f"API key lookup failed: {type(exc).__name__}") from exc
+            return cached[1]  # stale if error; looked up again on the next request
         if len(self._entries) >= MAX_CACHED_KEYS:
             self._entries = {h: e for h, e in self._entries.items() if e[0] > now}
             while len(self._entries) >= MAX_CACHED_KEYS:  # all live: drop the oldest

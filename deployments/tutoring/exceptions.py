@@ -29,9 +29,22 @@ class InvalidRequestError(ValueError):
 class UnavailableError(RuntimeError):
     """A dependency the endpoint cannot answer without failed (503, with Retry-After)."""
 
+    code: str | None = None  # the error shape's code; None: "unavailable"
+
     def __init__(self, dependency: str, cause: BaseException) -> None:
         super().__init__(f"the {dependency} is unavailable ({type(cause).__name__})")
         self.dependency = dependency
+
+
+class StoreUnavailableError(UnavailableError):
+    """The store cannot answer now and nothing can stand in for it (503 store_unavailable):
+    nothing was recorded, and the same request is safe to retry."""
+
+    code = "store_unavailable"
+
+    def __init__(self, message: str) -> None:
+        RuntimeError.__init__(self, message)
+        self.dependency = "store"
 
 
 async def required(dependency: str, call: Awaitable[T], *, timeout_s: float) -> T:

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from deployments.schemas import ComponentHealth, HealthResponse, RolloutState
+from deployments.tutoring.durable import PendingWrites, StoreGuard
 from deployments.tutoring.turn_runner import TurnHandles
 from store import TutorStore
 
@@ -25,9 +26,18 @@ async def _probe(name: str, handle: Any) -> tuple[str, ComponentHealth, RolloutS
 
 
 class HealthCheck:
-    def __init__(self, handles: TurnHandles, store: TutorStore) -> None:
+    def __init__(
+        self,
+        handles: TurnHandles,
+        store: TutorStore,
+        *,
+        guard: StoreGuard | None = None,
+        pending: PendingWrites | None = None,
+    ) -> None:
         self._handles = handles
         self._store = store
+        self._guard = guard or StoreGuard(store, timeout_s=PROBE_TIMEOUT_S)
+        self._pending = pending
 
     async def check(self) -> HealthResponse:
         """``status`` is ``degraded`` when a deployment or the store is down. Providers do not
@@ -51,12 +61,7 @@ class HealthCheck:
             logger.warning("health: LLMRouter did not answer: %r", exc)
             deployments["LLMRouter"] = ComponentHealth(ok=False, detail=type(exc).__name__)
         deployments["Ingress"] = ComponentHealth(ok=True)
-        try:
-            await asyncio.to_thread(self._store.ping)
-            store = ComponentHealth(ok=True)
-        except Exception as exc:
-            logger.warning("health: the store did not answer: %r", exc)
-            store = ComponentHealth(ok=False, detail=str(exc))
+        store = await self._store_health()
         healthy = store.ok and all(h.ok for h in deployments.values())
         return HealthResponse(
             status="ok" if healthy else "degraded",
@@ -66,3 +71,19 @@ class HealthCheck:
             rollouts=rollouts,
             providers=providers,
         )
+
+    async def _store_health(self) -> ComponentHealth:
+        """Not ok while it fails to answer, while writes to it fail (a locked SQLite file still
+        answers a ping), or while writes wait in the outbox for it (how many: the detail)."""
+        if self._pending is not None:
+            self._pending.ensure_started()  # a restarted app replays dead replicas' journals
+        problem = "writes are failing" if self._guard.away else None
+        try:  # not through the guard: a ping that works says nothing about writes
+            await asyncio.wait_for(asyncio.to_thread(self._store.ping), timeout=PROBE_TIMEOUT_S)
+        except Exception as exc:
+            logger.warning("health: the store did not answer: %r", exc)
+            problem = str(exc) or type(exc).__name__
+        waiting = self._pending.depth() if self._pending is not None else 0
+        outbox = f"{waiting} writes waiting in the outbox" if waiting else None
+        detail = "; ".join(part for part in (problem, outbox) if part) or None
+        return ComponentHealth(ok=problem is None and not waiting, detail=detail)

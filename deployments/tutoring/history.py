@@ -1,4 +1,5 @@
-"""A learner's answer history as the difficulty model reads it: stored answers, then posted."""
+"""A learner's answer history as the difficulty model reads it: stored answers, then posted;
+and what a turn loads from the store before its models run."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from deployments.schemas import MAX_HISTORY
+from deployments.schemas import MAX_HISTORY, TutorRequest
 from models.difficulty.tracer import Interaction
-from store import TutorStore
+from store import AnswerRecord, TurnRecord, TutorStore
+
+RECENT_TURNS = 20
 
 
 class AnswerLike(Protocol):
@@ -31,3 +34,26 @@ async def learner_history(
     if learner_id is not None:
         stored = await asyncio.to_thread(store.answers, learner_id, limit=MAX_HISTORY)
     return (interactions(stored) + interactions(posted))[-MAX_HISTORY:]
+
+
+def posted_answer(request: TutorRequest, turn_id: str, ts: float) -> AnswerRecord | None:
+    """The answer a turn carries, as stored: idempotent by the turn's id."""
+    if request.answer is None:
+        return None
+    return AnswerRecord(
+        learner_id=request.learner_id,
+        source_id=f"{turn_id}:answer",
+        ts=ts,
+        **request.answer.model_dump(),
+    )
+
+
+def load_learner(
+    store: TutorStore, learner_id: str, answer: AnswerRecord | None, *, now: float
+) -> tuple[bool, bool, list[AnswerRecord], list[TurnRecord]]:
+    """A turn's first store call: whether it created the learner, whether it stored the
+    answer, then the learner's answers and recent turns."""
+    _, created = store.get_or_create_learner(learner_id, now=now)
+    answered = answer is not None and store.add_answer(answer)
+    answers = store.answers(learner_id, limit=MAX_HISTORY)
+    return created, answered, answers, store.recent_turns(learner_id, limit=RECENT_TURNS)

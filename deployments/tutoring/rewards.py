@@ -1,7 +1,8 @@
 """Turning feedback and answers into rewards for the strategy a turn chose.
 
-Used by the ingress (an answer sent with the next /v1/tutor message) and by the personalization
-deployment (/v1/feedback), so both paths record rewards the same way, once per turn and source.
+Used by the ingress (an answer sent with the next /v1/tutor message; feedback replayed from the
+outbox) and by the personalization deployment (/v1/feedback), so every path records rewards the
+same way, once per turn and source.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Literal
 from models.common.registry import ArtifactNotFoundError, ModelRegistry
 from models.personalization.context import CONTEXT_DIM
 from models.personalization.policy_version import MODEL_NAME, PolicyVersion
-from store import RewardRecord, TurnRecord, TutorStore
+from store import FeedbackRecord, RewardRecord, TurnRecord, TutorStore
+from store.records import AnswerRecord
 
 UNAVAILABLE_POLICY = "unavailable"  # a turn whose strategy was the uniform fallback
 
@@ -66,3 +68,51 @@ def reward_turn(
         ),
         context=turn.context if learnable else None,
     )
+
+
+def apply_feedback(
+    store: TutorStore,
+    turn: TurnRecord,
+    feedback: FeedbackRecord,
+    *,
+    statistics: Callable[[str], str],
+) -> tuple[bool, FeedbackRecord]:
+    """Store the feedback (one per turn) and apply what the stored one says: its reward and its
+    answer (with the reward that answer earns). Whether this call stored it, and the stored one.
+
+    Each step is idempotent on its own key (feedback per turn, reward per turn and source, answer
+    per source id), and they run from the stored feedback, not the one given: a second call
+    (a client's retry, the outbox's replay) completes an apply that a failure cut short, and
+    never applies anything twice or applies a later, different feedback.
+    """
+    accepted = store.add_feedback(feedback)
+    stored = store.get_feedback(turn.turn_id) or feedback
+    if stored.reward is not None:
+        reward_turn(
+            store,
+            turn,
+            source="explicit",
+            reward=stored.reward,
+            now=stored.ts,
+            statistics=statistics,
+        )
+    if stored.item_id is not None and stored.skill_id is not None and stored.correct is not None:
+        store.add_answer(
+            AnswerRecord(
+                learner_id=turn.learner_id,
+                source_id=f"{turn.turn_id}:feedback",
+                item_id=stored.item_id,
+                skill_id=stored.skill_id,
+                correct=stored.correct,
+                ts=stored.ts,
+            )
+        )
+        reward_turn(
+            store,
+            turn,
+            source="answer",
+            reward=float(stored.correct),
+            now=stored.ts,
+            statistics=statistics,
+        )
+    return accepted, stored

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from deployments.schemas import (
-    MAX_HISTORY,
     DifficultyResponse,
     EmotionResult,
     GoEmotionsScores,
@@ -27,8 +26,9 @@ from deployments.schemas import (
     TutorRequest,
     TutorResponse,
 )
+from deployments.tutoring.durable import PendingWrites, StoreGuard, StoreUnavailable, store_turn
 from deployments.tutoring.exceptions import ConflictError
-from deployments.tutoring.history import interactions
+from deployments.tutoring.history import interactions, load_learner, posted_answer
 from deployments.tutoring.records import record_from_response, response_from_record
 from deployments.tutoring.rewards import reward_turn
 from models.common.vocab import LEARNING_STATES, STRATEGIES
@@ -36,12 +36,12 @@ from models.difficulty.tracer import Interaction
 from models.llm.offline import OFFLINE_MODEL, OFFLINE_PROVIDER, offline_reply
 from models.llm.prompts import ReplyContext
 from models.personalization.context import build_context
-from store import StoreError, TutorStore
-from store.records import AnswerRecord, TurnRecord
+from store import TutorStore
+from store.records import TurnRecord
 
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
-RECENT_TURNS = 20
+DEFAULT_STORE_TIMEOUT_S = 1.0
 
 
 def unknown_emotion() -> EmotionResult:
@@ -76,6 +76,7 @@ class Turn:
     timings_ms: dict[str, float] = field(default_factory=dict)
     degraded: list[str] = field(default_factory=list)
     new_learner: bool = False
+    answer_stored: bool = False  # the answer the request carried is in the store
     history: list[Interaction] = field(default_factory=list)
     recent: list[TurnRecord] = field(default_factory=list)
     emotion: EmotionResult | None = None
@@ -98,11 +99,17 @@ class TurnRunner:
         stage_timeout_s: float,
         reply_timeout_s: float = 60.0,
         policy_statistics: Callable[[str], str] = lambda version: version,
+        guard: StoreGuard | None = None,
+        pending: PendingWrites | None = None,
     ) -> None:
         """``policy_statistics(version)``: the bandit statistics a policy version learns into
-        (``deployments.tutoring.rewards.PolicyStatistics``)."""
+        (``deployments.tutoring.rewards.PolicyStatistics``). ``guard``: how store calls are
+        bounded in time; ``pending``: the outbox for turns the store cannot take now (without
+        one such a turn is answered and named as not saved)."""
         self.handles = handles
         self.store = store
+        self.guard = guard or StoreGuard(store, timeout_s=DEFAULT_STORE_TIMEOUT_S)
+        self.pending = pending
         self.policy_statistics = policy_statistics
         self.stage_timeout_s = stage_timeout_s
         self.reply_timeout_s = reply_timeout_s  # an LLM's whole reply takes longer than a model
@@ -131,13 +138,20 @@ class TurnRunner:
         return fallback
 
     async def replay(self, request: TutorRequest) -> TutorResponse | None:
-        """The stored answer of a retried turn (same ``turn_id``), or None for a new turn."""
+        """The stored answer of a retried turn (same ``turn_id``), or None for a new turn; a
+        first attempt still in this replica's outbox is the answer already given, too."""
+        if self.pending is not None:
+            self.pending.ensure_started()
         if request.turn_id is None:
             return None
+        stored = self.pending.pending_turn(request.turn_id) if self.pending else None
         try:
-            stored = await asyncio.to_thread(self.store.get_turn, request.turn_id)
-        except StoreError:
-            # Without the store a retry cannot be recognised; answering (degraded) beats a 503.
+            stored = stored or await self.guard.call(
+                self.store.get_turn, request.turn_id, read=True
+            )
+        except StoreUnavailable:
+            # Without the store a retry cannot be recognised; answering (degraded) beats a 503,
+            # and the store keeps one turn per turn_id (the first saved) whatever is answered.
             logger.warning("store unavailable: turn %s answered as new", request.turn_id)
             return None
         if stored is None:
@@ -161,26 +175,22 @@ class TurnRunner:
 
     async def _load(self, turn: Turn) -> None:
         request = turn.request
-
-        def load() -> tuple[bool, bool, list[AnswerRecord], list[TurnRecord]]:
-            _, created = self.store.get_or_create_learner(request.learner_id, now=turn.started)
-            answered = request.answer is not None and self.store.add_answer(
-                AnswerRecord(
-                    learner_id=request.learner_id,
-                    source_id=f"{turn.turn_id}:answer",
-                    ts=turn.started,
-                    **request.answer.model_dump(),
-                )
+        answer = posted_answer(request, turn.turn_id, turn.started)
+        started = time.perf_counter()
+        try:
+            loaded = await self.guard.call(
+                load_learner, self.store, request.learner_id, answer, now=turn.started
             )
-            answers = self.store.answers(request.learner_id, limit=MAX_HISTORY)
-            recent = self.store.recent_turns(request.learner_id, limit=RECENT_TURNS)
-            return created, answered, answers, recent
-
-        loaded = await self._stage(turn, "store", lambda: asyncio.to_thread(load), None)
-        turn.timings_ms["load"] = turn.timings_ms.pop("store")
-        if loaded is None:
+        except Exception as exc:  # the store is away: answer now, as to a learner seen first
+            logger.warning("store: turn %s answered without history: %r", turn.turn_id, exc)
+            turn.degraded.append("store: history unavailable, answered as a new learner")
+            if request.answer is not None:  # still counts for this turn; journaled with it
+                turn.history = interactions([request.answer])
             return
+        finally:
+            turn.timings_ms["load"] = round((time.perf_counter() - started) * 1000, 2)
         turn.new_learner, answered, answers, turn.recent = loaded
+        turn.answer_stored = True
         if answered and turn.recent:
             # The answer is to the exercise the previous turn set: it rewards that turn's
             # strategy (once; an answer already sent with /v1/feedback wins). A stage of its own,
@@ -190,7 +200,7 @@ class TurnRunner:
             await self._stage(
                 turn,
                 "reward",
-                lambda: asyncio.to_thread(
+                lambda: self.guard.call(
                     reward_turn,
                     self.store,
                     previous,
@@ -355,11 +365,14 @@ class TurnRunner:
             message=turn.request.message,
             context=turn.context,
         )
-        saved = await self._stage(
-            turn, "save", lambda: asyncio.to_thread(self.store.save_turn, record), None
+        answer = posted_answer(turn.request, turn.turn_id, turn.started)  # unless load stored it
+        answer = None if turn.answer_stored else answer
+        started = time.perf_counter()
+        problem = await store_turn(
+            self.guard, self.pending, self.store, record, answer, statistics=self.policy_statistics
         )
-        if saved is None:
-            response.degraded.append("store: the turn was not saved")
+        turn.timings_ms["save"] = round((time.perf_counter() - started) * 1000, 2)
+        response.degraded += [problem] if problem else []
         response.timings_ms = turn.timings_ms
         return response
 

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from deployments.security.gate import Gate
+from deployments.security.gate import Gate, KeyCache
+from deployments.security.keys import hash_key
 from store import StoreError
 from tests.unit.security.conftest import SETTINGS, App, bearer
 
@@ -143,3 +144,22 @@ async def test_without_a_gate_every_route_is_refused():
 async def test_an_empty_bearer_is_401(app, header):
     response = await app.client.post("/v1/tutor", headers={"Authorization": header})
     _error(response, 401, "unauthorized")
+
+
+async def test_a_key_seen_before_stays_valid_while_the_store_is_away(store, add_key):
+    """Turns go on through a store outage: the last known record answers once its cache entry
+    is stale and the store cannot be read; a key never seen is still a 503."""
+    key, stranger = add_key(), add_key(name="stranger")
+    now = [0.0]
+    cache = KeyCache(store.api_key_by_hash, ttl_s=5.0, clock=lambda: now[0])
+    record = await cache.get(hash_key(key))
+    assert record is not None and record.name == "web"
+
+    def down(key_hash):
+        raise StoreError("database is locked")
+
+    cache._lookup = down
+    now[0] = 60.0  # long past the TTL
+    assert (await cache.get(hash_key(key))) == record
+    with pytest.raises(StoreError):
+        await cache.get(hash_key(stranger))
