@@ -172,10 +172,11 @@ class Run:
                 lambda w: w.running("Ingress") >= INGRESS_REPLICAS,
                 self.d.replace_wait_s,
             )
-        pids = faults_mod.replica_pids(self.app.session, deployment)
+        # psutil scans every process of the machine: off the clients' event loop.
+        pids = await asyncio.to_thread(faults_mod.replica_pids, self.app.session, deployment)
         before = self.watch.running(deployment)
         before = before if before > 0 else len(pids)  # no reading of Serve's status yet
-        killed = faults_mod.kill_replica(self.app.session, deployment)
+        killed = await asyncio.to_thread(faults_mod.kill_replica, self.app.session, deployment)
         replaced = asyncio.create_task(
             asyncio.to_thread(
                 faults_mod.wait_replaced, self.watch, deployment, before, self.d.replace_wait_s

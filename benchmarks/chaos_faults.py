@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -175,6 +176,25 @@ def sqlite_unwritable(path: Path) -> Iterator[dict]:
         info["until"] = time.time()
 
 
+def ingress_port_window(window: int = 50) -> dict[str, str]:
+    """Ports for the Ingress replicas behind HAProxy outside the range the tests and other
+    benchmarks draw from (``serve_process.direct_ingress_ports``: 30000-31000 HTTP, 40000-41000
+    gRPC). Seen in the first runs here: when another application on the machine took a port of
+    this one's window, HAProxy sent this run's turns to it (64 turns answered 401 by another
+    branch's app), and a run about faults must not count another application's answers."""
+    for _ in range(20):
+        offset = random.randrange(1000 // window) * window
+        http, grpc = 32000 + offset, 42000 + offset
+        if all(port_free(p) for p in range(http, http + window)):
+            break
+    return {
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + window),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + window),
+    }
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as sock:
         try:
@@ -189,7 +209,8 @@ class ChaosApp:
     SIGTERM and started again on the same config, port, store and environment."""
 
     def __init__(self, config: Path, port: int, workdir: Path, env: dict[str, str]) -> None:
-        self.config, self.port, self.workdir, self.env = config, port, workdir, env
+        self.config, self.port, self.workdir = config, port, workdir
+        self.env = {**ingress_port_window(), **env}  # the same window for every start
         self.starts = 0
         self.session = 0
         self.dashboard = ""

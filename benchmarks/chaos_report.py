@@ -123,6 +123,7 @@ def client_view(outcomes: Sequence[TurnOutcome]) -> dict:
         "feedback": {
             "sent": len(feedback),
             "acknowledged": sum(f.acknowledged for f in feedback),
+            "not_acknowledged": sum(not f.acknowledged for f in feedback),
             "already_recorded": sum(any(a.accepted is False for a in f.attempts) for f in feedback),
             "status": dict(statuses),
             "503_without_retry_after": sum(
