@@ -176,23 +176,46 @@ def sqlite_unwritable(path: Path) -> Iterator[dict]:
         info["until"] = time.time()
 
 
-def ingress_port_window(window: int = 50) -> dict[str, str]:
-    """Ports for the Ingress replicas behind HAProxy outside the range the tests and other
-    benchmarks draw from (``serve_process.direct_ingress_ports``: 30000-31000 HTTP, 40000-41000
-    gRPC). Seen in the first runs here: when another application on the machine took a port of
-    this one's window, HAProxy sent this run's turns to it (64 turns answered 401 by another
-    branch's app), and a run about faults must not count another application's answers."""
-    for _ in range(20):
-        offset = random.randrange(1000 // window) * window
-        http, grpc = 32000 + offset, 42000 + offset
-        if all(port_free(p) for p in range(http, http + window)):
+BLOCKS = range(20000, 29000, 100)  # below Linux's ephemeral ports (32768-60999) and Serve's
+
+
+def port_block() -> dict[str, str]:
+    """Every port this run's application listens on by number, from one block of 100 that
+    nothing else here draws from. Seen in the first runs: the proxy's port from
+    ``free_port()`` (an ephemeral port, given back before HAProxy binds it a minute later) and
+    the Ingress replicas' window in Serve's default range were taken by other applications
+    started on the machine meanwhile, and some of this run's turns were answered by them (401
+    from one, 200 without storing anything in this run's store from another). ``ChaosApp``
+    checks after each start that only its own processes listen on these ports."""
+    for _ in range(50):
+        base = random.choice(BLOCKS)
+        if all(port_free(p) for p in range(base, base + 100)):
             break
     return {
-        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + window),
-        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + window),
+        "port": str(base),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(base + 1),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(base + 2),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(base + 10),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(base + 49),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(base + 50),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(base + 99),
     }
+
+
+def foreign_listeners(ports: range, session: int) -> dict[int, int]:
+    """{port: pid} for listeners on ``ports`` that are not processes of ``session``."""
+    found: dict[int, int] = {}
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:  # not root: other users' sockets are not ours to see
+        return found
+    for conn in connections:
+        if conn.status != psutil.CONN_LISTEN or conn.laddr.port not in ports or not conn.pid:
+            continue
+        with contextlib.suppress(OSError):
+            if os.getsid(conn.pid) != session:
+                found[conn.laddr.port] = conn.pid
+    return found
 
 
 def port_free(port: int) -> bool:
@@ -209,8 +232,8 @@ class ChaosApp:
     SIGTERM and started again on the same config, port, store and environment."""
 
     def __init__(self, config: Path, port: int, workdir: Path, env: dict[str, str]) -> None:
-        self.config, self.port, self.workdir = config, port, workdir
-        self.env = {**ingress_port_window(), **env}  # the same window for every start
+        """``port``: the first of the block of 100 that ``env`` names (``port_block``)."""
+        self.config, self.port, self.workdir, self.env = config, port, workdir, env
         self.starts = 0
         self.session = 0
         self.dashboard = ""
@@ -227,7 +250,14 @@ class ChaosApp:
         )
         self.session = serve_session(self.config)
         self.dashboard = dashboard_address(log)
+        self.check_ports()
         return self.base_url
+
+    def check_ports(self) -> None:
+        """Refuse to measure an application whose ports another one also listens on."""
+        shared = foreign_listeners(range(self.port, self.port + 100), self.session)
+        if shared:
+            raise RuntimeError(f"ports of this run taken by other processes: {shared}")
 
     def terminate(self, timeout_s: float = 120) -> dict:
         """SIGTERM to `serve run`; waits for it to exit, then ends what it left behind."""
