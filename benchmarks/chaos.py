@@ -43,15 +43,7 @@ import yaml
 
 from benchmarks import chaos_faults as faults_mod
 from benchmarks.chaos_load import LoadControl, LoadSpec, TurnOutcome, run_clients
-from benchmarks.chaos_report import (
-    answers_per_s,
-    client_view,
-    duplicates,
-    goals,
-    markdown_table,
-    stored_markers,
-    verify_writes,
-)
+from benchmarks.chaos_report import markdown_table, summarise_run, verify_writes
 from store import open_store
 from tests.support.serve_process import DEFAULT_CONFIG, write_config
 
@@ -254,45 +246,16 @@ class Run:
 
 def summarise(run: Run, started: float) -> dict:
     """Rows per fault, the baseline and the whole run, from the finished run."""
-    done = [o for o in run.outcomes if o.complete]
     with open_store(run.store_uri) as store:
-        whole = verify_writes(store, done, bound_s=run.d.verify_s)
-        counts, foreign = stored_markers(store, since=started - 1)
-    base_window = run.windows["baseline"]
-    baseline = answers_per_s(done, *base_window)
-    rows = []
-    for fault, record in run.records.items():
-        mine = [o for o in done if o.phase == fault]
-        window = run.windows[fault]
-        rate = answers_per_s(done, *window)
-        row = {
-            "fault": fault,
-            **record,
-            "window_s": round(window[1] - window[0], 1),
-            "turns": client_view(mine),
-            "duplicates": duplicates(mine, counts, foreign),
-            "throughput": {
-                "answers_per_s": rate,
-                "baseline_answers_per_s": baseline,
-                "ratio": round(rate / baseline, 2) if rate is not None and baseline else None,
-            },
-        }
-        row["goals"] = goals(record["kind"], row)
-        rows.append(row)
-    return {
-        "baseline": {
-            "window_s": round(base_window[1] - base_window[0], 1),
-            "answers_per_s": baseline,
-            "turns": client_view([o for o in done if o.phase == "baseline"]),
-        },
-        "faults": rows,
-        "whole_run": {
-            "turns": client_view(done),
-            "writes": whole,
-            "duplicates": duplicates(done, counts, foreign),
-        },
-        "skipped": run.skipped,
-    }
+        found = summarise_run(
+            run.outcomes,
+            store=store,
+            windows=run.windows,
+            records=run.records,
+            verify_s=run.d.verify_s,
+            since=started - 1,
+        )
+    return {**found, "skipped": run.skipped}
 
 
 def run_chaos(

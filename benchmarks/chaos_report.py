@@ -174,6 +174,56 @@ def goals(kind: str, row: dict) -> dict[str, dict]:
     return {name: {"target": target, "met": met} for name, (target, met) in found.items()}
 
 
+def summarise_run(
+    outcomes: Sequence[TurnOutcome],
+    *,
+    store: TutorStore,
+    windows: dict[str, tuple[float, float]],
+    records: dict[str, dict],
+    verify_s: float,
+    since: float,
+) -> dict:
+    """The baseline, a row per fault (``records``: what each injected, by fault) and the whole
+    run; answers/s in each fault's window against the baseline's."""
+    done = [o for o in outcomes if o.complete]
+    whole = verify_writes(store, done, bound_s=verify_s)
+    counts, foreign = stored_markers(store, since=since)
+    base_window = windows["baseline"]
+    baseline = answers_per_s(done, *base_window)
+    rows = []
+    for fault, record in records.items():
+        mine = [o for o in done if o.phase == fault]
+        window = windows[fault]
+        rate = answers_per_s(done, *window)
+        row = {
+            "fault": fault,
+            **record,
+            "window_s": round(window[1] - window[0], 1),
+            "turns": client_view(mine),
+            "duplicates": duplicates(mine, counts, foreign),
+            "throughput": {
+                "answers_per_s": rate,
+                "baseline_answers_per_s": baseline,
+                "ratio": round(rate / baseline, 2) if rate is not None and baseline else None,
+            },
+        }
+        row["goals"] = goals(record["kind"], row)
+        rows.append(row)
+    return {
+        "baseline": {
+            "window_s": round(base_window[1] - base_window[0], 1),
+            "answers_per_s": baseline,
+            "turns": client_view([o for o in done if o.phase == "baseline"]),
+        },
+        "faults": rows,
+        "whole_run": {
+            "turns": client_view(done),
+            "writes": whole,
+            "duplicates": duplicates(done, counts, foreign),
+        },
+    }
+
+
 def markdown_table(rows: Sequence[dict]) -> str:
     header = (
         "| fault | fault window | turns | ok | degraded | failed | retried ok | "

@@ -2,14 +2,14 @@
 real application (`serve run`, two Ingress replicas), then the goals of issue 16 asserted on the
 report the harness writes (benchmarks/chaos.py; the same rows as benchmarks/results/chaos.json).
 
-One run serves the whole module (~4 min on 2 cores): a baseline, a replica of each deployment
-killed in turn (the next kill waits until Serve runs it again), the SQLite store locked and
-made unwritable for 6 s each, then SIGTERM to `serve run` and a start on the same store and
-outbox directory. Tolerances: a write counts as lost only when the store still lacks it 15 s
-after its phase (its turns complete); "half the throughput" is measured on a 6 s window against
-an 8 s baseline of the same run, so it is a floor, not a figure. A kill phase holds ~100 turns,
-too few to test a 0.1% failure share: that is the full run's (`make chaos`); here every failed
-turn must come back on its retry.
+One run serves the whole module (~4-6 min on 2 cores, two starts of the app included): a
+baseline, a replica of each deployment killed in turn 5 s apart (not waiting for replacements,
+so faults may overlap), the SQLite store locked and made unwritable for 6 s each, then SIGTERM
+to `serve run` and a start on the same store and outbox directory. Tolerances: a write counts
+as lost only when the store still lacks it 15 s after its phase (its turns complete); "half the
+throughput" is measured on a 6 s window against an 8 s baseline of the same run, so it is a
+floor, not a figure. A kill phase holds ~100 turns, too few to test a 0.1% failure share: that
+is the full run's (`make chaos`); here every failed turn must come back on its retry.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from benchmarks.chaos_report import (
     goals,
     markdown_table,
     stored_markers,
+    summarise_run,
     verify_writes,
 )
 from store import FeedbackRecord, TurnRecord
@@ -197,3 +198,40 @@ def test_fault_groups_expand_and_unknown_faults_are_refused():
     assert expand(["store:locked", "restart"]) == ["store:locked", "app:restart"]
     with pytest.raises(SystemExit, match="unknown faults"):
         expand(["kill:Nobody"])
+
+
+def test_a_run_is_summarised_per_fault_against_the_baseline_of_the_same_run(store):
+    for turn_id in ("b1", "b2", "k1"):
+        store.save_turn(_turn(turn_id))
+    answered = [
+        TurnOutcome("baseline", 0, "b1", "L1", Attempt(1.0, 2.0, 200), complete=True),
+        TurnOutcome("baseline", 0, "b2", "L1", Attempt(2.0, 3.0, 200), complete=True),
+        TurnOutcome(
+            "kill:Ingress", 0, "k1", "L1", DROPPED, Attempt(11.5, 12.0, 200), complete=True
+        ),
+        TurnOutcome("kill:Ingress", 1, "k2", "L1", Attempt(12.0, 0, -1)),  # still in flight
+    ]
+    found = summarise_run(
+        answered,
+        store=store,
+        windows={"baseline": (0.0, 4.0), "kill:Ingress": (10.0, 14.0)},
+        records={
+            "kill:Ingress": {
+                "kind": "replica_kill",
+                "window": "4 s",
+                "writes": verify_writes(store, answered[2:3], bound_s=0),  # after its phase
+            }
+        },
+        verify_s=0,
+        since=0,
+    )
+    assert found["baseline"]["answers_per_s"] == 0.5
+    (row,) = found["faults"]
+    assert row["throughput"] == {"answers_per_s": 0.25, "baseline_answers_per_s": 0.5, "ratio": 0.5}
+    assert (row["turns"]["requests"], row["turns"]["failed"], row["turns"]["retried_ok"]) == (
+        1,
+        1,
+        1,
+    )
+    assert not row["goals"]["failed_share"]["met"] and row["goals"]["retries_recover"]["met"]
+    assert found["whole_run"]["writes"]["lost_turns"] == 0
