@@ -26,7 +26,7 @@ SERVE_ENV := RAY_ADDRESS=$${RAY_ADDRESS:-local} \
 	RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=$${RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE:-1}
 SERVE_HOOK := --runtime-env-json '{"worker_process_setup_hook": "deployments.loopback.bind_serve_to_loopback"}'
 
-.PHONY: install serve test test-unit bench bench-scale bench-scale-policy lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
+.PHONY: install serve test test-unit bench bench-scale bench-scale-policy chaos lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
 	evaluate-emotion evaluate-difficulty simulate-personalization register-personalization \
 	evaluate-policy kuberay clean
 
@@ -62,6 +62,15 @@ bench-scale: install
 bench-scale-policy: install
 	$(PY) -m benchmarks.scale --config $(SERVE_CONFIG) --modes autoscale app_policy \
 		--no-overload --out benchmarks/results/scale_policy.json
+
+# Faults under 16 closed-loop learners (turns + feedback): a replica of each deployment killed,
+# the SQLite store locked and made unwritable, the whole application SIGTERMed and restarted;
+# per fault what the clients saw and which acknowledged writes the store lacks afterwards:
+# benchmarks/results/chaos.json and chaos.md (~12 min on 2 cores). CHAOS_ARGS, e.g.
+# `--faults kills` or `--quick`. The unwritable fault needs root (chattr +i), else it is skipped.
+CHAOS_ARGS ?=
+chaos: install
+	$(PY) -m benchmarks.chaos --config $(SERVE_CONFIG) --out benchmarks/results/chaos.json $(CHAOS_ARGS)
 
 # Held-out ASSISTments learners replayed through the app during a difficulty canary, a policy
 # canary and an emotion shadow; what `tutor models status` then says (~5 min on 2 cores).
