@@ -206,6 +206,23 @@ async def test_feedback_for_a_queued_turn_is_journaled_and_applied_once(tmp_path
     assert store.bandit_stats(CONTEXT_POLICY)["quiz"].n == 1
 
 
+async def test_another_tenants_turn_is_unknown_also_while_it_waits_in_the_outbox(tmp_path):
+    store = _sqlite(tmp_path)
+    app = App(store, tmp_path / "outbox")
+    other_tenant = lambda learner_id: learner_id.startswith("b/")  # noqa: E731
+    with ExclusiveLock(store.path):
+        await app.turn(turn_id="t1")  # learner "l1": not the caller's
+        assert app.pending.pending_turn("t1") is not None
+        with pytest.raises(NotFoundError):
+            await app.learners.feedback(
+                FeedbackRequest(turn_id="t1", reward=1.0), owns=other_tenant
+            )
+    await app.drained()
+    with pytest.raises(NotFoundError):  # stored now: still not the caller's
+        await app.learners.feedback(FeedbackRequest(turn_id="t1", reward=1.0), owns=other_tenant)
+    assert store.get_feedback("t1") is None
+
+
 async def test_feedback_is_a_503_when_the_store_cannot_say_and_a_404_only_when_it_can(tmp_path):
     store = _sqlite(tmp_path)
     app = App(store, tmp_path / "outbox")
