@@ -51,20 +51,10 @@ class SQLiteStore(SQLiteLifecycleMixin, SQLiteKeysMixin, TutorStore):
         # control to us (explicit BEGIN IMMEDIATE) instead of the module's implicit BEGINs.
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._timeout_s = timeout_s
+        self._reopen = False
         try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=timeout_s,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self._conn = conn
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            # NORMAL is durable across application crashes in WAL mode; only an OS crash can
-            # lose the last commits, which is acceptable for tutoring logs.
-            conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn = self._connect()
             with self._transaction() as conn:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
@@ -73,6 +63,21 @@ class SQLiteStore(SQLiteLifecycleMixin, SQLiteKeysMixin, TutorStore):
             self.close()
             raise StoreError(f"cannot open SQLite store at {self.path}: {exc}") from exc
 
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self._timeout_s * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL is durable across application crashes in WAL mode; only an OS crash can
+        # lose the last commits, which is acceptable for tutoring logs.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
     # ---- plumbing ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -80,10 +85,25 @@ class SQLiteStore(SQLiteLifecycleMixin, SQLiteKeysMixin, TutorStore):
         with self._lock:
             if self._conn is None:
                 raise StoreError("the SQLite store is closed")
+            if self._reopen:
+                self._reopen_connection()
             try:
                 yield self._conn
             except sqlite3.Error as exc:
+                # A file that was write-protected when the connection opened gives SQLite a
+                # read-only connection for good (it falls back silently); reopen on the next
+                # call, so the writes work again once the file does (the outbox keeps trying).
+                self._reopen = "readonly" in str(exc).lower()
                 raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    def _reopen_connection(self) -> None:
+        try:
+            fresh = self._connect()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: cannot reopen: {exc}") from exc
+        old, self._conn, self._reopen = self._conn, fresh, False
+        with contextlib.suppress(sqlite3.Error):
+            old.close()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

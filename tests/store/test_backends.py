@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import mongomock
@@ -10,6 +11,7 @@ import pytest
 
 from store import StoreError
 from store.mongo_store import MongoStore
+from store.records import LearnerRecord
 from store.sqlite_store import SQLiteStore
 
 
@@ -33,6 +35,24 @@ def test_sqlite_unopenable_path_raises_store_error(tmp_path: Path) -> None:
     (tmp_path / "a-directory.db").mkdir()
     with pytest.raises(StoreError):
         SQLiteStore(tmp_path / "a-directory.db")
+
+
+def test_sqlite_reopens_a_connection_that_opened_read_only(tmp_path: Path) -> None:
+    """SQLite opens a write-protected file read-only without a word, and such a connection
+    stays read-only after the file is writable again: the store reopens it on the next call."""
+    store = SQLiteStore(tmp_path / "tutor.db")
+    store._conn = sqlite3.connect(
+        f"file:{tmp_path / 'tutor.db'}?mode=ro",
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+    )  # as if opened while the file was immutable
+    with pytest.raises(StoreError, match="readonly"):
+        store.get_or_create_learner("ada", now=1.0)
+    learner, created = store.get_or_create_learner("ada", now=1.0)
+    assert created and isinstance(learner, LearnerRecord)
+    assert store.get_learner("ada") is not None
+    store.close()
 
 
 def test_unreachable_mongodb_raises_store_error() -> None:
