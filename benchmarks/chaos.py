@@ -218,8 +218,10 @@ class Run:
         self.control.up.clear()  # clients' retries wait for the application to serve again
         self.watch.stop()
         info = await asyncio.to_thread(self.app.terminate)
+        starting = time.time()
         await asyncio.to_thread(self.app.start, self.d.start_timeout_s)
         healthy = time.time()
+        info["started_in_s"] = round(healthy - starting, 1)  # `serve run` to /healthz ok
         self.control.up.set()
         self.watch = faults_mod.ServeWatch(self.app.dashboard)
         info["serving_again_after_s"] = round(healthy - info["sigterm_at"], 1)
@@ -280,6 +282,7 @@ def run_chaos(
     app = faults_mod.ChaosApp(config, port, workdir, env)
     started = time.time()
     app.start(durations.start_timeout_s)
+    first_start_s = round(time.time() - started, 1)  # beside a restart's started_in_s
     run = Run(app, store_uri, durations, spec)
     try:
         asyncio.run(run.main(faults))
@@ -301,8 +304,13 @@ def run_chaos(
             "store": "SQLite, a file of the run's own",
             "outbox_dir": env["TUTOR_OUTBOX_DIR"],
             "ports": {"block": [port, port + 99], "shared_with_others_at_end": shared},
+            "first_start_s": first_start_s,
         },
-        "load": {**asdict(spec), "retried": "once, on no answer, 408 or 5xx, same turn_id"},
+        "load": {
+            **asdict(spec),
+            "retried": "once, on no answer, 408 or 5xx, same turn_id; a feedback's 503 "
+            "store_unavailable: again after each Retry-After, up to feedback_later_s",
+        },
         "durations": asdict(durations),
         **summarise(run, started),
     }
