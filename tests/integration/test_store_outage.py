@@ -5,6 +5,9 @@ One app for the module, as `make serve` runs it, on a SQLite store of its own. T
 send turns and feedback: every turn is answered without waiting on the store and every answered
 turn is stored once the lock goes. The last test stops the app with SIGTERM while turns wait in
 its outbox and starts it again on the same store: they are stored, each exactly once.
+These two are also the short chaos test's store:locked and app:restart (test_chaos.py leaves
+them here, so `make test` starts the app for each fault once); `make chaos` runs them under 16
+learners, a restart with turns in flight included.
 """
 
 from __future__ import annotations
