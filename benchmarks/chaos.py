@@ -267,8 +267,10 @@ def run_chaos(
     spec: LoadSpec | None = None,
     base_config: Path = DEFAULT_CONFIG,
     workdir: Path,
+    env: dict[str, str] | None = None,
 ) -> dict:
-    """Start the application in ``workdir``, run the faults under load, and report."""
+    """Start the application in ``workdir``, run the faults under load, and report. ``env``:
+    more of the application's environment (the short test's shorter drain)."""
     spec, durations = spec or LoadSpec(), durations or Durations()
     store_uri = f"sqlite:///{workdir / 'tutor.db'}"
     ports = faults_mod.port_block()
@@ -278,7 +280,7 @@ def run_chaos(
     )
     # The outbox directory, named the same for both starts of `app:restart` (the durable
     # outbox of issue 16 reads it; today's code ignores it).
-    env = {**ports, "TUTOR_OUTBOX_DIR": str(workdir / "outbox")}
+    env = {**ports, "TUTOR_OUTBOX_DIR": str(workdir / "outbox"), **(env or {})}
     app = faults_mod.ChaosApp(config, port, workdir, env)
     started = time.time()
     app.start(durations.start_timeout_s)

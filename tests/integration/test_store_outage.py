@@ -71,8 +71,13 @@ def _start(tmp: Path, db: Path, env: dict[str, str], name: str):
 
 
 def _ray_env() -> dict[str, str]:
-    # A Ray temp dir of its own per app (short: it holds unix sockets).
-    return {"RAY_TMPDIR": f"/tmp/ray{uuid.uuid4().hex[:6]}"}
+    # A Ray temp dir of its own per app (short: it holds unix sockets). Serve keeps a stopping
+    # Ingress replica reachable for 30 s behind HAProxy (for a load balancer to deregister it):
+    # only the second app's stop meets it here, and it deregisters from nothing.
+    return {
+        "RAY_TMPDIR": f"/tmp/ray{uuid.uuid4().hex[:6]}",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    }
 
 
 @pytest.fixture(scope="module")
