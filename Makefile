@@ -76,7 +76,7 @@ bench-scale-policy: install
 # Faults under 16 closed-loop learners (turns + feedback): a replica of each deployment killed,
 # the SQLite store locked and made unwritable, the whole application SIGTERMed and restarted;
 # per fault what the clients saw and which acknowledged writes the store lacks afterwards:
-# benchmarks/results/chaos.json and chaos.md (~12 min on 2 cores). CHAOS_ARGS, e.g.
+# benchmarks/results/chaos.json and chaos.md (~8 min on 2 cores). CHAOS_ARGS, e.g.
 # `--faults kills` or `--quick`. The unwritable fault needs root (chattr +i), else it is skipped.
 CHAOS_ARGS ?=
 chaos: install
