@@ -3,9 +3,14 @@
 Each client is a learner app: it sends a turn with a turn_id of its own making, waits for the
 answer, and, when the answer failed (no HTTP answer, 408 or 5xx), retries it once with the same
 turn_id, as the API invites (``TutorRequest.turn_id``: a retry replays the stored turn). For a
-share of answered turns it then sends a reward to /v1/feedback (retried once the same way). Every
-attempt is recorded with its status, so the report can say which writes were acknowledged and
-check each one against the store afterwards.
+share of answered turns it then sends a reward to /v1/feedback (retried once the same way). A
+feedback answered 503 ``store_unavailable`` (the store is away and the turn is not in this
+replica's outbox) is retried later, after its Retry-After, in the background while the client
+goes on with its next turn, a bounded number of times (``LoadSpec.feedback_later_s``), as a
+learner app would keep it and send it again. A 200, or a 202 whose body says ``queued`` (the
+feedback is journaled in the outbox with its turn), acknowledges it. Every attempt is recorded
+with its status, so the report can say which writes were acknowledged and check each one against
+the store afterwards.
 
 A retry first waits until the harness says the application is serving (``LoadControl.up``):
 while the whole application restarts, a client with backoff would wait for it the same way,
@@ -38,6 +43,7 @@ MESSAGES = [
 REWARDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MARKER = re.compile(r"\[([A-Za-z0-9_.:-]+)\]$")
 MAX_RETRY_DELAY_S = 5.0
+MAX_LATER_DELAY_S = 15.0  # a feedback's later tries: Retry-After, bounded
 
 
 @dataclass(frozen=True)
@@ -51,10 +57,21 @@ class Attempt:
     degraded: tuple[str, ...] = ()
     retry_after: str | None = None
     accepted: bool | None = None  # /v1/feedback's ``accepted``
+    queued: bool | None = None  # /v1/feedback's ``queued`` (with a 202)
 
     @property
     def ok(self) -> bool:
         return self.status == 200
+
+    @property
+    def acknowledges(self) -> bool:
+        """A 200, or a 202 that says the write waits in the outbox: the store must hold it."""
+        return self.ok or (self.status == 202 and self.queued is True)
+
+    @property
+    def store_unavailable(self) -> bool:
+        """The answer that asks to be sent again later: not a loss, not yet an acknowledgement."""
+        return self.status == 503 and self.code == "store_unavailable"
 
     @property
     def retriable(self) -> bool:
@@ -70,16 +87,21 @@ class Attempt:
 class FeedbackOutcome:
     reward: float
     first: Attempt
-    retry: Attempt | None = None
+    retries: list[Attempt] = field(default_factory=list)
 
     @property
     def attempts(self) -> list[Attempt]:
-        return [self.first] + ([self.retry] if self.retry else [])
+        return [self.first, *self.retries]
 
     @property
     def acknowledged(self) -> bool:
-        """A 200 says the feedback is on record (``accepted`` false: it already was)."""
-        return any(a.ok for a in self.attempts)
+        """A 200 (``accepted`` false: it already was on record) or a queued 202."""
+        return any(a.acknowledges for a in self.attempts)
+
+    @property
+    def store_unavailable(self) -> bool:
+        """Answered 503 ``store_unavailable`` at least once."""
+        return any(a.store_unavailable for a in self.attempts)
 
 
 @dataclass
@@ -112,6 +134,10 @@ class LoadSpec:
     retry_delay_s: float = 0.5  # when the failed answer named no Retry-After
     retry_wait_s: float = 300.0  # at most this long for the application to serve again
     pause_after_failure_s: float = 1.0  # backoff after a turn whose retry failed too
+    # A feedback answered 503 store_unavailable is sent again after each Retry-After (at most
+    # MAX_LATER_DELAY_S) until this long after its first attempt: a store fault's length and
+    # the outbox's drain, with room to spare.
+    feedback_later_s: float = 90.0
     timeout_s: float = 120.0  # the proxy's own request_timeout_s
     seed: int = 0
     tag: str = field(default_factory=lambda: f"chaos{random.randrange(16**6):06x}")
@@ -161,13 +187,14 @@ async def post(session: aiohttp.ClientSession, path: str, body: dict) -> Attempt
     except ValueError:  # not JSON (e.g. a proxy's plain-text error page)
         return Attempt(sent, time.time(), status, "not_json", retry_after=retry_after)
     done = time.time()
-    if status == 200 and isinstance(payload, dict):
+    if status in (200, 202) and isinstance(payload, dict):
         return Attempt(
             sent,
             done,
             status,
             degraded=tuple(payload.get("degraded") or ()),
             accepted=payload.get("accepted"),
+            queued=payload.get("queued"),
         )
     try:
         code = payload["error"]["code"]
@@ -187,12 +214,39 @@ async def _retry(
     # Past the bound it retries anyway: the attempt records what it met.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(control.up.wait(), timeout=spec.retry_wait_s)
-    try:
-        delay = min(float(failed.retry_after), MAX_RETRY_DELAY_S)
-    except (TypeError, ValueError):
-        delay = spec.retry_delay_s
-    await asyncio.sleep(delay)
+    await asyncio.sleep(_delay(failed, spec.retry_delay_s, MAX_RETRY_DELAY_S))
     return await post(session, path, body)
+
+
+def _delay(attempt: Attempt, default: float, cap: float) -> float:
+    try:
+        return max(0.0, min(float(attempt.retry_after), cap))
+    except (TypeError, ValueError):
+        return default
+
+
+async def _feedback_later(
+    session: aiohttp.ClientSession,
+    body: dict,
+    outcome: TurnOutcome,
+    spec: LoadSpec,
+    control: LoadControl,
+) -> None:
+    """Send a feedback answered 503 store_unavailable again, after each Retry-After, until it
+    is acknowledged, answered otherwise, or ``spec.feedback_later_s`` passed."""
+    feedback = outcome.feedback
+    deadline = feedback.first.sent + spec.feedback_later_s
+    last = feedback.first
+    while last.store_unavailable and time.time() < deadline:
+        await asyncio.sleep(_delay(last, spec.retry_delay_s, MAX_LATER_DELAY_S))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(control.up.wait(), timeout=spec.retry_wait_s)
+        last = await post(session, "/v1/feedback", body)
+        feedback.retries.append(last)
+        if last.retriable and not last.store_unavailable:  # e.g. a restart meanwhile: once more
+            last = await _retry(session, "/v1/feedback", body, last, spec, control)
+            feedback.retries.append(last)
+    outcome.complete = True
 
 
 async def _client(
@@ -204,6 +258,7 @@ async def _client(
 ) -> None:
     rng = random.Random(spec.seed * 1000 + client)
     seq = 0
+    later: list[asyncio.Task] = []
     while not control.stopping:
         seq += 1
         turn_id = f"{spec.tag}-c{client}-{seq}"
@@ -219,13 +274,19 @@ async def _client(
             feedback = {"turn_id": turn_id, "reward": reward}
             first = await post(session, "/v1/feedback", feedback)
             outcome.feedback = FeedbackOutcome(reward, first)
+            if first.store_unavailable:  # in the background: the learner goes on meanwhile
+                later.append(
+                    asyncio.create_task(_feedback_later(session, feedback, outcome, spec, control))
+                )
+                continue
             if first.retriable:
-                outcome.feedback.retry = await _retry(
-                    session, "/v1/feedback", feedback, first, spec, control
+                outcome.feedback.retries.append(
+                    await _retry(session, "/v1/feedback", feedback, first, spec, control)
                 )
         outcome.complete = True
         if not outcome.answered:
             await asyncio.sleep(spec.pause_after_failure_s)
+    await asyncio.gather(*later)
 
 
 async def run_clients(

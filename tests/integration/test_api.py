@@ -2,6 +2,8 @@
 
 The router's one provider points at a closed loopback port with its key set, so every reply
 exercises the fallback to the offline responder (no network is reachable from CI anyway).
+The same start also shows that every socket of the application binds loopback (it was a module
+of its own, test_sockets.py, with an application start of its own: ~1 min of `make test`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import schemathesis
 import yaml
 
 from models.common.vocab import LEARNING_STATES, STRATEGIES
+from tests.support import listening
 from tests.support.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
 
 pytestmark = pytest.mark.integration
@@ -517,3 +520,44 @@ def test_generated_requests_get_documented_answers_and_no_server_error(base_url)
             case.call_and_validate(timeout=30)
 
         check()
+
+
+# ---- nothing listens where it need not ---------------------------------------------------------
+
+# Processes that must be among the owners, or the test looked at the wrong tree: Ray's GCS and
+# raylet, the dashboard's agent, HAProxy in front of the API, and Serve's replicas.
+EXPECTED_OWNERS = ("gcs_server", "raylet", "DashboardAgent", "haproxy", "ServeReplica")
+
+
+def test_every_socket_of_the_app_binds_loopback(client, base_url, ray_dir):
+    """This module's processes: those in the session of the process that serves its port
+    (serve_process starts `serve run` in a session of its own, and Ray's processes, HAProxy
+    included, stay in it) plus any process whose command line names its Ray temp dir."""
+    # A turn first, so that the replicas' data plane (gRPC between them) is in use, not only up.
+    turn = client.post(
+        "/v1/tutor",
+        json={"learner_id": _learner(), "session_id": "s1", "message": "fractions again"},
+    )
+    assert turn.status_code == 200, turn.text
+
+    port = httpx.URL(base_url).port
+    pids = listening.session_pids(listening.session_of_listener(port))
+    pids |= listening.pids_mentioning(str(ray_dir))
+    found = listening.listeners(pids)
+
+    owners = " ".join(item.name for item in found)
+    missing = [name for name in EXPECTED_OWNERS if name not in owners]
+    assert not missing, f"no socket of {missing} among: {[str(item) for item in found]}"
+    exposed = [str(item) for item in found if not (item.loopback or _haproxy_log_sender(item))]
+    assert exposed == [], (
+        f"{len(exposed)} of {len(found)} sockets bind beyond loopback: {exposed}; "
+        f"by bind address: {listening.summary(found)}"
+    )
+
+
+def _haproxy_log_sender(item: listening.Listener) -> bool:
+    """HAProxy's UDP sockets for its access log (RAY_SERVE_HAPROXY_LOG_TARGET, 127.0.0.1:514 by
+    default): the kernel binds them to 0.0.0.0 on HAProxy's first send, and HAProxy never reads
+    from them. A unix-socket log target (e.g. /dev/log) has none (README "Ports and what
+    listens"). Every TCP socket of HAProxy is held to loopback like the rest."""
+    return item.protocol == "udp" and item.name == "haproxy"

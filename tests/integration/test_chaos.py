@@ -1,12 +1,15 @@
-"""The short version of `make chaos`: every fault for a few seconds under 16 learners, on the
+"""The short version of `make chaos`: the faults for a few seconds under 16 learners, on the
 real application (`serve run`, two Ingress replicas), then the goals of issue 16 asserted on the
 report the harness writes (benchmarks/chaos.py; the same rows as benchmarks/results/chaos.json).
 
-One run serves the whole module (~4-6 min on 2 cores, two starts of the app included): a
-baseline, a replica of each deployment killed in turn 5 s apart (not waiting for replacements,
-so faults may overlap), the SQLite store locked and made unwritable for 6 s each, then SIGTERM
-to `serve run` and a start on the same store and outbox directory. Tolerances: a write counts
-as lost only when the store still lacks it 15 s after its phase (its turns complete); "half the
+One start of the app serves the whole module (~2 min on 2 cores): a baseline, the SQLite store
+made unwritable for 6 s, then a replica of each deployment killed in turn 5 s apart (not
+waiting for replacements, so kills may overlap). Two faults of the full run are left to
+test_store_outage.py, so that `make test` starts the app for each once: the store locked (its
+first test, which also sends feedback for a turn waiting in the outbox) and SIGTERM + a start on
+the same store (its second, with turns and a queued feedback in the outbox at SIGTERM, and a
+turn retried with its turn_id after the restart: stored once). Tolerances: a write counts as
+lost only when the store still lacks it 15 s after its phase (its turns complete); "half the
 throughput" is measured on a 6 s window against an 8 s baseline of the same run, so it is a
 floor, not a figure. A kill phase holds ~100 turns, too few to test a 0.1% failure share: that
 is the full run's (`make chaos`); here every failed turn must come back on its retry.
@@ -16,18 +19,27 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.chaos import ALL_FAULTS, KILLED, QUICK, run_chaos
+from benchmarks.chaos import GROUPS, KILLED, QUICK, run_chaos
 from benchmarks.chaos_load import LoadSpec
 
 pytestmark = pytest.mark.integration
 
-STORE_FAULTS = ["store:locked", "store:unwritable"]
+STORE_FAULTS = ["store:unwritable"]  # store:locked: test_store_outage.py
+# The store fault first, while every replica has been up for a while: the kills do not wait for
+# replacements here, and an Ingress replica that starts while the file is immutable opens it
+# read-only and never writes again (its outbox waits for the next replica to adopt it).
+SHORT_FAULTS = STORE_FAULTS + GROUPS["kills"]  # app:restart: test_store_outage.py
+# Serve keeps a stopping Ingress replica reachable for 30 s behind HAProxy (for a load balancer
+# to deregister it): only this module's own stop meets it here (kills are SIGKILL), 30 s of it.
+SHORT_DRAIN = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
 
 
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("chaos")
-    return run_chaos(ALL_FAULTS, durations=QUICK, spec=LoadSpec(clients=16), workdir=workdir)
+    return run_chaos(
+        SHORT_FAULTS, durations=QUICK, spec=LoadSpec(clients=16), workdir=workdir, env=SHORT_DRAIN
+    )
 
 
 def _row(chaos: dict, fault: str) -> dict:
@@ -76,30 +88,15 @@ def test_every_turn_answered_while_the_store_was_away_is_stored_once_it_returns(
 
 
 @pytest.mark.parametrize("fault", STORE_FAULTS)
-def test_feedback_while_the_store_is_away_is_never_404_500_or_a_false_200(chaos, fault):
+def test_feedback_while_the_store_is_away_is_never_404_500_or_a_false_200_or_202(chaos, fault):
     row = _row(chaos, fault)
     feedback = row["turns"]["feedback"]
     assert feedback["sent"] > 0
     statuses = feedback["status"]
     assert (statuses.get("404", 0), statuses.get("500", 0)) == (0, 0), statuses
     assert feedback["503_without_retry_after"] == 0, feedback
-    assert set(statuses) <= {"200", "503"}, statuses
-    assert row["writes"]["lost_feedback"] == 0, row["writes"]  # a 200 that was not kept
-
-
-def test_after_sigterm_and_a_restart_every_acknowledged_write_is_stored(chaos):
-    row = _row(chaos, "app:restart")
-    writes = row["writes"]
-    assert writes["acknowledged_turns"] > 0
-    assert (writes["lost_turns"], writes["lost_feedback"]) == (0, 0), writes
-
-
-def test_a_turn_interrupted_by_the_restart_is_stored_once_after_its_retry(chaos):
-    row = _row(chaos, "app:restart")
-    turns, stored = row["turns"], row["duplicates"]
-    assert turns["retried_ok"] == turns["retried"], turns
-    assert stored["retried_ok_stored_once"] == turns["retried_ok"], stored
-    assert (stored["duplicate_turns"], stored["stored_under_another_id"]) == (0, 0), stored
+    assert set(statuses) <= {"200", "202", "503"}, statuses
+    assert row["writes"]["lost_feedback"] == 0, row["writes"]  # a 200 or 202 not kept
 
 
 def test_no_turn_of_the_whole_run_is_stored_twice(chaos):

@@ -5,6 +5,9 @@ One app for the module, as `make serve` runs it, on a SQLite store of its own. T
 send turns and feedback: every turn is answered without waiting on the store and every answered
 turn is stored once the lock goes. The last test stops the app with SIGTERM while turns wait in
 its outbox and starts it again on the same store: they are stored, each exactly once.
+These two are also the short chaos test's store:locked and app:restart (test_chaos.py leaves
+them here, so `make test` starts the app for each fault once); `make chaos` runs them under 16
+learners, a restart with turns in flight included.
 """
 
 from __future__ import annotations
@@ -68,8 +71,13 @@ def _start(tmp: Path, db: Path, env: dict[str, str], name: str):
 
 
 def _ray_env() -> dict[str, str]:
-    # A Ray temp dir of its own per app (short: it holds unix sockets).
-    return {"RAY_TMPDIR": f"/tmp/ray{uuid.uuid4().hex[:6]}"}
+    # A Ray temp dir of its own per app (short: it holds unix sockets). Serve keeps a stopping
+    # Ingress replica reachable for 30 s behind HAProxy (for a load balancer to deregister it):
+    # only the second app's stop meets it here, and it deregisters from nothing.
+    return {
+        "RAY_TMPDIR": f"/tmp/ray{uuid.uuid4().hex[:6]}",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    }
 
 
 @pytest.fixture(scope="module")

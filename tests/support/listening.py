@@ -1,7 +1,7 @@
 """Which TCP sockets a running `make serve` (or serve_process) listens on, and who owns them.
 
-Used by tests/integration/test_sockets.py and by hand, to measure (README "Ports and what
-listens"):
+Used by tests/integration/test_api.py (test_every_socket_of_the_app_binds_loopback) and by
+hand, to measure (README "Ports and what listens"):
 
     .venv/bin/python -m tests.support.listening PID     # PID: make's or serve's session leader
 

@@ -33,6 +33,11 @@ SERVE_RUNTIME_ENV = {
     # Nothing listens beyond this machine (Makefile SERVE_ENV, deployments/loopback.py).
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
     "RAY_SERVE_ENABLE_HA_PROXY": os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1"),
+    # HAProxy retries on the other Ingress replica a request whose replica closed without a
+    # byte of answer (a killed replica); the Makefile's SERVE_ENV says why and the caveat.
+    "RAY_SERVE_HAPROXY_RETRY_ON": os.environ.get(
+        "RAY_SERVE_HAPROXY_RETRY_ON", "conn-failure empty-response"
+    ),
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1"),
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": os.environ.get(
         "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE", "1"

@@ -1,6 +1,7 @@
 """deployments/loopback.py against the pinned Ray: what it rewrites is still there, it rewrites
 only that, and on a node with a routable address it leaves Ray alone. The sockets themselves
-are checked on a running app by tests/integration/test_sockets.py."""
+are checked on a running app by tests/integration/test_api.py
+(test_every_socket_of_the_app_binds_loopback)."""
 
 from __future__ import annotations
 

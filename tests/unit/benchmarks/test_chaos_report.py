@@ -85,14 +85,53 @@ def test_a_logical_turn_stored_under_two_ids_is_a_duplicate(store):
     }
 
 
+UNAVAILABLE = Attempt(1, 2, 503, "store_unavailable", retry_after="2")
+QUEUED = Attempt(3, 4, 202, accepted=True, queued=True)
+
+
+def test_a_feedback_is_acknowledged_by_a_200_or_a_queued_202_never_by_a_503():
+    assert FeedbackOutcome(0.5, OK).acknowledged
+    assert FeedbackOutcome(0.5, QUEUED).acknowledged
+    assert not FeedbackOutcome(0.5, Attempt(3, 4, 202, accepted=True, queued=False)).acknowledged
+    waiting = FeedbackOutcome(0.5, UNAVAILABLE, [UNAVAILABLE])
+    assert waiting.store_unavailable and not waiting.acknowledged
+    assert FeedbackOutcome(0.5, UNAVAILABLE, [UNAVAILABLE, QUEUED]).acknowledged
+    assert not Attempt(1, 2, 503, "overloaded", retry_after="1").store_unavailable
+
+
+def test_a_queued_feedback_is_checked_against_the_store_like_a_200(store):
+    store.save_turn(_turn("t1"))
+    store.save_turn(_turn("t2"))
+    store.add_feedback(FeedbackRecord(turn_id="t1", learner_id="L1", reward=0.5, ts=1.0))
+    outcomes = [
+        _outcome("t1", OK, feedback=FeedbackOutcome(0.5, UNAVAILABLE, [QUEUED])),
+        _outcome("t2", OK, feedback=FeedbackOutcome(1.0, QUEUED)),  # never applied: lost
+        _outcome("t3", DROPPED, DROPPED),
+    ]
+    found = verify_writes(store, outcomes, bound_s=0)
+    assert (found["acknowledged_feedback"], found["lost_feedback"]) == (2, 1)
+    assert found["lost_examples"] == ["t2"]
+
+
+def test_a_feedback_still_unavailable_at_the_end_is_neither_acknowledged_nor_lost(store):
+    store.save_turn(_turn("t1"))
+    outcomes = [_outcome("t1", OK, feedback=FeedbackOutcome(0.5, UNAVAILABLE, [UNAVAILABLE]))]
+    found = verify_writes(store, outcomes, bound_s=0)
+    assert (found["acknowledged_feedback"], found["lost_feedback"]) == (0, 0)
+    view = client_view(outcomes)["feedback"]
+    assert (view["store_unavailable"], view["store_unavailable_then_acknowledged"]) == (1, 0)
+    assert view["not_acknowledged"] == 1 and view["503_without_retry_after"] == 0
+
+
 def test_client_view_counts_first_attempts_and_what_their_retries_did():
     feedback_404 = FeedbackOutcome(0.5, Attempt(1, 2, 404, "not_found"))
-    feedback_503 = FeedbackOutcome(1.0, Attempt(1, 2, 503, "store_unavailable"), OK)
+    feedback_503 = FeedbackOutcome(1.0, Attempt(1, 2, 503, "store_unavailable"), [OK])
+    feedback_202 = FeedbackOutcome(0.0, UNAVAILABLE, [UNAVAILABLE, QUEUED])
     view = client_view(
         [
             _outcome("a", OK, feedback=feedback_404),
             _outcome("b", DEGRADED, feedback=feedback_503),
-            _outcome("c", DROPPED, OK),
+            _outcome("c", DROPPED, OK, feedback=feedback_202),
             _outcome("d", DROPPED, DROPPED),
         ]
     )
@@ -101,9 +140,13 @@ def test_client_view_counts_first_attempts_and_what_their_retries_did():
     assert view["failed_by"] == {"ServerDisconnectedError": 2}
     assert view["degraded_by"] == {"emotion": 1}
     feedback = view["feedback"]
-    assert (feedback["sent"], feedback["acknowledged"]) == (2, 1)
-    assert feedback["status"] == {"404": 1, "503": 1, "200": 1}
+    assert (feedback["sent"], feedback["acknowledged"], feedback["queued"]) == (3, 2, 1)
+    assert feedback["status"] == {"404": 1, "503": 3, "200": 1, "202": 1}
     assert feedback["503_without_retry_after"] == 1
+    assert (feedback["store_unavailable"], feedback["store_unavailable_then_acknowledged"]) == (
+        2,
+        2,
+    )
 
 
 def test_answers_per_second_count_first_attempts_and_retries_inside_the_window():
@@ -148,6 +191,7 @@ def test_goals_of_a_replica_kill():
         "failed_share",
         "retries_recover",
         "feedback_kept",
+        "feedback_contract",
     }
 
 
@@ -158,12 +202,24 @@ def test_goals_of_a_store_fault():
     assert unmet == {"throughput", "turns_kept", "feedback_contract"}
 
 
+def test_a_503_store_unavailable_with_retry_after_or_a_queued_202_keeps_the_feedback_contract():
+    for kind in ("store", "restart", "replica_kill"):
+        row = _row(kind, s={"200": 5, "202": 3, "503": 4})
+        assert goals(kind, row)["feedback_contract"]["met"]
+        row["turns"]["feedback"]["503_without_retry_after"] = 1
+        assert not goals(kind, row)["feedback_contract"]["met"]
+    assert not goals("restart", _row("restart", s={"500": 1}))["feedback_contract"]["met"]
+
+
 def test_the_table_has_a_row_per_fault_and_names_unmet_goals():
     row = _row("store", ratio=0.01, lost_turns=6)
+    row["turns"]["feedback"].update(
+        queued=2, store_unavailable=4, store_unavailable_then_acknowledged=3
+    )
     row["goals"] = goals("store", row)
     table = markdown_table([row]).splitlines()
     assert len(table) == 3 and table[1].count("---") == table[0].count("|") - 1
-    assert "| 1000 + 10 | 6 | 0 | 0.01x | NOT met: throughput, turns_kept |" in table[2]
+    assert "| 1000 + 10 | 2 | 4 (3) | 6 | 0 | 0.01x | NOT met: throughput, turns_kept |" in table[2]
 
 
 def test_each_turn_carries_its_turn_id_as_the_marker_of_its_message():
