@@ -21,7 +21,6 @@ that other applications on the machine could share.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import re
@@ -29,16 +28,15 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 
-from tests.support.serve_process import REPO_ROOT, dashboard_address, serve_running
+from benchmarks.replica_watch import ServeWatch
+from tests.support.serve_process import dashboard_address, serve_running
 
 APP = "tutor"
 
@@ -80,44 +78,6 @@ def kill_replica(session: int, deployment: str) -> dict:
         raise LookupError(f"no {deployment} replica in session {session}")
     os.kill(pids[0], signal.SIGKILL)
     return {"pid": pids[0], "replica_processes": len(pids), "at": time.time()}
-
-
-class ServeWatch:
-    """``python -m benchmarks.replica_watch`` in a process of its own (reading Serve's status
-    turns Ray's token auth on in the reading process); the latest replica counts."""
-
-    def __init__(self, dashboard: str, interval_s: float = 0.5) -> None:
-        command = [sys.executable, "-m", "benchmarks.replica_watch", "--address", dashboard]
-        command += ["--interval", str(interval_s)]
-        self._process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        self.latest: dict = {}
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            with contextlib.suppress(ValueError):
-                self.latest = json.loads(line)
-
-    def running(self, deployment: str) -> int:
-        return (self.latest.get("running") or {}).get(deployment, -1)
-
-    def wait_for(self, condition, timeout_s: float) -> float | None:
-        """Seconds until ``condition(self)`` held, or None when it did not within the bound."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout_s:
-            if condition(self):
-                return round(time.monotonic() - started, 1)
-            time.sleep(0.25)
-        return None
-
-    def stop(self) -> None:
-        self._process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._process.wait(timeout=10)
 
 
 def wait_replaced(watch: ServeWatch, deployment: str, before: int, timeout_s: float) -> dict:

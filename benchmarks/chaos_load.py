@@ -30,16 +30,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-MESSAGES = [
-    "I don't understand why we flip the fraction when dividing.",
-    "This is so frustrating, I keep getting the wrong answer!",
-    "Oh wait, I think I finally get it now.",
-    "Why does the slope tell us how steep the line is?",
-    "I'm worried I'll fail the test tomorrow, can you explain it once more?",
-    "ok next one",
-    "That was actually kind of fun, can we do another?",
-    "I give up, I'm just bad at math and nothing you say helps.",
-]
+from benchmarks.step_load import MESSAGES
+
 REWARDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MARKER = re.compile(r"\[([A-Za-z0-9_.:-]+)\]$")
 MAX_RETRY_DELAY_S = 5.0

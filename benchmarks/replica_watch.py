@@ -9,14 +9,19 @@ process of their own: reading Serve's status turns Ray's token auth on in the re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from deployments.cli.serve_client import connect
 
 APP = "tutor"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def replica_counts(details: dict[str, Any], app: str = APP) -> dict[str, dict[str, int]]:
@@ -39,6 +44,44 @@ class ReplicaWatcher:
 
     def read(self) -> dict[str, dict[str, int]]:
         return replica_counts(self._client.get_serve_details(), self._app)
+
+
+class ServeWatch:
+    """This module's ``main`` in a process of its own (reading Serve's status turns Ray's token
+    auth on in the reading process, which must not be the caller's); the latest reading."""
+
+    def __init__(self, dashboard: str, interval_s: float = 0.5) -> None:
+        command = [sys.executable, "-m", "benchmarks.replica_watch", "--address", dashboard]
+        command += ["--interval", str(interval_s)]
+        self._process = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        self.latest: dict = {}
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            with contextlib.suppress(ValueError):
+                self.latest = json.loads(line)
+
+    def running(self, deployment: str) -> int:
+        return (self.latest.get("running") or {}).get(deployment, -1)
+
+    def wait_for(self, condition, timeout_s: float) -> float | None:
+        """Seconds until ``condition(self)`` held, or None when it did not within the bound."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            if condition(self):
+                return round(time.monotonic() - started, 1)
+            time.sleep(0.25)
+        return None
+
+    def stop(self) -> None:
+        self._process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=10)
 
 
 def main(argv: list[str] | None = None) -> None:

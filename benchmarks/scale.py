@@ -39,7 +39,7 @@ from benchmarks.scale_report import (
     recovery_seconds,
     scaling_times,
 )
-from benchmarks.step_load import Phase, Run, run_phases
+from benchmarks.step_load import MESSAGES, Phase, Run, run_phases
 from tests.support.serve_process import (
     DEFAULT_CONFIG,
     dashboard_address,
@@ -48,16 +48,6 @@ from tests.support.serve_process import (
     write_config,
 )
 
-MESSAGES = [
-    "I don't understand why we flip the fraction when dividing.",
-    "This is so frustrating, I keep getting the wrong answer!",
-    "Oh wait, I think I finally get it now.",
-    "Why does the slope tell us how steep the line is?",
-    "I'm worried I'll fail the test tomorrow, can you explain it once more?",
-    "ok next one",
-    "That was actually kind of fun, can we do another?",
-    "I give up, I'm just bad at math and nothing you say helps.",
-]
 TURNS_PER_LEARNER = 20  # a fresh learner after this many: histories stay short, turns alike
 APP_POLICY = "deployments.autoscaling:graph_policy"
 

@@ -25,6 +25,18 @@ import aiohttp
 RequestMaker = Callable[[int, int], tuple[str, str, dict]]
 MAX_OUTSTANDING = 2000  # open loop: past this many unanswered requests, arrivals are skipped
 
+# Learner messages of realistic lengths and moods, sent in turn by the load clients.
+MESSAGES = [
+    "I don't understand why we flip the fraction when dividing.",
+    "This is so frustrating, I keep getting the wrong answer!",
+    "Oh wait, I think I finally get it now.",
+    "Why does the slope tell us how steep the line is?",
+    "I'm worried I'll fail the test tomorrow, can you explain it once more?",
+    "ok next one",
+    "That was actually kind of fun, can we do another?",
+    "I give up, I'm just bad at math and nothing you say helps.",
+]
+
 
 @dataclass(frozen=True)
 class Phase:

@@ -9,9 +9,6 @@ admitted requests are still held; replicas are awaited with deadlines.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +18,10 @@ import httpx
 import pytest
 import yaml
 
+from benchmarks.replica_watch import ServeWatch
 from tests.support.llm_stub import RunningStub
 from tests.support.serve_process import (
     DEFAULT_CONFIG,
-    REPO_ROOT,
     dashboard_address,
     free_port,
     serve_running,
@@ -122,44 +119,14 @@ def test_past_its_places_the_ingress_sheds_at_once_and_a_held_request_times_out(
         assert error["code"] == "timeout" and f"{TIME_LIMIT_S}s" in error["message"]
 
 
-class ReplicaWatch:
-    """`python -m benchmarks.replica_watch` in a process of its own (it turns Ray's token
-    auth on for itself); the latest reading of Serve's status."""
-
-    def __init__(self, address: str) -> None:
-        command = [sys.executable, "-m", "benchmarks.replica_watch", "--address", address]
-        command += ["--interval", "0.5"]
-        self._process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        self.latest: dict = {}
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            self.latest = json.loads(line)
-
-    def running(self, deployment: str) -> int:
-        return (self.latest.get("running") or {}).get(deployment, -1)
-
-    def wait_for(self, deployment: str, replicas: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.running(deployment) == replicas:
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"{deployment}: {self.latest} after {timeout_s}s, not {replicas}")
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.wait(timeout=10)
+def wait_for_replicas(watch: ServeWatch, deployment: str, replicas: int, timeout_s: float):
+    waited = watch.wait_for(lambda w: w.running(deployment) == replicas, timeout_s)
+    assert waited is not None, f"{deployment}: {watch.latest} after {timeout_s}s, not {replicas}"
 
 
 def test_the_ingress_scales_up_under_held_load_and_back_down_after(app):
     base_url, dashboard = app
-    watch = ReplicaWatch(dashboard)
+    watch = ServeWatch(dashboard)
     stop = threading.Event()
 
     def held_client(index: int) -> None:
@@ -168,14 +135,14 @@ def test_the_ingress_scales_up_under_held_load_and_back_down_after(app):
 
     clients = [threading.Thread(target=held_client, args=(i,), daemon=True) for i in range(4)]
     try:
-        watch.wait_for("Ingress", 1, timeout_s=60)
+        wait_for_replicas(watch, "Ingress", 1, timeout_s=60)
         for client in clients:
             client.start()
-        watch.wait_for("Ingress", 2, timeout_s=90)
+        wait_for_replicas(watch, "Ingress", 2, timeout_s=90)
         stop.set()
         for client in clients:
             client.join(timeout=TIME_LIMIT_S + 30)
-        watch.wait_for("Ingress", 1, timeout_s=90)
+        wait_for_replicas(watch, "Ingress", 1, timeout_s=90)
     finally:
         stop.set()
         watch.stop()
