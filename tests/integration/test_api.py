@@ -288,6 +288,7 @@ def test_feedback_is_idempotent_and_unknown_turns_are_404(client):
         "accepted": True,
         "reward": 1.0,
         "strategy": turn["strategy"]["name"],
+        "queued": False,  # stored already: applied now, not journaled
     }
     again = client.post("/v1/feedback", json={"turn_id": turn["turn_id"], "reward": 0.0})
     assert again.json()["accepted"] is False
