@@ -77,9 +77,8 @@ class KeyCache:
         if cached is not None and cached[0] > now:
             return cached[1]
         try:
-            record = await asyncio.wait_for(
-                asyncio.to_thread(self._lookup, key_hash), timeout=self.lookup_timeout_s
-            )
+            async with asyncio.timeout(self.lookup_timeout_s):  # (a cancellation stays one)
+                record = await asyncio.to_thread(self._lookup, key_hash)
         except Exception as exc:  # any backend's failure (a lock, a lost server, a timeout)
             if cached is None:
                 raise StoreError(f"API key lookup failed: {type(exc).__name__}") from exc

@@ -86,7 +86,10 @@ class StoreGuard:
             self._pool, functools.partial(fn, *args, **kwargs)
         )
         try:
-            result = await asyncio.wait_for(future, timeout=self.timeout_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can turn a cancellation
+            # that meets its timeout into a TimeoutError, and the drain task would live on.
+            async with asyncio.timeout(self.timeout_s):
+                result = await future
         except TimeoutError as exc:
             self._failed()
             raise StoreUnavailable(f"no answer in {self.timeout_s}s") from exc
@@ -293,7 +296,8 @@ class PendingWrites:
                 delay = self._retry_s[0]
                 # Until a write is queued, or time to look for dead replicas' journals.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=IDLE_CHECK_S)
+                    async with asyncio.timeout(IDLE_CHECK_S):  # (not wait_for: see call())
+                        await self._wake.wait()
             else:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_s[1])

@@ -332,3 +332,25 @@ async def test_an_unreachable_mongodb_queues_turns_and_feedback_until_it_is_back
     assert sorted(t.turn_id for t in store.recent_turns("l1")) == ["t0", "t1", "t2"]
     assert store.get_feedback("t0").reward == 1.0
     assert store.bandit_stats(CONTEXT_POLICY)["quiz"].n == 1
+
+
+async def test_the_drain_ends_when_cancelled_idle_or_backing_off(tmp_path):
+    """A stopping replica (or test) cancels the drain once; it must end, whether it waits for
+    work or backs off from a store that is away (3.11's wait_for could swallow that)."""
+    store = _sqlite(tmp_path)
+    app = App(store, tmp_path / "outbox")
+    with ExclusiveLock(store.path):
+        await app.turn(turn_id="t1")  # queued: the drain backs off while the lock holds
+        for _ in range(2):
+            task = app.pending._task
+            await asyncio.sleep(0.3)
+            task.cancel()
+            await asyncio.wait([task], timeout=5)
+            assert task.cancelled()
+            app.pending.ensure_started()
+    await app.drained()
+    task = app.pending._task
+    await asyncio.sleep(0.3)  # idle now: waiting for a write or the next look for journals
+    task.cancel()
+    await asyncio.wait([task], timeout=5)
+    assert task.cancelled()
