@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+
+T = TypeVar("T")
+
 
 class RefusedError(ValueError):
     """The request is wrong (bad name, unknown version, canary of the champion...). Raised
@@ -23,3 +30,12 @@ class DeployFailedError(ApplyError):
 
 class ApplyTimeoutError(ApplyError):
     """The app did not run the change in time; it may still be applying it."""
+
+
+def run_command(work: Callable[[], T]) -> T:
+    """Errors become one line on stderr and the exit code of their kind."""
+    try:
+        return work()
+    except (RefusedError, ApplyError) as exc:
+        typer.echo(f"tutor: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
 
-from deployments.cli.errors import ApplyError, RefusedError
+from deployments.cli.errors import ApplyError, RefusedError, run_command
 from deployments.config import AppArgs, TutorSettings, absolute_store_uri
 from deployments.security.keys import (
     DEFAULT_MAX_CONCURRENT_TURNS,
@@ -29,8 +29,6 @@ from deployments.security.keys import (
     parse_scopes,
 )
 from store import API_SCOPES, ApiKeyRecord, TutorStore, open_store
-
-T = TypeVar("T")
 
 app = typer.Typer(
     help="API keys: create (shown once), list (no secrets), revoke.", no_args_is_help=True
@@ -109,14 +107,6 @@ def revoke_key(store: TutorStore, name: str, *, now: float) -> None:
         raise RefusedError(f"no live key named {name!r}")
 
 
-def _run(work: Callable[[], T]) -> T:
-    try:
-        return work()
-    except (RefusedError, ApplyError) as exc:
-        typer.echo(f"tutor: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-
-
 def _when(ts: float | None) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -155,7 +145,7 @@ def create(
                 now=time.time(),
             )
 
-    key, record = _run(work)
+    key, record = run_command(work)
     typer.echo(
         f"created key {record.name!r}: scopes {','.join(record.scopes)}; "
         f"tenant {record.tenant or '-'}; {_limits(record)}",
@@ -176,7 +166,7 @@ def list_(
         with opened(store_uri(store, config)) as opened_store:
             return opened_store.list_api_keys()
 
-    records = _run(work)
+    records = run_command(work)
     if as_json:
         rows = [r.model_dump(exclude={"key_hash"}) for r in records]
         typer.echo(json.dumps(rows, indent=2))
@@ -208,5 +198,5 @@ def revoke(
         with opened(store_uri(store, config)) as opened_store:
             revoke_key(opened_store, name, now=time.time())
 
-    _run(work)
+    run_command(work)
     typer.echo(f"revoked key {name!r}: refused everywhere within key_cache_ttl_s (default 5 s)")

@@ -11,13 +11,13 @@ import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from deployments.cli import keys, kuberay, plan, render, reports
-from deployments.cli.errors import ApplyError, RefusedError
+from deployments.cli.errors import run_command
 from deployments.cli.operations import ChangeResult, Workspace, apply_change
 from deployments.cli.serve_client import default_address
 from deployments.lifecycle.rollout import utc_now
@@ -36,7 +36,6 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(keys.app, name="keys")
 
-T = TypeVar("T")
 
 Name = Annotated[str, typer.Argument(help="emotion, difficulty or personalization.")]
 Version = Annotated[str, typer.Argument(help="A registered version, e.g. v3.")]
@@ -66,15 +65,6 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
-def _run(work: Callable[[], T]) -> T:
-    """Errors become one line on stderr and the exit code of their kind."""
-    try:
-        return work()
-    except (RefusedError, ApplyError) as exc:
-        typer.echo(f"tutor: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-
-
 def _workspace(config: Path, address: str | None) -> Workspace:
     return Workspace(config_path=config, address=address or default_address())
 
@@ -88,7 +78,7 @@ def _change(
     no_wait: bool,
     timeout: float,
 ) -> None:
-    result: ChangeResult = _run(
+    result: ChangeResult = run_command(
         lambda: apply_change(
             _workspace(config, address),
             name,
@@ -112,7 +102,7 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """Registered versions with their registered metrics and their roles."""
-    listings = _run(lambda: reports.list_models(_workspace(config, address), name))
+    listings = run_command(lambda: reports.list_models(_workspace(config, address), name))
     if as_json:
         typer.echo(json.dumps([entry.model_dump(mode="json") for entry in listings], indent=2))
     else:
@@ -194,7 +184,7 @@ def status(
     history: Annotated[int, typer.Option("--history", help="History events shown.")] = 5,
 ) -> None:
     """Per model: what serves whom now, whether the file agrees, the history, live metrics."""
-    statuses = _run(
+    statuses = run_command(
         lambda: reports.model_status(_workspace(config, address), name, history_tail=history)
     )
     if as_json:
@@ -224,7 +214,7 @@ def kuberay_manifest(
 ) -> None:
     """The KubeRay RayService manifest, generated from the Serve config."""
     options = {"image": image, "gpu_image": gpu_image, "name": name}
-    current = _run(lambda: kuberay.write_or_check(config, out, check=check, **options))
+    current = run_command(lambda: kuberay.write_or_check(config, out, check=check, **options))
     if check and not current:
         typer.echo(f"tutor: {out} is not what {config} generates: run `make kuberay`", err=True)
         raise typer.Exit(1)
