@@ -9,8 +9,6 @@ of its own, test_sockets.py, with an application start of its own: ~1 min of `ma
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -41,15 +39,6 @@ CANDIDATES = [
     {"item_id": "2985", "skill_id": "15"},
     {"item_id": "never-seen-item", "skill_id": "9"},
 ]
-
-
-@pytest.fixture(scope="module")
-def ray_dir():
-    # Ray's temp dir of our own (short: it holds unix sockets), so logs and metric targets
-    # found there are this module's, whatever else runs Ray on the machine.
-    path = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,10 @@ against the same store, as an operator does."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,13 +22,6 @@ PROVIDER_KEY = f"sk-fake-provider-{uuid.uuid4().hex}"
 MARKER = f"marker-{uuid.uuid4().hex}"  # in a learner's message: it must reach no log
 MAX_BODY = 16384
 CACHE_TTL_S = 1.0
-
-
-@pytest.fixture(scope="module")
-def ray_dir():
-    path = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
