@@ -11,13 +11,15 @@ only processes this module started, never another Ray on the machine (no `ray st
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -108,22 +110,41 @@ def _stop(process: subprocess.Popen) -> None:
     process.wait(timeout=5)
 
 
-def submit(address: str, entrypoint: str, *, timeout_s: float = 300) -> tuple[str, str]:
-    """Run ``ray job submit --address <address> -- <entrypoint>`` (the CLI a researcher uses) and
-    wait for the job; returns the job's final status and its logs."""
-    env = _environment(Path(os.environ.get("RAY_TMPDIR", "/tmp")))
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    completed = subprocess.run(
-        [ray_cli, "job", "submit", "--address", address, "--", *entrypoint.split()],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
-    logs = completed.stdout + completed.stderr
-    status = "SUCCEEDED" if completed.returncode == 0 and "succeeded" in logs else "FAILED"
-    return status, logs
+def submit(
+    address: str,
+    entrypoint: Sequence[str],
+    *,
+    env_vars: dict[str, str] | None = None,
+    upload_repo: bool = True,
+    timeout_s: float = 600,
+) -> tuple[bool, str]:
+    """``ray job submit --address <address> [--working-dir <repo>] -- <entrypoint>``: the CLI a
+    researcher uses, waiting for the job's end. Returns whether it succeeded, and its output.
+
+    ``upload_repo`` sends the repository as the job's working directory, as to a remote cluster
+    (paths a job writes must then be absolute); ``env_vars`` go in its runtime environment.
+    The job server may have no agent yet right after it starts ("try again later"): retried."""
+    command = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address]
+    if upload_repo:
+        command += ["--working-dir", str(REPO_ROOT)]
+    if env_vars:
+        command += ["--runtime-env-json", json.dumps({"env_vars": env_vars})]
+    # The job's shell may not have this venv's interpreter as `python`: name it.
+    entrypoint = [sys.executable if part == "python" else part for part in entrypoint]
+    deadline = time.monotonic() + 120
+    while True:
+        completed = subprocess.run(
+            [*command, "--", *entrypoint],
+            cwd=REPO_ROOT,
+            env=_environment(Path(tempfile.gettempdir())),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        output = completed.stdout + completed.stderr
+        if "No available agent" not in output or time.monotonic() > deadline:
+            return completed.returncode == 0 and "succeeded" in output, output
+        time.sleep(3)
 
 
 def dashboard_up(address: str) -> bool:
