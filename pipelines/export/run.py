@@ -144,7 +144,7 @@ def _initial_state(
     fresh = ExportState(
         format=schema.FORMAT, store=source, without_messages=options.without_messages
     )
-    if previous is None or options.full:
+    if previous is None:
         return fresh
     if previous.store != source:
         raise ExportError(
@@ -186,7 +186,8 @@ def export(
     check_out_dir(out)
     private_dir(out)
     with _exclusive(out):
-        state = _initial_state(ExportState.load(out), source, options)
+        previous = None if options.full else ExportState.load(out)  # --full mends a bad one
+        state = _initial_state(previous, source, options)
         tables = {}
         for table in EXPORT_TABLES:
             tables[table] = _export_table(store, out, table, state, options)

@@ -283,6 +283,17 @@ def test_a_deleted_partition_is_written_again(sqlite: TutorStore, tmp_path: Path
     assert run(sqlite, tmp_path / "out")["tables"]["rewards"]["days_written"] == ["2024-10-05"]
 
 
+def test_a_damaged_state_is_refused_until_full(sqlite: TutorStore, tmp_path: Path) -> None:
+    fill(sqlite)
+    run(sqlite, tmp_path / "out")
+    reference = contents(tmp_path / "out")
+    (tmp_path / "out" / "_export_state.json").write_text("{")
+    with pytest.raises(ExportError, match="--full"):
+        run(sqlite, tmp_path / "out")
+    run(sqlite, tmp_path / "out", full=True)
+    assert contents(tmp_path / "out") == reference
+
+
 def test_another_stores_export_or_a_foreign_directory_is_refused(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "a.db") as store:
         fill(store)
