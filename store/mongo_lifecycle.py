@@ -72,7 +72,7 @@ class MongoLifecycleMixin:
     ) -> Iterator[dict[str, Any]]:
         """Documents matching `query` with since <= field < until, ordered by (field, *tie)."""
         check_batch_size(batch_size)
-        bounds = {}
+        bounds: dict[str, float] = {}
         if since is not None:
             bounds["$gte"] = since
         if until is not None:

@@ -7,7 +7,7 @@ at-risk job and the off-policy evaluation read: a column changes only with them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -139,6 +139,3 @@ def feedback_row(feedback: FeedbackRecord) -> dict[str, Any]:
 
 def reward_row(reward: RewardRecord) -> dict[str, Any]:
     return reward.model_dump()
-
-
-RowOf = Callable[[Any], dict[str, Any]]
