@@ -38,7 +38,7 @@ SERVE_HOOK := --runtime-env-json '{"worker_process_setup_hook": "deployments.loo
 
 .PHONY: install serve test test-unit bench bench-scale bench-scale-policy chaos lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
 	evaluate-emotion evaluate-difficulty simulate-personalization register-personalization \
-	evaluate-policy kuberay clean
+	export evaluate-policy kuberay clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -129,13 +129,20 @@ register-personalization: install
 	$(PY) -m pipelines.personalization.register_policy --data $(DATA_DIR)/kt \
 		--statistics lin_ts_v1 --exploration 0.25 --prior-precision 1.0 --seed 0 --turns 20000
 
-# Off-policy estimates (IPS, DR) of candidate policies from the served store's logged turns.
+# The store's turns, answers, feedback and rewards as Parquet under OUT, one partition per UTC
+# day, only the days that changed since the last run (README "For researchers": the data card).
+# EXPORT_FLAGS=--without-messages leaves the learners' messages and the replies out.
 STORE_URI ?= $${TUTOR_STORE_URI:-sqlite:///var/tutor.db}
+export: OUT ?= var/export
+evaluate-policy: OUT ?= var/export
+export: install
+	$(PY) -m pipelines.export_store --store $(STORE_URI) --out $(OUT) $(EXPORT_FLAGS)
+
+# Off-policy estimates (IPS, DR) of candidate policies from the served store's logged turns.
 POLICY ?= lin_ts_v1
-evaluate-policy: install
-	$(PY) -m pipelines.export_store --store $(STORE_URI) --out var/export
-	$(PY) -m pipelines.personalization.off_policy_eval --export var/export/turns.jsonl \
-		--stats var/export/bandit_$(POLICY).json --out reports/off_policy.json \
+evaluate-policy: export
+	$(PY) -m pipelines.personalization.off_policy_eval --export $(OUT) \
+		--stats $(OUT)/bandit/$(POLICY).json --out reports/off_policy.json \
 		--policies uniform greedy lin_ts fixed:socratic fixed:worked_example fixed:hint \
 		fixed:analogy fixed:quiz fixed:review
 

@@ -1,11 +1,16 @@
-"""Export the logged turns and their rewards for offline evaluation.
+"""Export the store's turns, answers, feedback and rewards as Parquet, incrementally.
 
     python -m pipelines.export_store [--store sqlite:///var/tutor.db] [--out var/export]
+        [--without-messages] [--full]
 
-Writes ``turns.jsonl`` (one logged turn per line: the context the policy saw, the strategy it
-chose, the propensity of that choice, and the turn's rewards by source) and ``bandit_<policy>.json``
-for every policy named in the turns (its additive statistics, as the store holds them), the
-input of ``python -m pipelines.personalization.off_policy_eval``.
+Writes ``OUT/<table>/day=YYYY-MM-DD/part-<n>.parquet`` for turns, answers, feedback and rewards
+(hive-partitioned by the UTC day of each row's ts), ``OUT/bandit/<policy>.json`` (each policy's
+arm statistics as the store holds them now) and ``OUT/_export_state.json`` (what the next run
+compares with). Only days whose row count changed are rewritten, so a run with nothing new
+writes nothing. Directories are 0700 and files 0600: messages are personal data;
+``--without-messages`` leaves them (and the replies) out. The README's data card describes
+every column. Exits 1 with a message when the export cannot run (e.g. OUT holds another
+store's export).
 """
 
 from __future__ import annotations
@@ -14,73 +19,68 @@ import argparse
 import json
 import logging
 import os
-from collections import defaultdict
+import sys
+import time
 from pathlib import Path
-from typing import Any
 
-from pipelines.common import setup_logging
-from store import DEFAULT_STORE_URI, TutorStore, open_store
+from pipelines.common import REPO_ROOT, setup_logging
+from pipelines.export import ExportError, ExportOptions, export, store_identity
+from store import DEFAULT_STORE_URI, StoreError, open_store
 
 log = logging.getLogger("pipelines.export_store")
 
 
-def export(store: TutorStore, out_dir: Path) -> dict[str, Any]:
-    """Write the export; returns what it wrote (counts and paths)."""
-    rewards: dict[str, dict[str, float]] = defaultdict(dict)
-    for reward in store.iter_rewards():
-        rewards[reward.turn_id][reward.source] = reward.reward
-    out_dir.mkdir(parents=True, exist_ok=True)
-    turns_path = out_dir / "turns.jsonl"
-    policies: set[str] = set()
-    count = rewarded = 0
-    with turns_path.open("w") as f:
-        for turn in store.iter_turns():
-            policy = turn.model_versions.get("personalization", "unavailable")
-            policies.add(policy)
-            turn_rewards = rewards.get(turn.turn_id, {})
-            rewarded += bool(turn_rewards)
-            count += 1
-            row = {
-                "turn_id": turn.turn_id,
-                "learner_id": turn.learner_id,
-                "ts": turn.ts,
-                "policy": policy,
-                "strategy": turn.strategy,
-                "propensity": turn.propensity,
-                "context": turn.context,
-                "reward_explicit": turn_rewards.get("explicit"),
-                "reward_answer": turn_rewards.get("answer"),
-            }
-            f.write(json.dumps(row) + "\n")
-    stats_paths = {}
-    for policy in sorted(policies - {"unavailable"}):
-        stats = {
-            arm: s.model_dump(exclude={"arm"}) for arm, s in store.bandit_stats(policy).items()
-        }
-        stats_paths[policy] = out_dir / f"bandit_{policy}.json"
-        stats_paths[policy].write_text(json.dumps(stats) + "\n")
-    summary = {
-        "turns": count,
-        "rewarded_turns": rewarded,
-        "turns_path": str(turns_path),
-        "bandit_stats": {p: str(path) for p, path in stats_paths.items()},
-    }
-    log.info("exported %d turns (%d with a reward) to %s", count, rewarded, out_dir)
-    return summary
-
-
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--store",
         default=os.environ.get("TUTOR_STORE_URI", DEFAULT_STORE_URI),
         help="store URI (default: $TUTOR_STORE_URI, else the embedded SQLite file)",
     )
-    parser.add_argument("--out", type=Path, default=Path("var/export"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "var" / "export",
+        help="the export's directory (default: var/export in the repository)",
+    )
+    parser.add_argument(
+        "--without-messages",
+        action="store_true",
+        help="leave turns' message and reply null (personal data); switching it on or off "
+        "rewrites every turns partition",
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="rewrite every partition, whatever the state says"
+    )
+    parser.add_argument("--batch-rows", type=int, default=ExportOptions.batch_rows)
+    parser.add_argument("--file-rows", type=int, default=ExportOptions.file_rows)
     args = parser.parse_args(argv)
+    if args.batch_rows < 1 or args.file_rows < 1:
+        parser.error("--batch-rows and --file-rows must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     setup_logging()
-    with open_store(args.store) as store:
-        print(json.dumps(export(store, args.out), indent=2))
+    options = ExportOptions(
+        without_messages=args.without_messages,
+        full=args.full,
+        batch_rows=args.batch_rows,
+        file_rows=args.file_rows,
+    )
+    started = time.perf_counter()
+    try:
+        with open_store(args.store) as store:
+            summary = export(
+                store, args.out.absolute(), source=store_identity(args.store), options=options
+            )
+    except (ExportError, StoreError) as exc:
+        log.error("export failed: %s", exc)
+        sys.exit(1)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    print(json.dumps(summary, indent=2))
+    return summary
 
 
 if __name__ == "__main__":

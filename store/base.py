@@ -7,9 +7,11 @@ writes is atomic in the backend, never a read in Python followed by a separate w
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import math
 from collections.abc import Iterator, Sequence
 from types import TracebackType
+from typing import Literal
 
 from store.records import (
     AnswerRecord,
@@ -23,6 +25,11 @@ from store.records import (
     ShadowOutputRecord,
     TurnRecord,
 )
+
+# The append-only tables an export copies, each with a ts (epoch seconds, UTC).
+ExportTable = Literal["turns", "answers", "feedback", "rewards"]
+EXPORT_TABLES: tuple[ExportTable, ...] = ("turns", "answers", "feedback", "rewards")
+SECONDS_PER_DAY = 86400.0
 
 
 class StoreError(RuntimeError):
@@ -105,25 +112,45 @@ class TutorStore(abc.ABC):
         """The newest `limit` rewards of the learner's turns, oldest first."""
 
     # ---- export -----------------------------------------------------------------------------
+    # Reads by time across learners, for exports, offline evaluation and online metrics: each
+    # yields the rows with since <= ts < until (either bound may be None), oldest first, ties by
+    # insertion order, read in batches so a writer is never held up for a whole export.
 
     @abc.abstractmethod
     def iter_turns(
-        self, *, since: float | None = None, batch_size: int = 500
+        self, *, since: float | None = None, until: float | None = None, batch_size: int = 500
     ) -> Iterator[TurnRecord]:
-        """Every turn with ts >= since (all when None), oldest first (ties by insertion order),
-        read in batches (for exports, offline evaluation and online metrics)."""
+        """Every turn with since <= ts < until."""
 
     @abc.abstractmethod
     def iter_rewards(
-        self, *, since: float | None = None, batch_size: int = 500
+        self, *, since: float | None = None, until: float | None = None, batch_size: int = 500
     ) -> Iterator[RewardRecord]:
-        """Every reward with ts >= since (all when None), oldest first."""
+        """Every reward with since <= ts < until."""
 
     @abc.abstractmethod
     def iter_answers(
-        self, *, since: float | None = None, batch_size: int = 500
+        self, *, since: float | None = None, until: float | None = None, batch_size: int = 500
     ) -> Iterator[AnswerRecord]:
-        """Every answer of every learner with ts >= since (all when None), oldest first."""
+        """Every answer of every learner with since <= ts < until."""
+
+    @abc.abstractmethod
+    def iter_feedback(
+        self, *, since: float | None = None, until: float | None = None, batch_size: int = 500
+    ) -> Iterator[FeedbackRecord]:
+        """Every feedback with since <= ts < until."""
+
+    @abc.abstractmethod
+    def daily_counts(self, table: ExportTable) -> dict[str, int]:
+        """How many rows of `table` each UTC day holds: {"YYYY-MM-DD": count}, days with rows only.
+
+        A row's day is ``utc_day(ts)``, computed the same way in every backend, so that an export
+        can find the days that gained rows (late rows keep their original ts) without reading them.
+        """
+
+    @abc.abstractmethod
+    def bandit_policies(self) -> list[str]:
+        """The policies with statistics (at least one arm with an observation), sorted."""
 
     # ---- model lifecycle --------------------------------------------------------------------
 
@@ -245,3 +272,29 @@ def dimension_error(policy: str, arm: str, stored: int, given: int) -> ValueErro
         f"bandit {policy!r}/{arm!r} holds statistics of dimension {stored}, "
         f"got a feature vector of length {given}"
     )
+
+
+def utc_day(ts: float) -> int:
+    """The UTC day of an epoch time, as days since 1970-01-01: floor(ts / 86400).
+
+    One IEEE division and a floor, which SQL, MongoDB's $divide/$floor and Python compute alike,
+    so a row is counted in the day that a reader of that day puts it in, even a hair before
+    midnight (where ts >= day * 86400 and the rounded quotient could disagree).
+    """
+    return math.floor(ts / SECONDS_PER_DAY)
+
+
+def day_label(day: int) -> str:
+    """``utc_day``'s day as "YYYY-MM-DD"."""
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
+
+
+def label_day(label: str) -> int:
+    """The inverse of ``day_label``."""
+    return (dt.date.fromisoformat(label) - dt.date(1970, 1, 1)).days
+
+
+def check_export_table(table: str) -> ExportTable:
+    if table not in EXPORT_TABLES:
+        raise ValueError(f"unknown table {table!r}: expected one of {', '.join(EXPORT_TABLES)}")
+    return table  # type: ignore[return-value]

@@ -15,9 +15,10 @@ import pymongo
 from bson import ObjectId
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from store.base import check_batch_size
+from store.base import SECONDS_PER_DAY, ExportTable, check_batch_size, check_export_table, day_label
 from store.records import (
     AnswerRecord,
+    FeedbackRecord,
     RewardRecord,
     RolloutEventRecord,
     ServingStatsRecord,
@@ -34,6 +35,8 @@ class MongoLifecycleMixin:
     _turns: Any
     _answers: Any
     _rewards: Any
+    _feedback: Any
+    _bandit: Any
     _errors: Callable[[], contextlib.AbstractContextManager[None]]
     _turn: Callable[[Mapping[str, Any]], TurnRecord]
     _reward: Callable[[Mapping[str, Any]], RewardRecord]
@@ -47,6 +50,7 @@ class MongoLifecycleMixin:
         self._turns.create_index([("ts", _ASC), ("seq", _ASC)])
         self._answers.create_index([("ts", _ASC), ("_id", _ASC)])
         self._rewards.create_index([("ts", _ASC), ("seq", _ASC)])
+        self._feedback.create_index([("ts", _ASC), ("seq", _ASC), ("_id", _ASC)])
         self._rollout_events.create_index([("model", _ASC), ("ts", _ASC), ("seq", _ASC)])
         self._rollout_events.create_index([("ts", _ASC), ("seq", _ASC)])
         self._shadow_outputs.create_index(
@@ -61,38 +65,82 @@ class MongoLifecycleMixin:
         query: Mapping[str, Any],
         *,
         field: str = "ts",
-        tie: str = "seq",
+        tie: str | tuple[str, ...] = "seq",
         since: float | None,
+        until: float | None = None,
         batch_size: int,
     ) -> Iterator[dict[str, Any]]:
-        """Documents matching `query` with field >= since, ordered by (field, tie)."""
+        """Documents matching `query` with since <= field < until, ordered by (field, *tie)."""
         check_batch_size(batch_size)
+        bounds: dict[str, float] = {}
         if since is not None:
-            query = {**query, field: {"$gte": since}}
+            bounds["$gte"] = since
+        if until is not None:
+            bounds["$lt"] = until
+        if bounds:
+            query = {**query, field: bounds}
+        ties = (tie,) if isinstance(tie, str) else tie
         with self._errors():
-            cursor = collection.find(query).sort([(field, _ASC), (tie, _ASC)])
+            cursor = collection.find(query).sort([(field, _ASC), *((t, _ASC) for t in ties)])
             yield from cursor.batch_size(batch_size)
 
     # ---- reads by time ----------------------------------------------------------------------
 
     def iter_turns(
-        self, *, since: float | None = None, batch_size: int = 500
+        self, *, since: float | None = None, until: float | None = None, batch_size: int = 500
     ) -> Iterator[TurnRecord]:
-        for doc in self._by_time(self._turns, {}, since=since, batch_size=batch_size):
+        docs = self._by_time(self._turns, {}, since=since, until=until, batch_size=batch_size)
+        for doc in docs:
             yield self._turn(doc)
 
     def iter_rewards(
-        self, *, since: float | None = None, batch_size: int = 500
+        self, *, since: float | None = None, until: float | None = None, batch_size: int = 500
     ) -> Iterator[RewardRecord]:
-        for doc in self._by_time(self._rewards, {}, since=since, batch_size=batch_size):
+        docs = self._by_time(self._rewards, {}, since=since, until=until, batch_size=batch_size)
+        for doc in docs:
             yield self._reward(doc)
 
     def iter_answers(
-        self, *, since: float | None = None, batch_size: int = 500
+        self, *, since: float | None = None, until: float | None = None, batch_size: int = 500
     ) -> Iterator[AnswerRecord]:
-        docs = self._by_time(self._answers, {}, tie="_id", since=since, batch_size=batch_size)
+        docs = self._by_time(
+            self._answers, {}, tie="_id", since=since, until=until, batch_size=batch_size
+        )
         for doc in docs:
             yield AnswerRecord.model_validate(_fields(doc))
+
+    def iter_feedback(
+        self, *, since: float | None = None, until: float | None = None, batch_size: int = 500
+    ) -> Iterator[FeedbackRecord]:
+        # _id (the turn_id) last: feedback stored before it carried a seq still sorts one way.
+        docs = self._by_time(
+            self._feedback,
+            {},
+            tie=("seq", "_id"),
+            since=since,
+            until=until,
+            batch_size=batch_size,
+        )
+        for doc in docs:
+            yield FeedbackRecord.model_validate(_fields(doc))
+
+    def daily_counts(self, table: ExportTable) -> dict[str, int]:
+        collection = {
+            "turns": self._turns,
+            "answers": self._answers,
+            "feedback": self._feedback,
+            "rewards": self._rewards,
+        }[check_export_table(table)]
+        # floor(ts / 86400) as utc_day computes it (both are one IEEE division and a floor).
+        day = {"$floor": {"$divide": ["$ts", SECONDS_PER_DAY]}}
+        with self._errors():
+            groups = list(collection.aggregate([{"$group": {"_id": day, "n": {"$sum": 1}}}]))
+        groups.sort(key=lambda group: group["_id"])
+        return {day_label(int(group["_id"])): int(group["n"]) for group in groups}
+
+    def bandit_policies(self) -> list[str]:
+        with self._errors():
+            return sorted(self._bandit.distinct("policy", {"n": {"$gt": 0}}))
 
     # ---- rollout history --------------------------------------------------------------------
 

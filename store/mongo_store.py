@@ -218,14 +218,20 @@ class MongoStore(MongoLifecycleMixin, MongoKeysMixin, TutorStore):
     def add_feedback(self, feedback: FeedbackRecord) -> bool:
         with self._errors():
             try:
-                self._feedback.insert_one({"_id": feedback.turn_id, **feedback.model_dump()})
+                self._feedback.insert_one(
+                    {
+                        "_id": feedback.turn_id,
+                        "seq": ObjectId(),  # breaks ties on ts by insertion, as for turns
+                        **feedback.model_dump(),
+                    }
+                )
             except DuplicateKeyError:
                 return False
         return True
 
     def get_feedback(self, turn_id: str) -> FeedbackRecord | None:
         with self._errors():
-            doc = self._feedback.find_one({"_id": turn_id}, {"_id": 0})
+            doc = self._feedback.find_one({"_id": turn_id}, {"_id": 0, "seq": 0})
         return None if doc is None else FeedbackRecord.model_validate(doc)
 
     # ---- bandit -----------------------------------------------------------------------------

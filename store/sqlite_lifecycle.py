@@ -13,9 +13,10 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from store.base import check_batch_size
+from store.base import ExportTable, check_batch_size, check_export_table, day_label
 from store.records import (
     AnswerRecord,
+    FeedbackRecord,
     RewardRecord,
     RolloutEventRecord,
     ServingStatsRecord,
@@ -43,63 +44,109 @@ class SQLiteLifecycleMixin:
         ts: str = "ts",
         tie: str = "seq",
         since: float | None,
+        until: float | None = None,
         batch_size: int,
     ) -> Iterator[sqlite3.Row]:
-        """Rows of `select` (which names `tie` as _tie) ordered by (ts, tie), in keyset pages.
+        """Rows of `select` (which names `tie` as _tie) with since <= ts < until, ordered by
+        (ts, tie), in keyset pages.
 
         Each page is a short read that resumes after the last (ts, tie) seen, so writers are
         never held up for a whole export, and with an index on (..., ts, tie) every page is a
         range scan: no sort, however large the table.
         """
         check_batch_size(batch_size)
-        conditions = [where] if where else []
+        conditions, args = ([where], params) if where else ([], ())
+        if until is not None:  # holds on every page
+            conditions, args = [*conditions, f"{ts} < ?"], (*args, until)
         if since is None:
-            sql, args = _page_sql(select, conditions, ts, tie), params
+            sql, page_args = _page_sql(select, conditions, ts, tie), args
         else:
-            sql, args = _page_sql(select, [*conditions, f"{ts} >= ?"], ts, tie), (*params, since)
+            sql, page_args = _page_sql(select, [*conditions, f"{ts} >= ?"], ts, tie), (*args, since)
         while True:
             with self._connection() as conn:
-                rows = conn.execute(sql, (*args, batch_size)).fetchall()
+                rows = conn.execute(sql, (*page_args, batch_size)).fetchall()
             yield from rows
             if len(rows) < batch_size:
                 return
             # Row values compare lexicographically, and SQLite turns this into an index range.
             sql = _page_sql(select, [*conditions, f"({ts}, {tie}) > (?, ?)"], ts, tie)
-            args = (*params, rows[-1][ts], rows[-1]["_tie"])
+            page_args = (*args, rows[-1][ts], rows[-1]["_tie"])
 
     # ---- reads by time ----------------------------------------------------------------------
 
     def iter_turns(
-        self, *, since: float | None = None, batch_size: int = 500
+        self, *, since: float | None = None, until: float | None = None, batch_size: int = 500
     ) -> Iterator[TurnRecord]:
         for row in self._scan(
-            "SELECT seq AS _tie, ts, record FROM turns", since=since, batch_size=batch_size
+            "SELECT seq AS _tie, ts, record FROM turns",
+            since=since,
+            until=until,
+            batch_size=batch_size,
         ):
             yield TurnRecord.model_validate_json(row["record"])
 
     def iter_rewards(
-        self, *, since: float | None = None, batch_size: int = 500
+        self, *, since: float | None = None, until: float | None = None, batch_size: int = 500
     ) -> Iterator[RewardRecord]:
         for row in self._scan(
-            "SELECT rowid AS _tie, * FROM rewards", tie="rowid", since=since, batch_size=batch_size
+            "SELECT rowid AS _tie, * FROM rewards",
+            tie="rowid",
+            since=since,
+            until=until,
+            batch_size=batch_size,
         ):
             values = dict(row)
             values.pop("_tie")
             yield RewardRecord(**values)
 
     def iter_answers(
-        self, *, since: float | None = None, batch_size: int = 500
+        self, *, since: float | None = None, until: float | None = None, batch_size: int = 500
     ) -> Iterator[AnswerRecord]:
         for row in self._scan(
             "SELECT seq AS _tie, learner_id, source_id, item_id, skill_id, correct, ts "
             "FROM answers",
             since=since,
+            until=until,
             batch_size=batch_size,
         ):
             values = dict(row)
             values.pop("_tie")
             values["correct"] = bool(values["correct"])
             yield AnswerRecord(**values)
+
+    def iter_feedback(
+        self, *, since: float | None = None, until: float | None = None, batch_size: int = 500
+    ) -> Iterator[FeedbackRecord]:
+        for row in self._scan(
+            "SELECT rowid AS _tie, * FROM feedback",
+            tie="rowid",
+            since=since,
+            until=until,
+            batch_size=batch_size,
+        ):
+            values = dict(row)
+            values.pop("_tie")
+            if values["correct"] is not None:
+                values["correct"] = bool(values["correct"])
+            yield FeedbackRecord(**values)
+
+    def daily_counts(self, table: ExportTable) -> dict[str, int]:
+        check_export_table(table)  # the name goes into the SQL: only the four tables
+        # floor(ts / 86400) as utc_day computes it: CAST truncates towards zero, so one less
+        # for a negative quotient with a fraction. The (ts) index covers the whole scan.
+        day = "CAST(ts / 86400.0 AS INTEGER) - (ts / 86400.0 < CAST(ts / 86400.0 AS INTEGER))"
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {day} AS day, count(*) AS n FROM {table} GROUP BY day ORDER BY day"
+            ).fetchall()
+        return {day_label(row["day"]): row["n"] for row in rows}
+
+    def bandit_policies(self) -> list[str]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT policy FROM bandit WHERE n > 0 ORDER BY policy"
+            ).fetchall()
+        return [row["policy"] for row in rows]
 
     # ---- rollout history --------------------------------------------------------------------
 

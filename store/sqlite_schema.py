@@ -68,8 +68,9 @@ CREATE TABLE IF NOT EXISTS bandit (
 -- the filter and the order, so a page is an index range scan, never a sort.
 CREATE INDEX IF NOT EXISTS turns_by_ts ON turns (ts, seq);
 CREATE INDEX IF NOT EXISTS answers_by_ts ON answers (ts, seq);
--- rewards has no seq column: its implicit rowid is in every index and breaks ties.
+-- rewards and feedback have no seq column: the implicit rowid is in every index and breaks ties.
 CREATE INDEX IF NOT EXISTS rewards_by_ts ON rewards (ts);
+CREATE INDEX IF NOT EXISTS feedback_by_ts ON feedback (ts);
 CREATE TABLE IF NOT EXISTS rollout_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,

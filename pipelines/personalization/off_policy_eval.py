@@ -1,13 +1,15 @@
 """Off-policy evaluation of teaching-strategy policies on logged turns (a Ray Data job).
 
-    python -m pipelines.personalization.off_policy_eval --export var/export/turns.jsonl \\
-        --policies uniform fixed:quiz greedy lin_ts [--stats arm_stats.json] \\
+    python -m pipelines.personalization.off_policy_eval --export var/export \\
+        --policies uniform fixed:quiz greedy lin_ts [--stats var/export/bandit/lin_ts_v1.json] \\
         [--reward-source any|answer|explicit] [--folds 5] [--max-weight W] \\
         [--truth var/sim_uniform_log.truth.json] [--out reports/off_policy.json]
 
-The export (a JSON Lines file, or a directory of them) has one logged turn per line. Ray Data
-reads it and labels every row usable or dropped (counted by reason, never silently lost); the
-driver gathers the usable rows, fits the cross-fitted reward model
+``--export`` is the store's Parquet export (``make export``: a directory with ``turns/`` and
+``rewards/``; Ray Data reads the turns, joined with their rewards by turn_id), or the
+simulator's log (a JSON Lines file, or a directory of them, one flat row a turn:
+EXPORT_SCHEMA). Every row is labelled usable or dropped (counted by reason, never silently
+lost); the driver gathers the usable rows, fits the cross-fitted reward model
 (models/personalization/off_policy.py) and the policies' statistics, and Ray Data computes every
 policy's per-row terms batch by batch, reduced to additive sums. Without ``--stats``, greedy and
 lin_ts use statistics fitted on the same log they are evaluated on: an in-sample, optimistic
@@ -29,32 +31,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from models.common.vocab import STRATEGIES
 from models.personalization import off_policy as ope
 from models.personalization.bandit import ArmStatistics, ThompsonConfig
 from models.personalization.context import CONTEXT_DIM
 from pipelines.common import code_version, init_ray, setup_logging
+from pipelines.personalization.off_policy_input import (
+    EXPORT_SCHEMA,
+    export_paths,
+    is_store_export,
+    read_export,
+)
 from pipelines.personalization.off_policy_report import load_truth, markdown_table, truth_section
 from store.records import ArmStats
 
 log = logging.getLogger("pipelines.personalization.off_policy_eval")
 
-# One logged turn per line, as the store exports it; a key absent from a line reads as null.
-EXPORT_SCHEMA = pa.schema(
-    [
-        ("turn_id", pa.string()),
-        ("learner_id", pa.string()),
-        ("ts", pa.float64()),
-        ("policy", pa.string()),  # the logging policy's name
-        ("strategy", pa.string()),
-        ("propensity", pa.float64()),
-        ("context", pa.list_(pa.float64())),  # empty when a fallback chose the strategy
-        ("reward_explicit", pa.float64()),
-        ("reward_answer", pa.float64()),
-    ]
-)
 # Which logged rewards count; "any" averages those present.
 REWARD_SOURCES = {
     "answer": ("reward_answer",),
@@ -226,28 +219,19 @@ def build_report(
     }
 
 
-def export_paths(export: Path) -> list[str]:
-    paths = sorted(export.glob("*.jsonl")) if export.is_dir() else [export]
-    if not paths or not all(path.is_file() for path in paths):
-        raise FileNotFoundError(f"no JSON Lines export at {export}")
-    return [str(path) for path in paths]
-
-
 def evaluate_export(args: argparse.Namespace) -> dict[str, Any]:
     """Read, label, fit and estimate; Ray only lives inside (shut down if this started it)."""
     import ray
-    from pyarrow import json as pajson
 
-    paths = export_paths(args.export)
+    if not is_store_export(args.export):
+        export_paths(args.export)  # fail before Ray starts
     stats = load_stats(args.stats) if args.stats else None  # fail before Ray starts
     truth = load_truth(args.truth) if args.truth else None
     started_ray = not ray.is_initialized()
     init_ray(threads=1)
     try:
         labelled = (
-            ray.data.read_json(
-                paths, parse_options=pajson.ParseOptions(explicit_schema=EXPORT_SCHEMA)
-            )
+            read_export(args.export)
             .map_batches(
                 label_rows, batch_format="pandas", fn_kwargs={"reward_source": args.reward_source}
             )
@@ -300,7 +284,12 @@ def _policy_spec(spec: str) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--export", type=Path, required=True, help="a .jsonl file or a directory of them")
+    add(
+        "--export",
+        type=Path,
+        required=True,
+        help="the store's Parquet export (make export's OUT), or a simulator log (.jsonl)",
+    )
     add("--policies", nargs="+", type=_policy_spec, default=["uniform", "greedy", "lin_ts"])
     add("--reward-source", choices=sorted(REWARD_SOURCES), default="any")
     add("--stats", type=Path, default=None, help="arm statistics (default: fitted on the log)")

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as pads
 import pytest
 
 from models.common.vocab import STRATEGIES
@@ -17,7 +18,10 @@ from models.personalization import off_policy as ope
 from models.personalization.bandit import ArmStatistics
 from models.personalization.context import CONTEXT_DIM
 from pipelines.common import REPO_ROOT
-from pipelines.personalization import off_policy_eval, off_policy_report
+from pipelines.export import export as export_store
+from pipelines.personalization import off_policy_eval, off_policy_input, off_policy_report
+from store.sqlite_store import SQLiteStore
+from tests.store.test_contract import make_reward, make_turn
 
 ARMS = STRATEGIES
 DIM = 5  # bias + 4 features in [0, 1]
@@ -220,8 +224,8 @@ EXPECTED_DROPS = {
 }
 
 
-def write_export(path, n: int = 120, seed: int = 0) -> None:
-    """A tiny export as the store writes it: usable turns plus one or more of each bad kind."""
+def logged_rows(n: int = 120, seed: int = 0, prefix: str = "turn") -> list[dict]:
+    """A tiny log: usable turns plus one or more of each bad kind, an hour apart (6 UTC days)."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
@@ -230,9 +234,9 @@ def write_export(path, n: int = 120, seed: int = 0) -> None:
         reward = float(rng.binomial(1, 0.3 + 0.1 * arm))
         rows.append(
             {
-                "turn_id": f"turn-{i}",
+                "turn_id": f"{prefix}-{i}",
                 "learner_id": f"learner-{i % 7}",
-                "ts": 1.7e9 + i,
+                "ts": 1.7e9 + 3600.0 * i,
                 "policy": "lin_ts",
                 "strategy": ARMS[arm],
                 "propensity": 1.0 / len(ARMS),
@@ -249,7 +253,67 @@ def write_export(path, n: int = 120, seed: int = 0) -> None:
     del rows[6]["reward_answer"]  # a key left out reads as null
     rows[6]["reward_explicit"] = None
     rows[7]["reward_explicit"] = 1.5
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return rows
+
+
+def write_export(path, n: int = 120, seed: int = 0) -> None:
+    """The log as the simulator writes it: JSON Lines, one flat row a turn."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in logged_rows(n, seed)))
+
+
+def write_store_export(out, rows: list[dict]) -> None:
+    """The log as the tutor stores it (turns, and a reward per source), then `make export`ed."""
+    with SQLiteStore(out.parent / f"{out.name}.db") as store:
+        for row in rows:
+            turn = make_turn(
+                row["turn_id"],
+                learner_id=row["learner_id"],
+                ts=row["ts"],
+                strategy=row["strategy"],
+                propensity=row["propensity"],
+                context=row["context"],
+                model_versions={"personalization": row["policy"]},
+            )
+            store.save_turn(turn)
+            for source in ("explicit", "answer"):
+                if (value := row.get(f"reward_{source}")) is not None:
+                    reward = make_reward(
+                        row["turn_id"], source, row["learner_id"], policy=row["policy"],
+                        strategy=row["strategy"], reward=value, ts=row["ts"] + 60,
+                    )  # fmt: skip
+                    store.add_reward(reward, context=None)
+        export_store(store, out, source="test")
+
+
+def test_the_store_export_reads_as_the_flat_log(tmp_path):
+    """make export's turns joined with their rewards: the same rows the simulator logs."""
+    rows = logged_rows()
+    write_store_export(tmp_path / "export", rows)
+    turns = pads.dataset(tmp_path / "export" / "turns", partitioning="hive").to_table()
+    assert len(set(turns.column("day").to_pylist())) == 6  # one partition a day, read together
+    rewards = off_policy_input.rewards_by_turn(tmp_path / "export" / "rewards")
+    joined = off_policy_input.attach_rewards(turns.to_pandas(), rewards=rewards)
+    assert list(joined.columns) == off_policy_input.EXPORT_SCHEMA.names
+    expected = pd.DataFrame(rows).reindex(columns=joined.columns)
+    joined = joined.sort_values("turn_id", ignore_index=True)
+    expected = expected.sort_values("turn_id", ignore_index=True)
+    plain = [c for c in joined.columns if c != "context"]
+    pd.testing.assert_frame_equal(joined[plain], expected[plain], check_dtype=False)
+    assert [list(c) for c in joined["context"]] == expected["context"].tolist()
+    columns = off_policy_eval.label_rows(joined, reward_source="any")
+    reasons = columns["drop_reason"]
+    assert {r: int((reasons == r).sum()) for r in off_policy_eval.DROP_REASONS} == EXPECTED_DROPS
+
+
+def test_an_export_without_rewards_reads_as_unrewarded(tmp_path):
+    (tmp_path / "rewards").mkdir()
+    rewards = off_policy_input.rewards_by_turn(tmp_path / "rewards")
+    turns = pd.DataFrame(
+        {"turn_id": ["t"], "learner_id": ["l"], "ts": [1.0], "version_personalization": [None],
+         "strategy": ["quiz"], "propensity": [0.5], "context": [[1.0]]}
+    )  # fmt: skip
+    joined = off_policy_input.attach_rewards(turns, rewards=rewards)
+    assert joined[["reward_explicit", "reward_answer"]].isna().all(axis=None)
 
 
 def test_label_rows_counts_every_dropped_row_by_reason(tmp_path):
@@ -442,9 +506,8 @@ def test_the_committed_simulator_check_is_its_own_table():
 @pytest.mark.integration
 def test_the_job_end_to_end_on_a_tiny_export(tmp_path):
     export = tmp_path / "export"
-    export.mkdir()
-    write_export(export / "part-0.jsonl")
-    write_export(export / "part-1.jsonl", seed=1)  # a directory of exports, read together
+    # Two logs in one store export (make export's Parquet, partitioned by day), read together.
+    write_store_export(export, logged_rows(prefix="a") + logged_rows(seed=1, prefix="b"))
     out = tmp_path / "report.json"
     write_truth(tmp_path / "export.truth.json")
     # Its own process, as `python -m` or `ray job submit` runs it: Ray Data keeps handles to
