@@ -7,9 +7,14 @@ its data location through ``TUTOR_DATA_DIR`` and absolute output paths. Smoke-si
 
 from __future__ import annotations
 
+import json
+
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.common import shared_data_dir
+from store import open_store
+from tests.support import research_data
 from tests.support.job_server import local_job_server, submit
 
 pytestmark = [pytest.mark.integration]
@@ -38,3 +43,34 @@ def test_train_emotion_runs_as_a_submitted_job(job_server, tmp_path):
     assert "test macro-F1" in output
     assert "merged artifact vs training logits" in output
     assert "--no-register: not registering" in output
+
+
+@pytest.fixture(scope="module")
+def research_store(tmp_path_factory):
+    """A small store shaped like the tutor's (96 turns over 3 UTC days) and its export dir."""
+    root = tmp_path_factory.mktemp("research")
+    uri = f"sqlite:///{root}/tutor.db"
+    with open_store(uri) as store:
+        research_data.fill(store, learners=8, turns=12)
+    return uri, root
+
+
+def test_export_and_off_policy_run_as_submitted_jobs(job_server, research_store):
+    uri, root = research_store
+    export = root / "export"
+    ok, output = submit(job_server, ["python", "-m", "pipelines.export_store", "--store", uri,
+                                     "--out", str(export)])  # fmt: skip
+    assert ok, output[-4000:]
+    days = sorted(p.name for p in (export / "turns").iterdir())
+    assert len(days) == 3 and all(d.startswith("day=") for d in days)
+    turns = pq.read_table(export / "turns")
+    assert turns.num_rows == 96
+    ok, output = submit(
+        job_server,
+        ["python", "-m", "pipelines.personalization.off_policy_eval", "--export", str(export),
+         "--stats", str(export / "bandit" / "lin_ts_v1.json"), "--out", str(root / "ope.json"),
+         "--policies", "uniform", "greedy", "lin_ts", "--samples", "64", "--folds", "3"],
+    )  # fmt: skip
+    assert ok, output[-4000:]
+    report = json.loads((root / "ope.json").read_text())
+    assert report["rows_used"] == 96
