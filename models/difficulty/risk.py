@@ -214,10 +214,15 @@ REASONS: dict[str, tuple[tuple[str, ...], Phrase]] = {
     "short_history": (("answers_log",), _short),
 }
 # A group whose phrase would not be true of the learner is never named, whatever its weight
-# (a streak of 1 is no streak; no new skill is no reason).
-APPLIES: dict[str, Callable[[AnswerFeatures], bool]] = {
-    "wrong_streak": lambda state: state.wrong_streak >= 2,
-    "new_skills": lambda state: _fresh(state) > 0,
+# (a streak of 1 is no streak; no new skill is no reason; a skill's mastery is a reason only when
+# it is itself below the average or falling, not because of the attempts beside it).
+Applies = Callable[[AnswerFeatures, Mapping[str, float]], bool]
+APPLIES: dict[str, Applies] = {
+    "wrong_streak": lambda state, _: state.wrong_streak >= 2,
+    "new_skills": lambda state, _: _fresh(state) > 0,
+    "skill_mastery": lambda state, contribution: (
+        contribution["skill_mastery"] > 0 or state.trend(_current(state)).falling_blocks > 0
+    ),
 }
 assert sorted(f for fs, _ in REASONS.values() for f in fs) == sorted(FEATURES)
 
@@ -240,7 +245,7 @@ def risk_reasons(
     chosen = sorted(
         (w, code)
         for code, w in weights.items()
-        if w >= threshold and APPLIES.get(code, lambda _: True)(state)
+        if w >= threshold and (code not in APPLIES or APPLIES[code](state, contribution))
     )[::-1]
     return [
         Reason(code=code, kind="risk", text=REASONS[code][1](state, skill_name), weight=round(w, 3))
