@@ -3,7 +3,7 @@
     python -m pipelines.difficulty.at_risk evaluate [--data DIR] [--datasets assist2009_pid ...]
         [--out reports/at_risk.json] [--no-reference] [--register]
     python -m pipelines.difficulty.at_risk score --export DIR --out DIR [--store URI]
-        [--version latest] [--now EPOCH_S] [--concurrency 1]
+        [--version latest] [--now EPOCH_S] [--threads 1] [--partitions 16]
 
 ``evaluate`` (models/difficulty/risk.py, pipelines/difficulty/at_risk_eval.py) writes the JSON
 report, its Markdown and ``at_risk.png`` beside it; ``--register`` also registers the served
@@ -104,7 +104,7 @@ def _register(model: Any, fold: dict[str, Any], version: str) -> str:
 
 def score(args: argparse.Namespace) -> dict[str, Any]:
     model, model_version = at_risk_job.load_risk_model(args.version)
-    init_ray(args.concurrency)
+    init_ray(args.threads)
     return at_risk_job.score_export(
         Path(args.export),
         Path(args.out),
@@ -113,7 +113,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         skill_names=at_risk_job.default_skill_names(),
         store_uri=args.store,
         now=args.now,
-        concurrency=args.concurrency,
+        partitions=args.partitions,
     )
 
 
@@ -132,7 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sc.add_argument("--store", default=None, help="store URI to write the latest risks into")
     sc.add_argument("--version", default="latest", help=f"{REGISTRY_NAME} version")
     sc.add_argument("--now", type=float, default=None, help="scoring time, epoch s")
-    sc.add_argument("--concurrency", type=int, default=1, help="scoring actors")
+    sc.add_argument("--threads", type=int, default=1, help="CPUs of a local Ray (+1)")
+    sc.add_argument("--partitions", type=int, default=16, help="of the shuffle by learner")
     return parser.parse_args(argv)
 
 

@@ -91,8 +91,7 @@ def _states(emotion_json: Any) -> Mapping[str, float] | None:
 
 
 class ScoreLearners:
-    """Scores one learner's events (a map_groups callable class: the model loads once per
-    actor)."""
+    """Scores one learner's events (all of them: a group of ``map_groups``)."""
 
     def __init__(
         self,
@@ -154,6 +153,13 @@ class ScoreLearners:
         )
 
 
+def score_group(group: pd.DataFrame, *, config: dict[str, Any]) -> pd.DataFrame:
+    """``map_groups``' function. Tasks, not an actor pool: the model is a few dozen numbers,
+    rebuilt per group in microseconds, and an actor would hold a CPU that the read and shuffle
+    tasks need on a one-CPU cluster (the job deadlocked so)."""
+    return ScoreLearners(**config)(group)
+
+
 def load_risk_model(version: str, registry: ModelRegistry | None = None) -> tuple[RiskModel, str]:
     registry = registry or ModelRegistry()
     artifact = registry.load(REGISTRY_NAME, version)
@@ -176,9 +182,10 @@ def score_export(
     skill_names: dict[str, str] | None = None,
     store_uri: str | None = None,
     now: float | None = None,
-    concurrency: int = 1,
+    partitions: int = 16,
 ) -> dict[str, Any]:
-    """Score every learner of ``export``; returns a summary (also logged)."""
+    """Score every learner of ``export``; returns a summary (also logged). ``partitions``: of
+    the shuffle by learner (Ray's default, 200, is slow on a small export)."""
     import ray
 
     started = time.perf_counter()
@@ -192,17 +199,18 @@ def score_export(
         for t, path in tables.items()
     ]
     events = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    scored = events.groupby("learner_id").map_groups(
-        ScoreLearners,
-        fn_constructor_kwargs={
-            "model": model.to_dict(),
-            "model_version": model_version,
-            "skill_names": skill_names or {},
-            "scored_at": scored_at,
-            "run_id": run_id,
+    scored = events.groupby("learner_id", num_partitions=partitions).map_groups(
+        score_group,
+        fn_kwargs={
+            "config": {
+                "model": model.to_dict(),
+                "model_version": model_version,
+                "skill_names": skill_names or {},
+                "scored_at": scored_at,
+                "run_id": run_id,
+            }
         },
         batch_format="pandas",
-        concurrency=concurrency,
     )
     frame = scored.to_pandas()
     frame = frame.sort_values(["risk", "learner_id"], ascending=[False, True], na_position="last")
