@@ -1,7 +1,7 @@
 """Learners at risk: evaluate the risk model on held-out KT students, or score an export.
 
     python -m pipelines.difficulty.at_risk evaluate [--data DIR] [--datasets assist2009_pid ...]
-        [--out reports/at_risk.json] [--no-reference] [--register]
+        [--out reports/at_risk.json] [--no-reference] [--register] [--limit N]
     python -m pipelines.difficulty.at_risk score --export DIR --out DIR [--store URI]
         [--version latest] [--now EPOCH_S] [--threads 1] [--partitions 16]
 
@@ -43,13 +43,15 @@ SERVED_DATASET, SERVED_FOLD = "assist2009_pid", 1
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    if args.register and args.limit is not None:
+        raise ValueError("--register trains on every student: drop --limit")
     version = committed_code_version() if args.register else code_version()
     started = time.perf_counter()
     kt = Path(args.data) / "kt"
     results, served = {}, None
     for dataset in args.datasets:
         results[dataset], models = at_risk_eval.evaluate_dataset(
-            kt, dataset, reference=not args.no_reference
+            kt, dataset, reference=not args.no_reference, limit=args.limit
         )
         if dataset == SERVED_DATASET:
             served = models[SERVED_FOLD]
@@ -126,6 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ev.add_argument("--out", default="reports/at_risk.json")
     ev.add_argument("--no-reference", action="store_true", help="skip gradient boosting")
     ev.add_argument("--register", action="store_true", help="register the served model")
+    ev.add_argument("--limit", type=int, default=None, help="first N students per fold (smoke)")
     sc = commands.add_parser("score", help="score every learner of an export (Ray Data)")
     sc.add_argument("--export", required=True, help="a `make export` directory")
     sc.add_argument("--out", required=True, help="where at_risk.parquet goes")

@@ -76,7 +76,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
             curves = result["curves"][arm]
             auc = result["mean"][arm]["auc"]
             top.plot([100 * f for f in CURVE_FRACTIONS], curves["precision_at"], label=label)
-            roc.plot(grid, curves["roc_tpr"], label=f"{label} (AUC {auc:.3f})")
+            roc.plot(grid, curves["roc_tpr"], label=f"{label} (AUC {auc:.3f}, fold mean)")
         top.axvline(10, color="grey", linestyle=":", linewidth=1)
         top.axhline(result["positive_rate"], color="grey", linestyle="--", linewidth=1,
                     label=f"base rate {result['positive_rate']:.3f}")  # fmt: skip
