@@ -141,7 +141,7 @@ evaluate-policy: install
 
 # Learners at risk (pipelines/difficulty/at_risk.py). Without EXPORT: the risk model against
 # 1 - accuracy of the last 10 answers on held-out KT students, 5 folds x 3 datasets ->
-# reports/at_risk.json, .md and .png (~2 min on 2 cores, with a gradient-boosting reference).
+# reports/at_risk.json, .md and .png (~2.5 min on 2 cores, with a gradient-boosting reference).
 # With EXPORT=<a `make export` directory>: scores every learner of it into
 # $(AT_RISK_OUT)/at_risk.parquet and the latest risk per learner into STORE_URI's store,
 # which GET /v1/learners/{id} serves (the evaluation is not rerun).
