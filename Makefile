@@ -38,7 +38,7 @@ SERVE_HOOK := --runtime-env-json '{"worker_process_setup_hook": "deployments.loo
 
 .PHONY: install serve test test-unit bench bench-scale bench-scale-policy chaos lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
 	evaluate-emotion evaluate-difficulty simulate-personalization register-personalization \
-	export evaluate-policy kuberay clean
+	export evaluate-policy at-risk kuberay clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -145,6 +145,22 @@ evaluate-policy: export
 		--stats $(OUT)/bandit/$(POLICY).json --out reports/off_policy.json \
 		--policies uniform greedy lin_ts fixed:socratic fixed:worked_example fixed:hint \
 		fixed:analogy fixed:quiz fixed:review
+
+# Learners at risk (pipelines/difficulty/at_risk.py). Without EXPORT: the risk model against
+# 1 - accuracy of the last 10 answers on held-out KT students, 5 folds x 3 datasets ->
+# reports/at_risk.json, .md and .png (~2.5 min on 2 cores, with a gradient-boosting reference).
+# With EXPORT=<a `make export` directory>: scores every learner of it into
+# $(AT_RISK_OUT)/at_risk.parquet and the latest risk per learner into STORE_URI's store,
+# which GET /v1/learners/{id} serves (the evaluation is not rerun).
+EXPORT ?=
+AT_RISK_OUT ?= var/at_risk
+at-risk: install
+	if [ -z "$(EXPORT)" ]; then \
+		$(PY) -m pipelines.difficulty.at_risk evaluate --data $(DATA_DIR) --out reports/at_risk.json; \
+	else \
+		$(PY) -m pipelines.difficulty.at_risk score --export $(EXPORT) --out $(AT_RISK_OUT) \
+			--store $(STORE_URI); \
+	fi
 
 # The KubeRay RayService manifest, generated from $(SERVE_CONFIG) (deploy/kuberay/README.md);
 # tests/unit/cli/test_kuberay.py fails while it is stale. KUBERAY_IMAGE names the image to run.

@@ -19,6 +19,7 @@ from store.records import (
     ArmStats,
     FeedbackRecord,
     LearnerRecord,
+    LearnerRiskRecord,
     RewardRecord,
     RolloutEventRecord,
     ServingStatsRecord,
@@ -202,6 +203,17 @@ class TutorStore(abc.ABC):
     @abc.abstractmethod
     def bandit_stats(self, policy: str) -> dict[str, ArmStats]:
         """Every arm of `policy` with at least one observation."""
+
+    # ---- learners at risk -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def put_learner_risks(self, records: Sequence[LearnerRiskRecord]) -> int:
+        """Upsert each by learner_id unless the stored record has a later ``scored_at`` (a rerun
+        of a run writes the same again; an older run finishing late changes nothing); how many
+        were written."""
+
+    @abc.abstractmethod
+    def learner_risk(self, learner_id: str) -> LearnerRiskRecord | None: ...
 
     # ---- API keys ---------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from store.base import (
 )
 from store.mongo_keys import MongoKeysMixin
 from store.mongo_lifecycle import MongoLifecycleMixin
+from store.mongo_risk import MongoRiskMixin
 from store.records import (
     AnswerRecord,
     ArmStats,
@@ -41,7 +42,7 @@ from store.records import (
 _SERVER_SELECTION_TIMEOUT_MS = 3000
 
 
-class MongoStore(MongoLifecycleMixin, MongoKeysMixin, TutorStore):
+class MongoStore(MongoLifecycleMixin, MongoKeysMixin, MongoRiskMixin, TutorStore):
     """The store in one MongoDB database (the lifecycle records and reads by time: the mixin)."""
 
     def __init__(
@@ -85,6 +86,7 @@ class MongoStore(MongoLifecycleMixin, MongoKeysMixin, TutorStore):
             self._rewards.create_index([("learner_id", 1), ("ts", 1), ("seq", 1)])
             self._open_lifecycle()
             self._open_keys()
+            self._open_risk()
         except PyMongoError as exc:
             if self._owns_client and client is not None:
                 client.close()

@@ -141,6 +141,29 @@ class ServingStatsRecord(_Record):
     latency_counts: list[int]
 
 
+# ---- learners at risk ------------------------------------------------------------------------
+
+
+class RiskReasonRecord(_Record):
+    code: str  # the reason's group (models.difficulty.risk.REASONS) or disengagement signal
+    kind: Literal["risk", "disengagement"]
+    text: str
+    weight: float  # log-odds added (risk) or the signal's value (disengagement)
+
+
+class LearnerRiskRecord(_Record):
+    """A learner's latest score from the at-risk job (pipelines/difficulty/at_risk.py): one per
+    learner, replaced by a later run's."""
+
+    learner_id: str
+    risk: float | None  # P(the next 10 answers' accuracy < 0.5); None without answers
+    disengagement: float | None  # None without turns
+    reasons: list[RiskReasonRecord] = Field(default_factory=list)
+    scored_at: float  # the job run's time (epoch seconds): the newest run's record stands
+    model_version: str
+    run_id: str
+
+
 # ---- API keys -------------------------------------------------------------------------------
 
 # What a key may do (deployments/security/policy.py maps routes to them).

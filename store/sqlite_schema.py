@@ -5,6 +5,7 @@ version gains the tables and indexes added since (e.g. the lifecycle ones) witho
 """
 
 from store.sqlite_keys import KEYS_SCHEMA
+from store.sqlite_risk import RISK_SCHEMA
 
 # Comments inside SCHEMA must not contain semicolons: the store splits it on them.
 # `seq` is an AUTOINCREMENT key: it never reuses a value, so it is a faithful insertion order
@@ -111,3 +112,4 @@ CREATE TABLE IF NOT EXISTS serving_stats (
 CREATE INDEX IF NOT EXISTS serving_stats_by_model ON serving_stats (model, window_end, seq);
 """
 SCHEMA += KEYS_SCHEMA
+SCHEMA += RISK_SCHEMA

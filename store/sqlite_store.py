@@ -33,12 +33,13 @@ from store.records import (
 )
 from store.sqlite_keys import SQLiteKeysMixin
 from store.sqlite_lifecycle import SQLiteLifecycleMixin
+from store.sqlite_risk import SQLiteRiskMixin
 from store.sqlite_schema import SCHEMA
 
 _BUSY_TIMEOUT_S = 10.0
 
 
-class SQLiteStore(SQLiteLifecycleMixin, SQLiteKeysMixin, TutorStore):
+class SQLiteStore(SQLiteLifecycleMixin, SQLiteKeysMixin, SQLiteRiskMixin, TutorStore):
     """The store in one SQLite file (the lifecycle records and reads by time: the mixin)."""
 
     def __init__(self, path: str | Path, *, timeout_s: float = _BUSY_TIMEOUT_S) -> None:

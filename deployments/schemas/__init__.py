@@ -19,6 +19,7 @@ from deployments.schemas.openai_compat import (
     ModelList,
     TutorTurnSummary,
 )
+from deployments.schemas.risk import LearnerRisk, RiskReason
 from deployments.schemas.v1 import (
     MAX_CANDIDATES,
     MAX_HISTORY,
@@ -81,10 +82,12 @@ __all__ = [
     "GoEmotionsScores",
     "HealthResponse",
     "RolloutState",
+    "RiskReason",
     "Identifier",
     "LLMInfo",
     "LLMUsage",
     "LearnerProfile",
+    "LearnerRisk",
     "LearnerState",
     "LearningState",
     "MAX_CANDIDATES",

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from deployments.schemas.risk import LearnerRisk
 from models.common.vocab import LEARNING_STATES, STRATEGIES
 
 MAX_MESSAGE_CHARS = 4000
@@ -295,6 +296,9 @@ class LearnerProfile(BaseModel):
         "context (None before a turn with a full context)."
     )
     model_version: str = Field(description="Version of the difficulty model behind `mastery`.")
+    risk: LearnerRisk | None = Field(
+        default=None, description="The last at-risk job's score; null until a run scored them."
+    )
     degraded: list[str] = Field(
         default_factory=list, description="Parts left out because a dependency failed."
     )

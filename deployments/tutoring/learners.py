@@ -13,6 +13,7 @@ from deployments.schemas import (
     FeedbackRequest,
     FeedbackResponse,
     LearnerProfile,
+    LearnerRisk,
     Pace,
 )
 from deployments.tutoring.durable import PendingWrites, StoreGuard, StoreUnavailable
@@ -172,7 +173,7 @@ class Learners:
             return await optional("personalization", call, None)
 
         personalization, difficulty = self._handles.personalization, self._handles.difficulty
-        mastery, strategies, version, preferred_strategy = await asyncio.gather(
+        mastery, strategies, version, preferred_strategy, risk = await asyncio.gather(
             optional(
                 "difficulty",
                 difficulty.mastery.remote(interactions(answers), learner_id=learner_id),
@@ -181,6 +182,7 @@ class Learners:
             optional("personalization", personalization.strategy_stats.remote(learner_id), {}),
             optional("difficulty", difficulty.model_version.remote(learner_id), "unavailable"),
             preferred(),
+            self._risk(learner_id, degraded),
         )
         median_gap, sessions = learner_pace([t.ts for t in turns])
         return LearnerProfile(
@@ -195,5 +197,17 @@ class Learners:
             strategies=strategies,
             preferred_strategy=preferred_strategy,
             model_version=version,
+            risk=risk,
             degraded=sorted(set(degraded)),
         )
+
+    async def _risk(self, learner_id: str, degraded: list[str]) -> LearnerRisk | None:
+        """The at-risk job's latest score, read through the store guard: a store that fails
+        or is away leaves it out (named in ``degraded``) rather than failing the profile."""
+        try:
+            record = await self._guard.call(self._store.learner_risk, learner_id, read=True)
+        except StoreUnavailable as exc:
+            logger.warning("profile: the learner's risk is unavailable: %s", exc)
+            degraded.append("risk: StoreUnavailable")
+            return None
+        return None if record is None else LearnerRisk.from_record(record)
