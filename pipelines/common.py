@@ -78,10 +78,6 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("TUTOR_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 
 
-def data_dir_default() -> Path:
-    """The one data setting every job's ``--data`` defaults to (``shared_data_dir``)."""
-    return shared_data_dir()
-
 
 def use_offline_models(torch_threads: int) -> None:
     """Never reach for a model hub (weights come from packages) and bound torch's threads."""

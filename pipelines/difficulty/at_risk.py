@@ -31,9 +31,9 @@ from models.difficulty.risk_features import FEATURES
 from pipelines.common import (
     code_version,
     committed_code_version,
-    data_dir_default,
     init_ray,
     setup_logging,
+    shared_data_dir,
 )
 from pipelines.difficulty import at_risk_eval, at_risk_job, at_risk_report
 
@@ -123,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     ev = commands.add_parser("evaluate", help="held-out KT students: model vs baseline")
-    ev.add_argument("--data", default=str(data_dir_default()), help="holds kt/ (the KT sets)")
+    ev.add_argument("--data", default=str(shared_data_dir()), help="holds kt/ (the KT sets)")
     ev.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     ev.add_argument("--out", default="reports/at_risk.json")
     ev.add_argument("--no-reference", action="store_true", help="skip gradient boosting")

@@ -12,6 +12,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines import export_store
 from pipelines.common import shared_data_dir
 from store import open_store
 from tests.support import research_data
@@ -47,12 +48,20 @@ def test_train_emotion_runs_as_a_submitted_job(job_server, tmp_path):
 
 @pytest.fixture(scope="module")
 def research_store(tmp_path_factory):
-    """A small store shaped like the tutor's (96 turns over 3 UTC days) and its export dir."""
+    """A small store shaped like the tutor's (8 learners, 96 turns over 3 UTC days)."""
     root = tmp_path_factory.mktemp("research")
     uri = f"sqlite:///{root}/tutor.db"
     with open_store(uri) as store:
         research_data.fill(store, learners=8, turns=12)
     return uri, root
+
+
+@pytest.fixture(scope="module")
+def research_export(research_store):
+    """That store's `make export` (in process: the job's own test is below)."""
+    uri, root = research_store
+    export_store.main(["--store", uri, "--out", str(root / "export_in_process")])
+    return root / "export_in_process"
 
 
 def test_export_and_off_policy_run_as_submitted_jobs(job_server, research_store):
@@ -74,3 +83,26 @@ def test_export_and_off_policy_run_as_submitted_jobs(job_server, research_store)
     assert ok, output[-4000:]
     report = json.loads((root / "ope.json").read_text())
     assert report["rows_used"] == 96
+
+
+def test_at_risk_scores_every_learner_of_an_export_as_a_submitted_job(
+    job_server, research_store, research_export
+):
+    uri, root = research_store
+    out = root / "at_risk"
+    ok, output = submit(
+        job_server,
+        ["python", "-m", "pipelines.difficulty.at_risk", "score", "--export", str(research_export),
+         "--out", str(out), "--store", uri, "--partitions", "2"],
+    )  # fmt: skip
+    assert ok, output[-4000:]
+    rows = pq.read_table(out / "at_risk.parquet").to_pylist()
+    assert sorted(r["learner_id"] for r in rows) == [f"learner-{i}" for i in range(8)]
+    risks = [r["risk"] for r in rows]
+    assert risks == sorted(risks, reverse=True)  # riskiest first
+    assert all(r["answers"] == 12 and r["turns"] == 12 for r in rows)
+    with open_store(uri) as store:
+        stored = store.learner_risk(rows[0]["learner_id"])
+    # The store holds what the Parquet says (the same float64, 1e-12).
+    assert stored is not None and stored.risk == pytest.approx(rows[0]["risk"], abs=1e-12)
+    assert stored.run_id == rows[0]["run_id"]
