@@ -96,8 +96,15 @@ def champion(model: str, serve_config: Path) -> str:
 
 def actor_options(resources: dict[str, float], *, concurrency: int, threads: int) -> dict:
     """``map_batches`` options: ``concurrency`` actors of ``threads`` CPUs each, and a share of
-    the cluster's GPUs per actor only when it has any (at most one GPU each)."""
-    options: dict[str, Any] = {"concurrency": concurrency, "num_cpus": threads}
+    the cluster's GPUs per actor only when it has any (at most one GPU each). (Ray 2.51+ takes
+    the actor count as ``compute=ActorPoolStrategy(size=...)``; ``concurrency=`` is deprecated.)
+    """
+    from ray.data import ActorPoolStrategy
+
+    options: dict[str, Any] = {
+        "compute": ActorPoolStrategy(size=concurrency),
+        "num_cpus": threads,
+    }
     gpus = float(resources.get("GPU", 0))
     if gpus > 0:
         options["num_gpus"] = min(1.0, gpus / concurrency)
@@ -142,7 +149,7 @@ def run_job(args: argparse.Namespace, job: ModuleType, scorer_kwargs: dict) -> d
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
-        "concurrency": concurrency,
+        "concurrency": concurrency,  # actors
         "threads_per_actor": threads,
         "batch_size": batch_size,
         "blocks": blocks,
@@ -174,6 +181,8 @@ def measure_raw(
 
 def report(args: argparse.Namespace, job: ModuleType, version: str, served: str) -> dict:
     scored = pads.dataset(args.out / "scored", format="parquet").to_table().to_pandas()
+    input_rows = job.input_rows(args.export)
+    job.validate(scored, input_rows)  # one row per logged row, keyed to it: else no report
     comparison = job.compare(scored)
     thresholds = job.Thresholds(**parse_thresholds(args.threshold))
     checks = job.checks(comparison, thresholds, rows=len(scored))
@@ -183,7 +192,7 @@ def report(args: argparse.Namespace, job: ModuleType, version: str, served: str)
         "champion": served,
         "export": str(args.export),
         "scored": str(args.out / "scored"),
-        "rows": {"input": job.input_rows(args.export), "scored": len(scored)},
+        "rows": {"input": input_rows, "scored": len(scored)},
         "comparison": comparison,
         "thresholds": asdict(thresholds),
         "checks": [c.as_dict() for c in checks],

@@ -201,6 +201,12 @@ def served_versions(block: pd.DataFrame, *, known: set[str], champion: str) -> p
     return answers.sort_values(["learner_id", "ts", "source_id"], kind="stable")
 
 
+def validate(scored: pd.DataFrame, input_rows: int) -> None:
+    check_whole_learners(scored)
+    if len(scored) != input_rows or not scored["source_id"].is_unique:
+        raise RuntimeError(f"{len(scored)} scored rows for {input_rows} answers, or one twice")
+
+
 def check_whole_learners(scored: pd.DataFrame) -> None:
     """Raise if a learner's answers were scored in more than one piece (each piece would start
     its history again at position 0) or any answer is missing."""

@@ -184,6 +184,11 @@ def input_rows(export: Path) -> int:
     return pads.dataset(export / "turns", format="parquet", partitioning="hive").count_rows()
 
 
+def validate(scored: pd.DataFrame, input_rows: int) -> None:
+    if len(scored) != input_rows or not scored["turn_id"].is_unique:
+        raise RuntimeError(f"{len(scored)} scored rows for {input_rows} turns, or a turn twice")
+
+
 def raw_score(scorer: EmotionScorer, frame: pd.DataFrame, size: int) -> None:
     for lo in range(0, len(frame), size):
         scorer(frame.iloc[lo : lo + size])

@@ -33,7 +33,8 @@ def test_the_verdict_is_pass_only_when_every_check_passes():
 
 def test_actors_ask_for_a_gpu_share_only_when_the_cluster_has_gpus():
     cpu = actor_options({"CPU": 3.0}, concurrency=2, threads=1)
-    assert cpu == {"concurrency": 2, "num_cpus": 1}
+    assert cpu["compute"].min_size == cpu["compute"].max_size == 2
+    assert cpu["num_cpus"] == 1 and "num_gpus" not in cpu
     assert actor_options({"CPU": 8, "GPU": 1}, concurrency=2, threads=2)["num_gpus"] == 0.5
     assert actor_options({"CPU": 8, "GPU": 4}, concurrency=2, threads=2)["num_gpus"] == 1.0
 
