@@ -129,6 +129,7 @@ def parse_thresholds(pairs: list[str]) -> dict[str, float]:
 def run_job(args: argparse.Namespace, job: ModuleType, scorer_kwargs: dict) -> dict[str, Any]:
     """The Ray Data job, timed from the read to the last Parquet file written."""
     import ray
+    from ray.data import SaveMode
 
     resources = ray.cluster_resources()
     threads = args.threads_per_actor
@@ -145,7 +146,8 @@ def run_job(args: argparse.Namespace, job: ModuleType, scorer_kwargs: dict) -> d
         batch_format="pandas",
         **options,
     )
-    scored.write_parquet(str(args.out / "scored"))
+    # Overwrite: a re-run's rows must not sit beside the last run's.
+    scored.write_parquet(str(args.out / "scored"), mode=SaveMode.OVERWRITE)
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,

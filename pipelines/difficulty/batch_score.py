@@ -228,6 +228,18 @@ def compare(scored: pd.DataFrame) -> dict[str, Any]:
     out["mean_abs_p_diff"] = float(
         np.mean(np.abs(scored["p_correct"].astype(float) - scored["served_p_correct"]))
     )
+    out["by_served_version"] = {
+        str(v): {
+            "answers": len(rows),
+            "candidate_auc": binary_metrics(
+                rows["correct"].astype(int).to_numpy(), rows["p_correct"].to_numpy(float)
+            )["auc"],
+            "served_auc": binary_metrics(
+                rows["correct"].astype(int).to_numpy(), rows["served_p_correct"].to_numpy(float)
+            )["auc"],
+        }
+        for v, rows in scored.groupby("served_version")
+    }
     out["served_versions"] = scored["served_version"].value_counts().to_dict()
     out["served_version_from"] = scored["served_version_from"].value_counts().to_dict()
     out["learners"] = int(scored["learner_id"].nunique())
@@ -264,15 +276,18 @@ def dataset(export: Path, *, blocks: int):
     """Answers and their turns' served versions, sorted by learner into ``blocks`` blocks."""
     import ray.data
 
+    # The sort cannot estimate a union's blocks and falls back to this setting (200): as many
+    # tiny blocks, each a few learners, i.e. a few rows per network batch (measured: 8x slower
+    # scoring). A dataset takes the context as it is when created: set it before reading.
+    ray.data.DataContext.get_current().default_hash_shuffle_parallelism = blocks
+
     def rows(kind: str, table: str, columns: list[str]):
-        ds = ray.data.read_parquet(str(export / table), columns=columns, override_num_blocks=blocks)
+        ds = ray.data.read_parquet(str(export / table), override_num_blocks=blocks)
+        ds = ds.select_columns(columns)
         return ds.map_batches(as_rows, fn_args=(kind,), batch_format="pyarrow", batch_size=None)
 
     answers = rows("answer", "answers", ANSWER_COLUMNS)
     turns = rows("turn", "turns", TURN_COLUMNS)
-    # The sort cannot estimate a union's blocks and would fall back to this setting's 200
-    # partitions (mostly empty ones, each a task): ``blocks`` is enough to keep actors busy.
-    ray.data.DataContext.get_current().default_hash_shuffle_parallelism = blocks
     return answers.union(turns).sort("learner_id")
 
 
@@ -296,24 +311,31 @@ def raw_score(scorer: DifficultyScorer, frame: pd.DataFrame, size: None) -> None
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Gates (report.md and README_part.md say where the numbers come from)."""
+    """The gate. Measured on the synthetic export (60,915 held-out ASSISTments answers, served
+    80% by v2 and 20% by a v1 canary; README_part.md): candidate v1 vs served: AUC -0.0078,
+    log-loss +0.0059, ECE 0.021 (v2 replaced v1 for its 0.010 better test AUC: the gate must
+    fail it); candidate v2 vs served passes. The paired AUC difference's standard error is
+    ~0.002 at 60k answers and ~3x that at 5000, hence the 5000 floor for a 0.005 margin. The
+    shipped versions' test ECEs are 0.014 (v2) and 0.021 (v1): 0.05 catches a lost calibration
+    (the tutor picks exercises by P(correct) in a band), well above the ECE's noise at 5000."""
 
-    min_answers: float = 500  # fewer: an AUC's s.e. is past 0.02, the gate's margin
-    max_auc_drop: float = 0.01
-    max_log_loss_rise: float = 0.01
+    min_answers: float = 5000
+    max_auc_drop: float = 0.005
+    max_log_loss_rise: float = 0.005
     max_ece: float = 0.05
 
 
 def checks(comparison: dict[str, Any], t: Thresholds, *, rows: int) -> list[Check]:
     cand, served = comparison["candidate"], comparison["served"]
     return [
-        Check("answers", rows, ">=", t.min_answers, "an AUC on fewer rows is too noisy"),
+        Check("answers", rows, ">=", t.min_answers,
+              "paired AUC difference's s.e. ~0.005 at 5000 answers"),
         Check("auc", cand["auc"], ">=", served["auc"] - t.max_auc_drop,
-              "not worse than the served version by more than the two shipped ones differ"),
+              "served AUC - 0.005; v1 vs v2-served: -0.0078"),
         Check("log_loss", cand["log_loss"], "<=", served["log_loss"] + t.max_log_loss_rise,
-              "the probabilities, not only the ranking, stay as good"),
+              "served log-loss + 0.005; v1 vs v2-served: +0.0059"),
         Check("ece", cand["ece"], "<=", t.max_ece,
-              "the tutor picks exercises by P(correct) in a band: it must be calibrated"),
+              "shipped: 0.014 (v2), 0.021 (v1); P(correct) picks exercises in a band"),
     ]  # fmt: skip
 
 
@@ -330,5 +352,10 @@ def markdown(comparison: dict[str, Any]) -> list[str]:
         m = comparison[name]
         lines.append(
             f"| {name} | {m['auc']:.4f} | {m['log_loss']:.4f} | {m['acc']:.4f} | {m['ece']:.4f} |"
+        )
+    lines += ["", "| served by | answers | candidate AUC | served AUC |", "|---|---|---|---|"]
+    for version, m in comparison["by_served_version"].items():
+        lines.append(
+            f"| {version} | {m['answers']} | {m['candidate_auc']:.4f} | {m['served_auc']:.4f} |"
         )
     return lines

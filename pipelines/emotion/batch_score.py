@@ -167,9 +167,8 @@ def scorer_kwargs(registry_dir: str, version: str, champion: str) -> dict[str, A
 def dataset(export: Path, *, blocks: int):
     import ray.data
 
-    return ray.data.read_parquet(
-        str(export / "turns"), columns=INPUT_COLUMNS, override_num_blocks=blocks
-    )
+    turns = ray.data.read_parquet(str(export / "turns"), override_num_blocks=blocks)
+    return turns.select_columns(INPUT_COLUMNS)
 
 
 def raw_input(export: Path) -> pd.DataFrame:
@@ -196,24 +195,34 @@ def raw_score(scorer: EmotionScorer, frame: pd.DataFrame, size: int) -> None:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Gates (report.md and README_part.md say where the numbers come from)."""
+    """The gate. Measured on the synthetic export (1449 comparable turns, all served by v4;
+    README_part.md): the shipped v3 and v2 (v4 without its learner-state head) against v4:
+    agreement 0.655, state-frequency TV 0.215, JS 0.043 / 0.038 bits, per-turn TV 0.35 / 0.37;
+    v1 (the frozen encoder): 0.557, 0.159, 0.017, 0.50; v4 against itself: 1, 0, 0, 0. Each
+    threshold lies about halfway between "the same model" and the smallest behaviour change
+    shipped (v3 -> v4, which went out only after a labelled evaluation), so a recalibration or
+    a same-recipe retrain passes and a changed decision rule goes to a labelled evaluation
+    (pipelines.emotion.evaluate_learning_states) before any canary."""
 
-    min_turns: float = 200  # comparable turns; fewer cannot tell 0.80 from 0.70 (s.e. ~0.03)
+    min_turns: float = 200  # the agreement's s.e. is then <= 0.035
     min_agreement: float = 0.80
-    max_js_bits: float = 0.02
     max_state_frequency_tv: float = 0.10
+    max_js_bits: float = 0.02
+    max_mean_turn_tv: float = 0.20
 
 
 def checks(comparison: dict[str, Any], t: Thresholds, *, rows: int) -> list[Check]:
     return [
         Check("comparable_turns", comparison["comparable_turns"], ">=", t.min_turns,
-              "enough turns for the agreement's s.e. to be ~0.03"),
+              "enough turns for the agreement's s.e. to be <= 0.035"),
         Check("agreement", comparison["agreement"], ">=", t.min_agreement,
-              "the candidate keeps most learners' served state"),
-        Check("mean_distribution_js_bits", comparison["mean_distribution_js_bits"], "<=",
-              t.max_js_bits, "the population's state mix barely moves"),
+              "v3 vs v4: 0.655; same model: 1"),
         Check("state_frequency_tv", comparison["state_frequency_tv"], "<=",
-              t.max_state_frequency_tv, "at most this share of turns changes top state, net"),
+              t.max_state_frequency_tv, "v3 vs v4: 0.215; same model: 0"),
+        Check("mean_distribution_js_bits", comparison["mean_distribution_js_bits"], "<=",
+              t.max_js_bits, "v3 vs v4: 0.043; same model: 0"),
+        Check("mean_turn_tv", comparison["mean_turn_tv"], "<=", t.max_mean_turn_tv,
+              "v3 vs v4: 0.35; v1 vs v4: 0.50; same model: 0"),
     ]  # fmt: skip
 
 

@@ -124,17 +124,17 @@ def test_each_answer_is_compared_with_the_version_that_served_its_turn(scorer):
 
 def test_the_gate_allows_a_small_auc_drop_and_needs_calibration():
     rng = np.random.default_rng(0)
-    p = rng.uniform(0.05, 0.95, 4000)
-    y = rng.random(4000) < p  # calibrated by construction
-    served = np.clip(p + rng.normal(0, 0.02, 4000), 0.01, 0.99)
+    p = rng.uniform(0.05, 0.95, 6000)
+    y = rng.random(6000) < p  # calibrated by construction
+    served = np.clip(p + rng.normal(0, 0.02, 6000), 0.01, 0.99)
     frame = pd.DataFrame(
         {"correct": y, "p_correct": p, "served_p_correct": served,
          "served_version": "v2", "served_version_from": "turn", "learner_id": "x"}
     )  # fmt: skip
     result = compare(frame)
     assert abs(result["delta"]["auc"]) < 0.01
-    assert verdict(checks(result, Thresholds(), rows=4000)) == "pass"
+    assert verdict(checks(result, Thresholds(), rows=6000)) == "pass"
     frame["p_correct"] = 0.5 + (frame["p_correct"] - 0.5) * 0.3  # squashed: ranking kept
-    failed = {c.name for c in checks(compare(frame), Thresholds(), rows=4000) if not c.passed}
+    failed = {c.name for c in checks(compare(frame), Thresholds(), rows=6000) if not c.passed}
     assert failed == {"log_loss", "ece"}
     assert verdict(checks(result, Thresholds(), rows=100)) == "fail"
