@@ -38,7 +38,7 @@ SERVE_HOOK := --runtime-env-json '{"worker_process_setup_hook": "deployments.loo
 
 .PHONY: install serve test test-unit bench bench-scale bench-scale-policy chaos lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
 	evaluate-emotion evaluate-difficulty simulate-personalization register-personalization \
-	export evaluate-policy at-risk kuberay clean
+	export evaluate-policy batch-score batch-score-reports at-risk kuberay clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -145,6 +145,33 @@ evaluate-policy: export
 		--stats $(OUT)/bandit/$(POLICY).json --out reports/off_policy.json \
 		--policies uniform greedy lin_ts fixed:socratic fixed:worked_example fixed:hint \
 		fixed:analogy fixed:quiz fixed:review
+
+# Re-score an export's logged turns (MODEL=emotion) or answers (MODEL=difficulty) with any
+# registered VERSION and compare with the versions that served them: OUT/scored/ (Parquet, one
+# row per turn or answer), OUT/report.json and report.md (pass/fail against the thresholds of
+# pipelines/<model>/batch_score.py). A Ray Data job; BATCH_SCORE_ARGS e.g. --measure-raw (the
+# raw in-process throughput beside the job's), --concurrency 2, --threshold min_agreement=0.75.
+batch-score: install
+	$(if $(MODEL),,$(error MODEL=emotion|difficulty is required))
+	$(PY) -m pipelines.batch_score --model $(MODEL) --version $(or $(VERSION),latest) \
+		--export $(or $(EXPORT),var/export) \
+		--out $(or $(OUT),var/batch_score/$(MODEL)_$(or $(VERSION),latest)) $(BATCH_SCORE_ARGS)
+
+# The committed reports/batch_score_{emotion,difficulty}.{json,md}: synthetic exports from real
+# text and answers (pipelines/synthetic_export.py; the served outputs by running the served
+# versions), each re-scored by the previous version with --measure-raw (~10 min on 2 cores).
+batch-score-reports: install
+	$(PY) -m pipelines.synthetic_export --data $(DATA_DIR) --out var/synth_emotion \
+		--learners 60 --max-answers 40 --canary-percent 0
+	$(PY) -m pipelines.batch_score --model emotion --version v3 --export var/synth_emotion \
+		--out var/batch_score/emotion_v3 --measure-raw
+	cp var/batch_score/emotion_v3/report.json reports/batch_score_emotion.json
+	cp var/batch_score/emotion_v3/report.md reports/batch_score_emotion.md
+	$(PY) -m pipelines.synthetic_export --data $(DATA_DIR) --out var/synth_difficulty --learners 830
+	$(PY) -m pipelines.batch_score --model difficulty --version v1 --export var/synth_difficulty \
+		--out var/batch_score/difficulty_v1 --measure-raw
+	cp var/batch_score/difficulty_v1/report.json reports/batch_score_difficulty.json
+	cp var/batch_score/difficulty_v1/report.md reports/batch_score_difficulty.md
 
 # Learners at risk (pipelines/difficulty/at_risk.py). Without EXPORT: the risk model against
 # 1 - accuracy of the last 10 answers on held-out KT students, 5 folds x 3 datasets ->
