@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
+from models.common.registry import DEFAULT_REGISTRY_ROOT
 from pipelines import export_store
 from pipelines.common import shared_data_dir
+from pipelines.difficulty import batch_score as difficulty_job
 from store import open_store
 from tests.support import research_data
 from tests.support.job_server import local_job_server, submit
+from tests.support.tiny_export import write_tiny_export
 
 pytestmark = [pytest.mark.integration]
 GOEMOTIONS = shared_data_dir() / "goemotions"
@@ -101,8 +106,68 @@ def test_at_risk_scores_every_learner_of_an_export_as_a_submitted_job(
     risks = [r["risk"] for r in rows]
     assert risks == sorted(risks, reverse=True)  # riskiest first
     assert all(r["answers"] == 12 and r["turns"] == 12 for r in rows)
+    # Every learner has turns, so a disengagement score from their served emotions and pace.
+    assert all(0 <= r["disengagement"] <= 1 for r in rows)
+    assert all(reason["kind"] in ("risk", "disengagement") for r in rows for reason in r["reasons"])
     with open_store(uri) as store:
         stored = store.learner_risk(rows[0]["learner_id"])
     # The store holds what the Parquet says (the same float64, 1e-12).
     assert stored is not None and stored.risk == pytest.approx(rows[0]["risk"], abs=1e-12)
     assert stored.run_id == rows[0]["run_id"]
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    """5 learners x 8 turns, each with an answer, on real ASSISTments item ids."""
+    return write_tiny_export(tmp_path_factory.mktemp("tiny") / "export", learners=5, answers=8)
+
+
+def batch_score(address: str, model: str, version: str, export, out) -> dict:
+    minimum = {"emotion": "min_turns=1", "difficulty": "min_answers=1"}[model]
+    ok, output = submit(
+        address,
+        ["python", "-m", "pipelines.batch_score", "--model", model, "--version", version,
+         "--export", str(export), "--out", str(out), "--concurrency", "1",
+         "--threshold", minimum],
+    )  # fmt: skip
+    assert ok, output[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] in ("pass", "fail") and report["checks"] and report["thresholds"]
+    assert (out / "report.md").read_text().startswith(f"# Batch scoring: {model} {version}")
+    assert report["throughput"]["job"]["rows_per_s"] > 0
+    return report
+
+
+def scored(out):
+    return pads.dataset(out / "scored", format="parquet").to_table().to_pandas()
+
+
+def test_batch_score_emotion_scores_every_logged_turn_once(job_server, tiny_export, tmp_path):
+    report = batch_score(job_server, "emotion", "v4", tiny_export, tmp_path)
+    rows = scored(tmp_path)
+    turns = pads.dataset(tiny_export / "turns", partitioning="hive").to_table().to_pandas()
+    assert sorted(rows["turn_id"]) == sorted(turns["turn_id"])
+    assert set(rows["version"]) == {"v4"} and "message" not in rows.columns
+    probs = rows[[c for c in rows.columns if c.startswith("p_")]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    fallbacks = int((turns["version_emotion"] == "unavailable").sum())
+    assert report["comparison"]["not_comparable_turns"] == fallbacks
+    assert report["rows"] == {"input": 40, "scored": 40}
+
+
+def test_batch_score_difficulty_scores_every_answer_from_whole_histories(
+    job_server, tiny_export, tmp_path
+):
+    report = batch_score(job_server, "difficulty", "v1", tiny_export, tmp_path)
+    rows = scored(tmp_path).sort_values("source_id").reset_index(drop=True)
+    answers = pads.dataset(tiny_export / "answers", partitioning="hive").to_table().to_pandas()
+    assert sorted(rows["source_id"]) == sorted(answers["source_id"])
+    assert set(rows["version"]) == {"v1"}
+    assert report["comparison"]["served_version_from"]["turn"] > 0
+    # The same callable over the whole export in this process: the same numbers (1e-6), so no
+    # learner's history was split between blocks of the job.
+    scorer = difficulty_job.Scorer(
+        registry_dir=str(DEFAULT_REGISTRY_ROOT), version="v1", champion="v2"
+    )
+    expected = scorer(difficulty_job.raw_input(tiny_export)).sort_values("source_id")
+    np.testing.assert_allclose(rows["p_correct"], expected["p_correct"], atol=1e-6)
