@@ -70,7 +70,7 @@ class Outbox:
         path = self.directory / name
         file = path.open("ab")
         fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # new file: never contended
-        _fsync_directory(self.directory)  # the journal's name survives a crash, not only its data
+        fsync_directory(self.directory)  # the journal's name survives a crash, not only its data
         self._own = _Journal(path, file, own=True)
         self._adopted: list[_Journal] = []
         self._index: dict[tuple[str, str], Entry] = {}
@@ -236,7 +236,8 @@ def _read(file: BinaryIO, path: Path, store_id: str) -> Iterator[Entry | None]:
     yield from entries.values()
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of `directory` durable: a created or renamed file's name lives there."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -95,8 +95,7 @@ class SQLiteLifecycleMixin:
             until=until,
             batch_size=batch_size,
         ):
-            values = dict(row)
-            values.pop("_tie")
+            values = _record_values(row)
             yield RewardRecord(**values)
 
     def iter_answers(
@@ -109,8 +108,7 @@ class SQLiteLifecycleMixin:
             until=until,
             batch_size=batch_size,
         ):
-            values = dict(row)
-            values.pop("_tie")
+            values = _record_values(row)
             values["correct"] = bool(values["correct"])
             yield AnswerRecord(**values)
 
@@ -124,8 +122,7 @@ class SQLiteLifecycleMixin:
             until=until,
             batch_size=batch_size,
         ):
-            values = dict(row)
-            values.pop("_tie")
+            values = _record_values(row)
             if values["correct"] is not None:
                 values["correct"] = bool(values["correct"])
             yield FeedbackRecord(**values)
@@ -219,8 +216,7 @@ class SQLiteLifecycleMixin:
             since=since,
             batch_size=batch_size,
         ):
-            values = dict(row)
-            values.pop("_tie")
+            values = _record_values(row)
             values["output"] = json.loads(values["output"])
             yield ShadowOutputRecord(**values)
 
@@ -261,3 +257,10 @@ class SQLiteLifecycleMixin:
 def _page_sql(select: str, conditions: list[str], ts: str, tie: str) -> str:
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     return f"{select}{where} ORDER BY {ts}, {tie} LIMIT ?"
+
+
+def _record_values(row: sqlite3.Row) -> dict[str, Any]:
+    """A scanned row's columns without the scan's own tie-breaker."""
+    values = dict(row)
+    values.pop("_tie")
+    return values

@@ -19,6 +19,8 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from store.outbox import fsync_directory
+
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 TMP_PREFIX = "_tmp-"
@@ -31,15 +33,6 @@ def private_dir(path: Path) -> Path:
     if path.stat().st_mode & 0o777 != DIR_MODE:
         path.chmod(DIR_MODE)
     return path
-
-
-def fsync_dir(path: Path) -> None:
-    """Make renames inside `path` durable (a rename lives in the directory's entries)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -66,7 +59,7 @@ def write_bytes_if_changed(path: Path, data: bytes) -> bool:
     with _private_tmp(path) as (f, tmp):
         f.write(data)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_directory(path.parent)
     return True
 
 
@@ -124,7 +117,7 @@ def write_partition(
         os.replace(tmp, final)
     for stale in parts(directory)[len(written) :]:
         stale.unlink()
-    fsync_dir(directory)
+    fsync_directory(directory)
     return total
 
 
