@@ -171,3 +171,19 @@ def test_batch_score_difficulty_scores_every_answer_from_whole_histories(
     )
     expected = scorer(difficulty_job.raw_input(tiny_export)).sort_values("source_id")
     np.testing.assert_allclose(rows["p_correct"], expected["p_correct"], atol=1e-6)
+
+
+@pytest.mark.data
+def test_at_risk_evaluation_runs_as_a_submitted_job(job_server, tmp_path):
+    kt = shared_data_dir() / "kt"
+    if not (kt / "assist2009_pid").is_dir():
+        pytest.skip(f"KT data not found at {kt} (set TUTOR_DATA_DIR)")
+    ok, output = submit(
+        job_server,
+        ["python", "-m", "pipelines.difficulty.at_risk", "evaluate", "--datasets",
+         "assist2009_pid", "--limit", "60", "--no-reference", "--out", str(tmp_path / "r.json")],
+        env_vars={"TUTOR_DATA_DIR": str(shared_data_dir().resolve())},
+    )  # fmt: skip
+    assert ok, output[-4000:]
+    [dataset] = json.loads((tmp_path / "r.json").read_text())["datasets"].values()
+    assert len(dataset["folds"]) == 5
