@@ -1,16 +1,14 @@
 """The ``risk`` part of ``GET /v1/learners/{id}``: the latest at-risk job's score of a learner.
 
-Kept apart from ``v1`` so that module stays readable; ``LearnerProfile`` embeds it.
+Kept apart from ``v1`` so that module stays readable; ``LearnerProfile`` embeds it. The store's
+record becomes this in ``deployments.tutoring.records.risk_from_record``.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
-
-from store import LearnerRiskRecord
 
 
 class RiskReason(BaseModel):
@@ -44,15 +42,3 @@ class LearnerRisk(BaseModel):
     computed_date: str = Field(description="computed_at's UTC date, YYYY-MM-DD.")
     model_version: str = Field(description="The risk model's registry version.")
     run_id: str
-
-    @classmethod
-    def from_record(cls, record: LearnerRiskRecord) -> LearnerRisk:
-        return cls(
-            risk=record.risk,
-            disengagement=record.disengagement,
-            reasons=[RiskReason(**r.model_dump()) for r in record.reasons],
-            computed_at=record.scored_at,
-            computed_date=datetime.fromtimestamp(record.scored_at, UTC).date().isoformat(),
-            model_version=record.model_version,
-            run_id=record.run_id,
-        )

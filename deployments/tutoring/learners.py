@@ -24,6 +24,7 @@ from deployments.tutoring.exceptions import (
     required,
 )
 from deployments.tutoring.history import interactions
+from deployments.tutoring.records import risk_from_record
 from deployments.tutoring.turn_runner import TurnHandles
 from models.emotion.learning_states import emotion_trend
 from models.personalization.context import CONTEXT_DIM, learner_pace
@@ -210,4 +211,4 @@ class Learners:
             logger.warning("profile: the learner's risk is unavailable: %s", exc)
             degraded.append("risk: StoreUnavailable")
             return None
-        return None if record is None else LearnerRisk.from_record(record)
+        return None if record is None else risk_from_record(record)

@@ -1,17 +1,22 @@
-"""A turn as the store keeps it (``TurnRecord``) and as the API answers it (``TutorResponse``)."""
+"""Records as the store keeps them and as the API answers them: a turn (``TurnRecord``,
+``TutorResponse``) and a learner's latest risk (``LearnerRiskRecord``, ``LearnerRisk``)."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from deployments.schemas import (
     DifficultyResponse,
     EmotionResult,
+    LearnerRisk,
     LearnerState,
     LLMInfo,
     ProviderAttempt,
+    RiskReason,
     StrategyChoice,
     TutorResponse,
 )
-from store.records import TurnRecord
+from store.records import LearnerRiskRecord, TurnRecord
 
 
 def record_from_response(
@@ -67,4 +72,16 @@ def response_from_record(record: TurnRecord) -> TutorResponse:
         model_versions=record.model_versions,
         timings_ms=record.timings_ms,
         degraded=record.degraded,
+    )
+
+
+def risk_from_record(record: LearnerRiskRecord) -> LearnerRisk:
+    return LearnerRisk(
+        risk=record.risk,
+        disengagement=record.disengagement,
+        reasons=[RiskReason(**r.model_dump()) for r in record.reasons],
+        computed_at=record.scored_at,
+        computed_date=datetime.fromtimestamp(record.scored_at, UTC).date().isoformat(),
+        model_version=record.model_version,
+        run_id=record.run_id,
     )

@@ -7,6 +7,7 @@ import pytest
 
 from deployments.schemas import LearnerProfile, LearnerRisk
 from deployments.tutoring.learners import Learners
+from deployments.tutoring.records import risk_from_record
 from deployments.tutoring.turn_runner import TurnHandles
 from store import LearnerRiskRecord, RiskReasonRecord, StoreError
 from store.sqlite_store import SQLiteStore
@@ -108,7 +109,7 @@ def test_the_profile_schema_with_and_without_risk():
     )
     without = LearnerProfile(**base)
     assert without.model_dump()["risk"] is None
-    risk = LearnerRisk.from_record(_record("ada"))
+    risk = risk_from_record(_record("ada"))
     with_risk = LearnerProfile.model_validate_json(
         LearnerProfile(**base, risk=risk).model_dump_json()
     )
