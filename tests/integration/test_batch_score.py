@@ -1,6 +1,7 @@
 """`make batch-score` on a tiny export through a real local Ray Data: one row per logged row,
-keyed to it, the report's fields, and the difficulty job's learners kept whole by its sort (the
-same numbers as the callable run in process)."""
+keyed to it, the report's fields, and the difficulty job's learners kept whole by its grouping,
+on the driver or by Ray Data's distributed sort (the same numbers as the callable run in
+process)."""
 
 from __future__ import annotations
 
@@ -38,10 +39,10 @@ def scored(out) -> pd.DataFrame:
 MIN_ROWS = {"emotion": "min_turns=1", "difficulty": "min_answers=1"}
 
 
-def run(model: str, version: str, export, out) -> dict:
+def run(model: str, version: str, export, out, *extra: str) -> dict:
     args = batch_score.parse_args(
         ["--model", model, "--version", version, "--export", str(export), "--out", str(out),
-         "--concurrency", "1", "--blocks", "3", "--threshold", MIN_ROWS[model]]
+         "--concurrency", "1", "--blocks", "3", "--threshold", MIN_ROWS[model], *extra]
     )  # fmt: skip
     result = batch_score.run(args)
     assert json.loads((out / "report.json").read_text())["verdict"] == result["verdict"]
@@ -65,8 +66,11 @@ def test_emotion_scores_every_logged_turn_once(export, tmp_path):
     assert result["rows"] == {"input": 40, "scored": 40}
 
 
-def test_difficulty_scores_every_answer_from_whole_learner_histories(export, tmp_path):
-    result = run("difficulty", "v1", export, tmp_path)
+@pytest.mark.parametrize("grouping", [[], ["--distributed-sort"]], ids=["driver", "sort"])
+def test_difficulty_scores_every_answer_from_whole_learner_histories(export, tmp_path, grouping):
+    result = run("difficulty", "v1", export, tmp_path, *grouping)
+    told = result["throughput"]["job"]["input"]["grouping"]
+    assert ("distributed sort" in told) == bool(grouping)
     rows = scored(tmp_path).sort_values("source_id").reset_index(drop=True)
     answers = pads.dataset(export / "answers", partitioning="hive").to_table().to_pandas()
     assert sorted(rows["source_id"]) == sorted(answers["source_id"])
