@@ -2,15 +2,18 @@
 served store (its tests and the README's throughput figures).
 
     python -m pipelines.synthetic_export --out var/synthetic_export [--data ../shared/data]
-        [--learners 200] [--max-answers 0] [--canary-percent 20] [--fallback-percent 1]
+        [--learners 200] [--max-answers 0] [--copies 1] [--canary-percent 20]
+        [--fallback-percent 1]
 
 Learners are held-out ASSISTments 2009 students (``kt/assist2009_pid`` test fold 1; the shipped
-difficulty versions trained on fold 1's train split). Each answer comes with one turn; the
-turn's message is a labelled learner message from ``tests/data`` or a GoEmotions test sentence
-(in turn, shuffled). What the served versions said is filled in by running them: the champions
-of ``serve_config.yaml``, and for ``--canary-percent`` of learners (by a hash of the learner id,
-as the served canary splits) the previous version of each model. ``--fallback-percent`` of turns
-log the emotion stage's fallback (version ``unavailable``) as the tutor does.
+difficulty versions trained on fold 1's train split); ``--copies N`` repeats each under N ids
+(fold 1's 830 test students give 60,915 answers; copies make a bigger export for throughput
+from the same held-out answers). Each answer comes with one turn; the turn's message is a
+labelled learner message from ``tests/data`` or a GoEmotions test sentence (in turn,
+shuffled). What the served versions said is filled in by running them: the champions of
+``serve_config.yaml``, and for ``--canary-percent`` of learners (by a hash of the learner id,
+as the served canary splits) the previous version of each model. ``--fallback-percent`` of
+turns log the emotion stage's fallback (version ``unavailable``) as the tutor does.
 
 Writes ``OUT/turns`` and ``OUT/answers`` in the export's layout (hive ``day=`` partitions of
 ``part-<n>.parquet``); the batch-scoring job reads nothing else.
@@ -23,6 +26,7 @@ import hashlib
 import json
 import logging
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,7 +41,7 @@ from models.difficulty.tracer import KnowledgeTracer
 from models.emotion.classifier import EmotionClassifier
 from pipelines.batch_score import champion
 from pipelines.common import REPO_ROOT, setup_logging, shared_data_dir, use_offline_models
-from pipelines.difficulty.batch_score import trace_batched
+from pipelines.difficulty.batch_scorer import trace_batched
 
 log = logging.getLogger("pipelines.synthetic_export")
 START_TS = 1_790_000_000.0  # 2026-09-20 UTC
@@ -118,6 +122,10 @@ def build(args: argparse.Namespace) -> dict[str, int]:
     students = load_split(args.data / "kt", "assist2009_pid", "test", 1)[: args.learners]
     if args.max_answers:
         students = [s.window(0, args.max_answers) for s in students]
+    # Copies under new ids: a bigger export of the same held-out answers (throughput at scale).
+    students += [
+        replace(s, student=f"{s.student}-copy{k}") for k in range(1, args.copies) for s in students
+    ]
     rng = random.Random(args.seed)
     pool = text_pool(args.data, args.seed)
     learners = [f"kt-{s.student}" for s in students]
@@ -220,6 +228,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_ROOT)
     parser.add_argument("--learners", type=int, default=200)
     parser.add_argument("--max-answers", type=int, default=0, help="per learner; 0: all")
+    parser.add_argument("--copies", type=int, default=1, help="each learner this many times")
     parser.add_argument("--canary-percent", type=float, default=20.0)
     parser.add_argument("--fallback-percent", type=float, default=1.0)
     parser.add_argument("--serve-config", type=Path, default=REPO_ROOT / "serve_config.yaml")

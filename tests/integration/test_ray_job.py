@@ -122,13 +122,13 @@ def tiny_export(tmp_path_factory):
     return write_tiny_export(tmp_path_factory.mktemp("tiny") / "export", learners=5, answers=8)
 
 
-def batch_score(address: str, model: str, version: str, export, out) -> dict:
+def batch_score(address: str, model: str, version: str, export, out, *extra: str) -> dict:
     minimum = {"emotion": "min_turns=1", "difficulty": "min_answers=1"}[model]
     ok, output = submit(
         address,
         ["python", "-m", "pipelines.batch_score", "--model", model, "--version", version,
          "--export", str(export), "--out", str(out), "--concurrency", "1",
-         "--threshold", minimum],
+         "--threshold", minimum, *extra],
     )  # fmt: skip
     assert ok, output[-4000:]
     report = json.loads((out / "report.json").read_text())
@@ -155,10 +155,14 @@ def test_batch_score_emotion_scores_every_logged_turn_once(job_server, tiny_expo
     assert report["rows"] == {"input": 40, "scored": 40}
 
 
+# Learners grouped on the driver (the default) and by Ray Data's distributed sort (big exports).
+@pytest.mark.parametrize(
+    "grouping", [[], ["--distributed-sort", "--blocks", "3"]], ids=["driver", "distributed_sort"]
+)
 def test_batch_score_difficulty_scores_every_answer_from_whole_histories(
-    job_server, tiny_export, tmp_path
+    job_server, tiny_export, tmp_path, grouping
 ):
-    report = batch_score(job_server, "difficulty", "v1", tiny_export, tmp_path)
+    report = batch_score(job_server, "difficulty", "v1", tiny_export, tmp_path, *grouping)
     rows = scored(tmp_path).sort_values("source_id").reset_index(drop=True)
     answers = pads.dataset(tiny_export / "answers", partitioning="hive").to_table().to_pandas()
     assert sorted(rows["source_id"]) == sorted(answers["source_id"])

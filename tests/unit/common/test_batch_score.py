@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipelines import batch_score
+from pipelines import batch_score, batch_throughput
 from pipelines.batch_score import Check, actor_options, default_concurrency, verdict
 
 
@@ -73,3 +73,20 @@ def test_throughput_ratio_is_the_job_over_the_faster_raw_run():
     assert out["job"]["rows_per_s"] == pytest.approx(90.0)
     assert out["ratio"] == pytest.approx(0.9) and out["meets_required_ratio"]
     assert "ratio" not in batch_score.throughput({"seconds": 1.0}, None, rows=5)
+
+
+def test_the_scoring_stage_is_timed_from_its_input_being_ready():
+    stages = [
+        {"operator": "ReadParquet", "first_start_s": 0.0, "last_end_s": 2.0, "rows": 10},
+        {"operator": "MapBatches(Scorer)", "first_start_s": 5.0, "last_end_s": 9.0, "rows": 800},
+        {"operator": "Write", "first_start_s": 7.0, "last_end_s": 10.0, "rows": 2},
+    ]
+    stage = batch_throughput.scoring_stage(stages, "Scorer", ready_s=0.5)
+    assert stage["actor_wait_s"] == pytest.approx(3.0)  # after the read, not the driver's part
+    assert stage["rows_per_s"] == pytest.approx(200.0) and stage["after_s"] == pytest.approx(1.0)
+    assert batch_throughput.scoring_stage(stages, "Nope", ready_s=0.0) is None
+    raw = {"best_rows_per_s": 400.0, "in_process": {"rows_per_s": 200.0}}
+    out = batch_throughput.throughput({"seconds": 8.0, "scoring_stage": stage}, raw, rows=800)
+    assert out["ratio"] == pytest.approx(0.25) and not out["meets_required_ratio"]
+    assert out["scoring_stage_ratio"] == pytest.approx(0.5)
+    assert out["ratio_to_in_process"] == pytest.approx(0.5)

@@ -10,18 +10,9 @@ from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.difficulty.data import StudentSequence
 from models.difficulty.tracer import Interaction, KnowledgeTracer
 from pipelines.batch_score import verdict
-from pipelines.difficulty.batch_score import (
-    ANSWER_COLUMNS,
-    TURN_COLUMNS,
-    DifficultyScorer,
-    Thresholds,
-    as_rows,
-    check_whole_learners,
-    checks,
-    compare,
-    trace_batched,
-    trace_windows,
-)
+from pipelines.difficulty.batch_input import ANSWER_COLUMNS, TURN_COLUMNS, as_rows
+from pipelines.difficulty.batch_score import Thresholds, check_whole_learners, checks, compare
+from pipelines.difficulty.batch_scorer import DifficultyScorer, trace_batched, trace_windows
 
 ITEMS = [("7410", "37"), ("7410", "54"), ("10076", "54"), ("10091", "54"), ("999999", "nope")]
 
