@@ -164,7 +164,7 @@ batch-score: install
 # throughput once the job's fixed costs are spread (~4 min more).
 batch-score-reports: install
 	$(PY) -m pipelines.synthetic_export --data $(DATA_DIR) --out var/synth_emotion \
-		--learners 60 --max-answers 40 --canary-percent 0
+		--learners 300 --max-answers 40 --canary-percent 0
 	$(PY) -m pipelines.batch_score --model emotion --version v3 --export var/synth_emotion \
 		--out var/batch_score/emotion_v3 --measure-raw
 	cp var/batch_score/emotion_v3/report.json reports/batch_score_emotion.json
