@@ -20,7 +20,13 @@ import yaml
 from models.common.vocab import LEARNING_STATES, STRATEGIES
 from tests.support import listening
 from tests.support.api_properties import check_generated_requests
-from tests.support.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
+from tests.support.serve_process import (
+    DEFAULT_CONFIG,
+    TEST_INGRESS_DRAIN,
+    free_port,
+    serve_running,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +70,11 @@ def base_url(tmp_path_factory, ray_dir):
             }
         },
     )
-    env = {"TUTOR_TEST_PROVIDER_KEY": "sk-test-secret-never-logged", "RAY_TMPDIR": str(ray_dir)}
+    env = {
+        "TUTOR_TEST_PROVIDER_KEY": "sk-test-secret-never-logged",
+        "RAY_TMPDIR": str(ray_dir),
+        **TEST_INGRESS_DRAIN,
+    }
     with serve_running(config, port=port, log_path=tmp / "serve.log", env=env) as url:
         yield url
 

@@ -14,7 +14,13 @@ import pytest
 import yaml
 
 from tests.support.api_properties import check_generated_requests
-from tests.support.serve_process import REPO_ROOT, free_port, serve_running, write_config
+from tests.support.serve_process import (
+    REPO_ROOT,
+    TEST_INGRESS_DRAIN,
+    free_port,
+    serve_running,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +63,7 @@ def served(tmp_path_factory, ray_dir):
         "TUTOR_AUTH": "required",
         "TUTOR_TEST_PROVIDER_KEY": PROVIDER_KEY,
         "RAY_TMPDIR": str(ray_dir),
+        **TEST_INGRESS_DRAIN,
     }
     with serve_running(config, port=port, log_path=tmp / "serve.log", env=env) as url:
         yield {"url": url, "store_uri": store_uri, "log": tmp / "serve.log", "keys": []}

@@ -18,6 +18,7 @@ import pytest
 from deployments.lifecycle.rollout import learner_bucket
 from store.sqlite_store import SQLiteStore
 from tests.support.serve_process import (
+    TEST_INGRESS_DRAIN,
     dashboard_address,
     free_port,
     run_tutor,
@@ -102,7 +103,7 @@ def app(tmp_path_factory):
         tmp / "serve_config.yaml", port=port, store_uri=f"sqlite:///{tmp / 'tutor.db'}"
     )
     log = tmp / "serve.log"
-    with serve_running(config, port=port, log_path=log) as url:
+    with serve_running(config, port=port, log_path=log, env=TEST_INGRESS_DRAIN) as url:
         yield url, config, dashboard_address(log), tmp / "tutor.db"
 
 

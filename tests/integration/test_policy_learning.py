@@ -12,7 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.serve_process import free_port, serve_running, write_config
+from tests.support.serve_process import (
+    TEST_INGRESS_DRAIN,
+    free_port,
+    serve_running,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +42,12 @@ def app_factory(tmp_path_factory):
 
     def start(run: int):
         log_path = tmp / f"serve-{run}.log"
-        return serve_running(config, port=port, log_path=log_path, env={"RAY_TMPDIR": str(ray_dir)})
+        return serve_running(
+            config,
+            port=port,
+            log_path=log_path,
+            env={"RAY_TMPDIR": str(ray_dir), **TEST_INGRESS_DRAIN},
+        )
 
     yield start
     shutil.rmtree(ray_dir, ignore_errors=True)

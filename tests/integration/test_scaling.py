@@ -22,6 +22,7 @@ from benchmarks.replica_watch import ServeWatch
 from tests.support.llm_stub import RunningStub
 from tests.support.serve_process import (
     DEFAULT_CONFIG,
+    TEST_INGRESS_DRAIN,
     dashboard_address,
     free_port,
     serve_running,
@@ -82,7 +83,7 @@ def app(tmp_path_factory):
     port = free_port()
     config = _config(tmp, port, stub.stub.url("slow"))
     log = tmp / "serve.log"
-    env = {"TUTOR_TEST_PROVIDER_KEY": "sk-test"}
+    env = {"TUTOR_TEST_PROVIDER_KEY": "sk-test", **TEST_INGRESS_DRAIN}
     try:
         with serve_running(config, port=port, log_path=log, env=env) as url:
             yield url, dashboard_address(log)

@@ -43,6 +43,11 @@ SERVE_RUNTIME_ENV = {
         "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE", "1"
     ),
 }
+# Serve keeps a stopping ingress replica at least 30 s (direct ingress behind HAProxy), for a load
+# balancer in front to deregister it. A test's app has none, and every module's final stop met
+# it (~33 s of teardown each, ~3 min of make test); the replica still drains its requests in
+# flight (graceful_shutdown_timeout_s). For tests' env; benchmarks and `make serve` keep 30 s.
+TEST_INGRESS_DRAIN = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 # ... and `serve run`'s flag that makes deployments/loopback.py Ray's worker setup hook.
 SERVE_RUN_HOOK = [
     "--runtime-env-json",
