@@ -154,6 +154,17 @@ class Run:
             await asyncio.wait_for(load, timeout=self.spec.timeout_s + self.spec.retry_wait_s)
             self.watch.stop()
 
+    async def _load_reached(self, phase: str, timeout_s: float = 30.0) -> None:
+        """Until a turn has started in ``phase``. On a busy machine every client can still be
+        in a turn of the phase before (waiting out the last kill's timeouts) for all of a short
+        phase, and a kill that no turn of its own meets tests nothing (make test's short run:
+        0 turns in a kill's phase, seen on 2 shared cores)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(o.phase == phase for o in reversed(self.outcomes)):
+                return
+            await asyncio.sleep(0.2)
+
     async def _phase(self, name: str, seconds: float) -> None:
         self.control.phase = name
         await asyncio.sleep(seconds)
@@ -161,6 +172,7 @@ class Run:
     async def _kill(self, deployment: str) -> dict:
         phase_start = time.monotonic()
         await asyncio.sleep(self.d.kill_after_s)
+        await self._load_reached(f"kill:{deployment}")
         if deployment == "Ingress":  # the point: one Ingress lost while another answers
             await asyncio.to_thread(
                 self.watch.wait_for,
