@@ -5,7 +5,7 @@ The server is a Ray head of its own, `ray start --head --block` in a subprocess 
 the job server), on loopback and on free ports (the dashboard agent's fixed default, 52365, is
 taken whenever another Ray runs on the machine), with the repository as the jobs' working
 directory and this virtual environment's Python first on PATH. It is ended by its process group:
-only processes this module started, never another Ray on the machine (no `ray stop`).
+only the processes this module started, never another Ray on the machine.
 """
 
 from __future__ import annotations
