@@ -1,4 +1,5 @@
-"""One tutoring turn through the graph: load, emotion || difficulty, strategy, reply, store.
+"""One tutoring turn through the graph: emotion || (load, difficulty || reward), strategy,
+reply, store.
 
 Every stage has a timeout and a fallback, and every fallback is named in ``degraded``: a learner
 always gets a reply, and the response says which parts of it are not the models' work.
@@ -18,22 +19,21 @@ from typing import Any, TypeVar
 from deployments.schemas import (
     DifficultyResponse,
     EmotionResult,
-    GoEmotionsScores,
     LearnerState,
     LLMInfo,
-    ProviderAttempt,
     StrategyChoice,
     TutorRequest,
     TutorResponse,
 )
 from deployments.tutoring.durable import PendingWrites, StoreGuard, StoreUnavailable, store_turn
 from deployments.tutoring.exceptions import ConflictError
+from deployments.tutoring.fallbacks import offline_info, unknown_emotion
 from deployments.tutoring.history import interactions, load_learner, posted_answer
 from deployments.tutoring.records import record_from_response, response_from_record
 from deployments.tutoring.rewards import reward_turn
-from models.common.vocab import LEARNING_STATES, STRATEGIES
+from models.common.vocab import STRATEGIES
 from models.difficulty.tracer import Interaction
-from models.llm.offline import OFFLINE_MODEL, OFFLINE_PROVIDER, offline_reply
+from models.llm.offline import offline_reply
 from models.llm.prompts import ReplyContext
 from models.personalization.context import build_context
 from store import TutorStore
@@ -42,17 +42,6 @@ from store.records import TurnRecord
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
 DEFAULT_STORE_TIMEOUT_S = 1.0
-
-
-def unknown_emotion() -> EmotionResult:
-    """What the tutor assumes when the emotion stage is unavailable: no information."""
-    uniform = 1.0 / len(LEARNING_STATES)
-    return EmotionResult(
-        state="neutral",
-        confidence=uniform,
-        states={s: uniform for s in LEARNING_STATES},
-        goemotions=GoEmotionsScores(scores={}, predicted=[]),
-    )
 
 
 @dataclass
@@ -126,7 +115,10 @@ class TurnRunner:
         timeout_s = timeout_s or self.stage_timeout_s
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(call(), timeout=timeout_s)
+            # asyncio.timeout, not wait_for: no task of its own per stage (Python 3.11's
+            # wait_for wraps the call in one), which a turn's five stages would pay for.
+            async with asyncio.timeout(timeout_s):
+                return await call()
         except TimeoutError:
             turn.degraded.append(f"{name}: timed out after {timeout_s}s")
             logger.warning("stage %s timed out after %ss", name, timeout_s)
@@ -168,12 +160,22 @@ class TurnRunner:
             request_id=request_id,
             started=time.time(),
         )
-        await self._load(turn)
-        await asyncio.gather(self._emotion(turn), self._difficulty(turn))
+        # The message's emotion needs nothing from the store, so it runs while the history
+        # loads; difficulty needs the history, the reward the previous turn: both after it.
+        await asyncio.gather(self._emotion(turn), self._history_then_difficulty(turn))
         await self._choose_strategy(turn)
         return turn
 
-    async def _load(self, turn: Turn) -> None:
+    async def _history_then_difficulty(self, turn: Turn) -> None:
+        previous = await self._load(turn)
+        if previous is None:
+            await self._difficulty(turn)
+        else:
+            await asyncio.gather(self._difficulty(turn), self._reward(turn, previous))
+
+    async def _load(self, turn: Turn) -> TurnRecord | None:
+        """The learner's history into ``turn``; the previous turn when this one's answer
+        rewards it."""
         request = turn.request
         answer = posted_answer(request, turn.turn_id, turn.started)
         started = time.perf_counter()
@@ -186,32 +188,33 @@ class TurnRunner:
             turn.degraded.append("store: history unavailable, answered as a new learner")
             if request.answer is not None:  # still counts for this turn; journaled with it
                 turn.history = interactions([request.answer])
-            return
+            return None
         finally:
             turn.timings_ms["load"] = round((time.perf_counter() - started) * 1000, 2)
         turn.new_learner, answered, answers, turn.recent = loaded
         turn.answer_stored = True
-        if answered and turn.recent:
-            # The answer is to the exercise the previous turn set: it rewards that turn's
-            # strategy (once; an answer already sent with /v1/feedback wins). A stage of its own,
-            # so a failed reward is named in `degraded` and never costs the turn its history.
-            previous = turn.recent[-1]
-            correct = float(request.answer.correct)
-            await self._stage(
-                turn,
-                "reward",
-                lambda: self.guard.call(
-                    reward_turn,
-                    self.store,
-                    previous,
-                    source="answer",
-                    reward=correct,
-                    now=turn.started,
-                    statistics=self.policy_statistics,
-                ),
-                False,
-            )
         turn.history = interactions(answers)
+        # The answer is to the exercise the previous turn set: it rewards that turn's strategy.
+        return turn.recent[-1] if answered and turn.recent else None
+
+    async def _reward(self, turn: Turn, previous: TurnRecord) -> None:
+        # Once; an answer already sent with /v1/feedback wins. A stage of its own, so a failed
+        # reward is named in `degraded` and never costs the turn its history.
+        correct = float(turn.request.answer.correct)
+        await self._stage(
+            turn,
+            "reward",
+            lambda: self.guard.call(
+                reward_turn,
+                self.store,
+                previous,
+                source="answer",
+                reward=correct,
+                now=turn.started,
+                statistics=self.policy_statistics,
+            ),
+            False,
+        )
 
     async def _emotion(self, turn: Turn) -> None:
         response = await self._stage(
@@ -288,7 +291,7 @@ class TurnRunner:
 
     async def reply(self, turn: Turn) -> tuple[str, LLMInfo]:
         context = self.reply_context(turn)
-        fallback = (offline_reply(context), _offline_info("router unavailable"), None)
+        fallback = (offline_reply(context), offline_info("router unavailable"), None)
         text, llm, error = await self._stage(
             turn,
             "reply",
@@ -315,12 +318,12 @@ class TurnRunner:
             logger.exception("router stream failed")
             turn.degraded.append(f"reply: {type(exc).__name__}")
             if sent_token:
-                yield {"type": "error", "message": "reply stream broke", "llm": _offline_info("")}
+                yield {"type": "error", "message": "reply stream broke", "llm": offline_info("")}
                 return
         finally:
             turn.timings_ms["reply"] = round((time.perf_counter() - started) * 1000, 2)
         yield {"type": "token", "text": offline_reply(context)}
-        yield {"type": "done", "llm": _offline_info("router unavailable")}
+        yield {"type": "done", "llm": offline_info("router unavailable")}
 
     async def stream_turn(self, turn: Turn) -> AsyncIterator[dict]:
         """The reply's ``token`` and ``error`` events, then ``{"type": "summary", "response"}``
@@ -388,13 +391,3 @@ def session_memory(turn: Turn) -> list[TurnRecord]:
     recent turns when the request names no session)."""
     session = turn.request.session_id
     return [t for t in turn.recent if session is None or t.session_id == session]
-
-
-def _offline_info(reason: str) -> LLMInfo:
-    return LLMInfo(
-        provider=OFFLINE_PROVIDER,
-        model=OFFLINE_MODEL,
-        attempts=[
-            ProviderAttempt(provider="router", outcome="error", latency_ms=0.0, detail=reason)
-        ],
-    )

@@ -15,9 +15,9 @@ from deployments.schemas import (
     StrategyChoice,
     TutorResponse,
 )
+from deployments.tutoring.fallbacks import unknown_emotion
 from deployments.tutoring.openai_chat import ChunkWriter, tutor_request
 from deployments.tutoring.openai_chat import completion as completion_of
-from deployments.tutoring.turn_runner import unknown_emotion
 
 
 def _sdk(body: str) -> openai.OpenAI:
