@@ -2,7 +2,9 @@
 
 ``EmotionClassifier.from_artifact`` loads either artifact format (``models.emotion.artifact``):
 v1, a frozen encoder + MLP head, or v2, MiniLM with LoRA adapters (merged into the encoder at
-load time, so serving runs a plain BERT forward) + a linear head.
+load time, so serving runs a plain BERT forward) + a linear head. A fine-tuned artifact runs on
+torch (``backend="torch"``, the default) or on ONNX Runtime (``backend="onnx"``,
+``models.emotion.onnx_scorer``: the same outputs within float noise, exported once and cached).
 
 Scores are ``sigmoid(logits / temperature)`` (temperature fitted on dev; 1.0 for v1), and a label
 is predicted when its score reaches its threshold (tuned on dev on those same scores). The eight
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -34,6 +37,11 @@ from models.emotion.learning_states import EKMAN_LABELS, calibrate_states, state
 from models.emotion.scorers import FineTunedScorer, FrozenEncoderScorer, sigmoid
 from models.emotion.state_head import StateHead, state_features
 
+if TYPE_CHECKING:
+    from models.emotion.onnx_scorer import OnnxScorer
+
+BACKENDS = ("torch", "onnx")
+
 
 @dataclass(frozen=True)
 class EmotionPrediction:
@@ -47,7 +55,7 @@ class EmotionPrediction:
 class EmotionClassifier:
     def __init__(
         self,
-        scorer: FrozenEncoderScorer | FineTunedScorer,
+        scorer: FrozenEncoderScorer | FineTunedScorer | OnnxScorer,
         thresholds: np.ndarray | list[float],
         *,
         ekman_thresholds: np.ndarray | list[float] | None = None,
@@ -56,7 +64,7 @@ class EmotionClassifier:
         state_head: StateHead | None = None,
         artifact_format: int = ARTIFACT_FORMAT_V1,
     ) -> None:
-        if state_head is not None and not isinstance(scorer, FineTunedScorer):
+        if state_head is not None and not hasattr(scorer, "outputs"):
             raise TypeError("a state head reads the fine-tuned encoder's pooled embedding")
         self.scorer = scorer
         # Learner states from a head trained on learner text; None: the fixed 28 -> 8 rule.
@@ -80,20 +88,46 @@ class EmotionClassifier:
 
     @classmethod
     def from_artifact(
-        cls, artifact_dir: Path | str, *, encoder_dir: Path | None = None, device: str = "cpu"
+        cls,
+        artifact_dir: Path | str,
+        *,
+        backend: Literal["torch", "onnx"] = "torch",
+        threads: int | None = None,
+        encoder_dir: Path | None = None,
+        device: str = "cpu",
+        onnx_cache_dir: Path | str | None = None,
     ) -> EmotionClassifier:
-        """Load a v1 (head only) or v2 (LoRA adapter + head + temperature) artifact."""
+        """Load a v1 (head only) or v2 (LoRA adapter + head + temperature) artifact.
+
+        ``backend="onnx"`` runs the fine-tuned encoder on ONNX Runtime (v2 and later only) with
+        ``threads`` intra-op threads; with torch, ``threads`` sets torch's (process-wide)
+        thread count, and None leaves both at their defaults.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
         artifact_dir = Path(artifact_dir)
         head = load_head(artifact_dir)
         thresholds = load_thresholds(artifact_dir)
         fmt = detect_format(artifact_dir)
-        if fmt == ARTIFACT_FORMAT_V2:
-            model = load_model(artifact_dir, encoder_dir=encoder_dir, head=head).merge()
-            scorer: FrozenEncoderScorer | FineTunedScorer = FineTunedScorer(
-                model, load_tokenizer(encoder_dir), device=device
+        scorer: FrozenEncoderScorer | FineTunedScorer | OnnxScorer
+        if backend == "onnx":
+            from models.emotion.onnx_scorer import OnnxScorer
+
+            # Raises a clear error for a v1 artifact (it has no fine-tuned encoder to export).
+            scorer = OnnxScorer.from_artifact(
+                artifact_dir, threads=threads, cache_dir=onnx_cache_dir, encoder_dir=encoder_dir
             )
         else:
-            scorer = FrozenEncoderScorer(SentenceEncoder(encoder_dir, device=device), head, device)
+            if threads is not None:
+                import torch
+
+                torch.set_num_threads(threads)
+            if fmt == ARTIFACT_FORMAT_V2:
+                model = load_model(artifact_dir, encoder_dir=encoder_dir, head=head).merge()
+                scorer = FineTunedScorer(model, load_tokenizer(encoder_dir), device=device)
+            else:
+                encoder = SentenceEncoder(encoder_dir, device=device)
+                scorer = FrozenEncoderScorer(encoder, head, device)
         return cls(
             scorer,
             thresholds.labels,
@@ -129,7 +163,6 @@ class EmotionClassifier:
             return scores, states_from_scores(scores, self.thresholds)
         if not texts:
             return np.zeros((0, len(GOEMOTIONS_LABELS))), np.zeros((0, len(LEARNING_STATES)))
-        assert isinstance(self.scorer, FineTunedScorer)
         logits, pooled = self.scorer.outputs(texts)
         states = self.state_head.probabilities(state_features(pooled, logits))
         return self.calibrate(logits), states
