@@ -90,6 +90,7 @@ def build_app(raw_args: dict[str, Any]) -> Application:
         registry_dir=registry,
         store_uri=store_uri,
         torch_threads=args.placement["Emotion"].torch_threads,
+        backend=args.placement["Emotion"].backend,
     )
     difficulty = _deployment(DifficultyDeployment, "Difficulty", args, use_gpu).bind(
         registry_dir=registry,

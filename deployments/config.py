@@ -232,7 +232,17 @@ class Placement(_Strict):
     gpu_ray_actor_options: dict[str, Any] | None = Field(
         default=None, description="Used instead when the app runs with GPUs (neural parts)."
     )
-    torch_threads: int = Field(default=1, ge=1, le=64)
+    torch_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Intra-op threads of the replica's model runtime (torch or ONNX Runtime).",
+    )
+    backend: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description="Emotion on CPUs: the encoder's runtime. onnx: ONNX Runtime (the same "
+        "weights exported at load, cached on disk); a GPU replica runs torch.",
+    )
 
     @field_validator("ray_actor_options")
     @classmethod
@@ -268,6 +278,14 @@ class AppArgs(_Strict):
             raise ValueError(
                 f"unknown deployments in placement: {unknown}; known: {ALL_DEPLOYMENTS}"
             )
+        return placement
+
+    @field_validator("placement")
+    @classmethod
+    def _onnx_for_emotion_only(cls, placement: dict[str, Placement]) -> dict[str, Placement]:
+        others = sorted(n for n, p in placement.items() if p.backend != "torch" and n != "Emotion")
+        if others:
+            raise ValueError(f"backend: onnx is for Emotion only; set on {others}")
         return placement
 
     @model_validator(mode="after")

@@ -45,15 +45,22 @@ class EmotionDeployment:
         registry_dir: str | Path,
         store_uri: str,
         torch_threads: int = 1,
+        backend: str = "torch",
         store: TutorStore | None = None,
     ) -> None:
+        """``backend``: the encoder's runtime on CPUs (``torch`` or ``onnx``); a GPU replica
+        runs torch. ``torch_threads``: the runtime's intra-op threads."""
         torch.set_num_threads(torch_threads)
         registry = ModelRegistry(registry_dir)
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        onnx = backend == "onnx" and device == "cpu"
+        runtime = {"backend": "onnx", "threads": torch_threads} if onnx else {}
         self._versions: VersionedModels[EmotionClassifier] = VersionedModels(
             MODEL_NAME,
             load=lambda v: _warmed(
-                EmotionClassifier.from_artifact(registry.load(MODEL_NAME, v).path, device=device)
+                EmotionClassifier.from_artifact(
+                    registry.load(MODEL_NAME, v).path, device=device, **runtime
+                )
             ),
             resolve=lambda v: registry.resolve_version(MODEL_NAME, v),
         )

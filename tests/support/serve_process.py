@@ -105,6 +105,11 @@ def serve_running(
         # beside a `make serve` on the same machine.
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        # ... and so is the Python proxy HAProxy falls back to while no ingress replica is up
+        # (8500/9500): with another Serve holding them, this app's HAProxy sent its first
+        # requests to that other app (a /healthz 200 from the wrong application).
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
         **direct_ingress_ports(),
         **(env or {}),
     }
