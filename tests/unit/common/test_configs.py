@@ -57,6 +57,9 @@ def test_config_errors_name_the_bad_value():
         DifficultyUserConfig.model_validate({"target_band": [0.9, 0.1]})
     with pytest.raises(ValidationError, match="gpu_ray_actor_options"):
         Placement.model_validate({"ray_actor_options": {"num_gpus": 1}})
+    with pytest.raises(ValidationError, match="onnx is for Emotion only"):
+        AppArgs.model_validate({"placement": {"Difficulty": {"backend": "onnx"}}})
+    assert AppArgs.model_validate({}).placement["Emotion"].backend == "torch"
 
 
 def test_cluster_yaml_is_a_valid_launcher_config():
