@@ -7,6 +7,10 @@ adaptive batching (its default threads, and 2 threads when the default differs),
 /v1/emotion. Tutor (offline responder): the no-op Serve graph of the tutor's shape (the floor),
 a single-process FastAPI monolith of the same four models, the project's /v1/tutor.
 Writes the raw figures and the issue's ratios (goal, met or not) to one JSON file.
+
+The peer servers import benchmarks.peers.{served_model, fastapi_naive, bentoml_service} inside
+venvs of their own (no project dependencies, no Ray): those modules and the package's
+__init__ import nothing else of the project but models.emotion.
 """
 
 from __future__ import annotations
@@ -248,7 +252,10 @@ def run_tutor(args, results: dict, tmp: Path) -> None:
             continue
         print(f"[peers] tutor {key}", flush=True)
         offline_env(args.config)
-        with _call_with_known(running, config=args.config, log_path=tmp / f"{key}.log") as url:
+        offered = {"config": args.config, "base_config": args.config}
+        if args.backend:
+            offered["emotion_backend"] = args.backend
+        with _call_with_known(running, **offered) as url:
             tutor[key] = {"label": label, **load_rows(url, args.seconds, _tutor_request, (1, 16))}
 
 

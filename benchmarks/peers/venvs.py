@@ -9,6 +9,7 @@ once and reused while its pins are unchanged (a stamp file holds them).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -76,7 +77,15 @@ def ensure(name: str, log_path: Path | None = None) -> Path:
         return python_of(name)
     target = venv_dir(name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    log_path = log_path or target.parent / f"{name}.build.log"
+    # Two runs at once (a bench and a test) must not build the same venv over each other.
+    with (target.parent / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not is_current(name):
+            _build(name, target, log_path or target.parent / f"{name}.build.log")
+    return python_of(name)
+
+
+def _build(name: str, target: Path, log_path: Path) -> None:
     started = time.monotonic()
     print(f"[peers] building venv {name} in {target} (log: {log_path})", flush=True)
     with log_path.open("a") as log:
@@ -86,7 +95,6 @@ def ensure(name: str, log_path: Path | None = None) -> Path:
         _pip(python_of(name), TORCH, *PEERS[name], log=log)
     (target / STAMP).write_text(json.dumps(_stamp(name), indent=2) + "\n")
     print(f"[peers] venv {name} built in {time.monotonic() - started:.0f} s", flush=True)
-    return python_of(name)
 
 
 def freeze(python: Path | str) -> dict[str, str]:
