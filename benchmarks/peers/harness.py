@@ -66,10 +66,14 @@ def check_answers(base_url: str, sample: list[str]) -> list[dict]:
 
 def load_rows(base_url: str, seconds: float, make, clients: tuple[int, ...]) -> dict:
     closed_loop(base_url, max(clients), min(3.0, seconds), make)  # warm-up
-    return {
-        f"{c}_client{'s' if c > 1 else ''}": closed_loop(base_url, c, seconds, make)
-        for c in clients
-    }
+    rows = {}
+    for c in clients:
+        # The machine's 1-minute load when each measurement starts: on shared cores a
+        # contender measured while others worked is slower for it, not for how it serves.
+        load_before = round(os.getloadavg()[0], 2)
+        row = closed_loop(base_url, c, seconds, make)
+        rows[f"{c}_client{'s' if c > 1 else ''}"] = {**row, "load_average_1m": load_before}
+    return rows
 
 
 def bench_emotion_server(running, kind: str, label: str, seconds: float, bench_texts) -> dict:

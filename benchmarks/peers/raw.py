@@ -31,6 +31,7 @@ def measure(artifact: Path, threads: int, seconds: float, n_texts: int = DEFAULT
     texts = benchmark_texts(n_texts)
     batches = [texts[i : i + BATCH] for i in range(0, len(texts), BATCH)]
     classifier.predict(batches[0])  # warm-up at full batch
+    load_before = round(os.getloadavg()[0], 2)
     done, i, started = 0, 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         batch = batches[i % len(batches)]
@@ -50,6 +51,7 @@ def measure(artifact: Path, threads: int, seconds: float, n_texts: int = DEFAULT
         "single_text_p50_ms": round(float(np.percentile(single, 50)), 2),
         "single_text_p99_ms": round(float(np.percentile(single, 99)), 2),
         "info": info(),
+        "load_average_1m": load_before,
     }
 
 

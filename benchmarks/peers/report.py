@@ -91,6 +91,8 @@ def _load_cells(row: dict | None) -> tuple[str, str, str]:
     if not row:
         return ("-", "-", "-")
     errors = f", {row['errors']} errors" if row.get("errors") else ""
+    if "load_average_1m" in row:
+        errors += f", load {row['load_average_1m']}"
     return (f"{row['requests_per_s']}", f"{row['p50_ms']} / {row['p99_ms']}", errors)
 
 
@@ -116,7 +118,8 @@ def emotion_rows(emotion: dict) -> list[list[str]]:
         if raw:
             tps = raw["texts_per_s"]
             p50 = f"{raw['single_text_p50_ms']} (1 text, no server)"
-            rows.append([label, f"{tps}", of_limit(tps), "", p50, ""])
+            load = f"load {raw['load_average_1m']}" if "load_average_1m" in raw else ""
+            rows.append([label, f"{tps}", of_limit(tps), "", p50, load])
     for key, contender in emotion.items():
         served = isinstance(contender, dict) and ("1_client" in contender or "skipped" in contender)
         if key.startswith("raw_") or not served:
@@ -128,7 +131,7 @@ def emotion_rows(emotion: dict) -> list[list[str]]:
         t32, l32, e32 = _load_cells(contender.get("32_clients"))
         _, l1, e1 = _load_cells(contender.get("1_client"))
         ratio = of_limit(float(t32)) if t32 != "-" else "-"
-        rows.append([label, t32, ratio, l32, l1, (e1 + e32).lstrip(", ")])
+        rows.append([label, t32, ratio, l32, l1, (e32 + e1).lstrip(", ")])
     return rows
 
 
@@ -141,7 +144,7 @@ def tutor_rows(tutor: dict) -> list[list[str]]:
             continue
         t16, l16, e16 = _load_cells(contender.get("16_clients"))
         t1, l1, e1 = _load_cells(contender.get("1_client"))
-        rows.append([label, t16, l16, l1, (e1 + e16).lstrip(", ")])
+        rows.append([label, t16, l16, l1, (e16 + e1).lstrip(", ")])
     return rows
 
 
@@ -150,12 +153,25 @@ def table(results: dict) -> str:
     lines = [f"load generator: {results.get('generator', '?')}; texts: {n_texts}"]
     lines += ["", "emotion, one text per request"]
     lines += _format(
-        ["contender", "texts/s @32", "of raw 2t", "p50/p99 ms @32", "p50/p99 ms @1", "note"],
+        [
+            "contender",
+            "texts/s @32",
+            "of raw 2t",
+            "p50/p99 ms @32",
+            "p50/p99 ms @1",
+            "note (errors, 1-min load @32, @1)",
+        ],
         emotion_rows(results.get("emotion", {})),
     )
     lines += ["", "tutor turn (offline responder)"]
     lines += _format(
-        ["contender", "turns/s @16", "p50/p99 ms @16", "p50/p99 ms @1", "errors / note"],
+        [
+            "contender",
+            "turns/s @16",
+            "p50/p99 ms @16",
+            "p50/p99 ms @1",
+            "note (errors, 1-min load @16, @1)",
+        ],
         tutor_rows(results.get("tutor", {})),
     )
     lines += ["", "goals (ratios in this run)"]
