@@ -36,7 +36,7 @@ SERVE_ENV := RAY_ADDRESS=$${RAY_ADDRESS:-local} \
 	RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=$${RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE:-1}
 SERVE_HOOK := --runtime-env-json '{"worker_process_setup_hook": "deployments.loopback.bind_serve_to_loopback"}'
 
-.PHONY: install serve test test-unit bench bench-scale bench-scale-policy chaos lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
+.PHONY: install serve test test-unit bench bench-peers bench-scale bench-scale-policy chaos lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
 	evaluate-emotion evaluate-difficulty simulate-personalization register-personalization \
 	export evaluate-policy batch-score batch-score-reports at-risk kuberay clean
 
@@ -60,6 +60,14 @@ test-unit: install
 
 bench: install
 	$(PY) -m benchmarks.run --config $(SERVE_CONFIG) --out $(BENCH_OUT)
+
+# The project beside what a user would run instead, same texts and load, one server at a time:
+# emotion (raw in-process limit, naive FastAPI, BentoML 1.4, /v1/emotion) and the tutor turn
+# (no-op Serve graph, FastAPI monolith, /v1/tutor); the issue-18 ratios with their goals:
+# benchmarks/results/peers.json (~15 min on 2 cores; the peers' venvs under var/peers/ are built
+# on the first run, a few minutes more). PEERS_ARGS, e.g. `--only emotion --backend onnx`.
+bench-peers: install
+	$(PY) -m benchmarks.peers --config $(SERVE_CONFIG) --out benchmarks/results/peers.json $(PEERS_ARGS)
 
 # A step load on /v1/tutor (4 -> 48 -> 4 clients) with autoscaling off (every deployment at its
 # min_replicas) and as shipped, then 3x the fixed mode's throughput open loop (shedding) and

@@ -1,0 +1,3 @@
+from benchmarks.peers.harness import main
+
+main()

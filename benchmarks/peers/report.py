@@ -1,0 +1,190 @@
+"""The issue's ratios (computed from one run's figures, each with its goal) and the table."""
+
+from __future__ import annotations
+
+import operator
+
+# (name, numerator path, denominator path, comparison, goal). A path is a tuple of keys into
+# the results; a missing figure (a contender skipped) makes the ratio "not measured".
+GOALS: list[tuple[str, tuple, tuple, str, float]] = [
+    (
+        "/v1/emotion texts/s at 32 clients vs BentoML's",
+        ("emotion", "project", "32_clients", "requests_per_s"),
+        ("emotion", "bentoml", "32_clients", "requests_per_s"),
+        ">=",
+        1.2,
+    ),
+    (
+        "/v1/emotion texts/s at 32 clients vs raw in-process, 2 threads",
+        ("emotion", "project", "32_clients", "requests_per_s"),
+        ("emotion", "raw_2_threads", "texts_per_s"),
+        ">=",
+        0.8,
+    ),
+    (
+        "/v1/emotion p50 at 1 client vs BentoML's",
+        ("emotion", "project", "1_client", "p50_ms"),
+        ("emotion", "bentoml", "1_client", "p50_ms"),
+        "<=",
+        1.0,
+    ),
+    (
+        "/v1/tutor p50 at 1 client vs the no-op graph (floor)",
+        ("tutor", "project", "1_client", "p50_ms"),
+        ("tutor", "floor", "1_client", "p50_ms"),
+        "<=",
+        2.2,
+    ),
+    (
+        "/v1/tutor turns/s at 16 clients vs the no-op graph (floor)",
+        ("tutor", "project", "16_clients", "requests_per_s"),
+        ("tutor", "floor", "16_clients", "requests_per_s"),
+        ">=",
+        0.5,
+    ),
+    (
+        "/v1/tutor p50 at 1 client vs the FastAPI monolith",
+        ("tutor", "project", "1_client", "p50_ms"),
+        ("tutor", "monolith", "1_client", "p50_ms"),
+        "<=",
+        1.2,
+    ),
+    (
+        "/v1/tutor turns/s at 16 clients vs the FastAPI monolith",
+        ("tutor", "project", "16_clients", "requests_per_s"),
+        ("tutor", "monolith", "16_clients", "requests_per_s"),
+        ">=",
+        1.2,
+    ),
+]
+_COMPARE = {">=": operator.ge, "<=": operator.le}
+
+
+def _get(results: dict, path: tuple):
+    node = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def ratios(results: dict) -> list[dict]:
+    rows = []
+    for name, num_path, den_path, op, goal in GOALS:
+        num, den = _get(results, num_path), _get(results, den_path)
+        row = {"name": name, "goal": f"{op} {goal}"}
+        if num is None or den is None or den == 0:
+            row.update(value=None, met=None, note="not measured")
+        else:
+            value = round(num / den, 3)
+            row.update(value=value, met=bool(_COMPARE[op](value, goal)), num=num, den=den)
+        rows.append(row)
+    return rows
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "met", False: "NOT met", None: "not measured"}[met]
+
+
+def _load_cells(row: dict | None) -> tuple[str, str, str]:
+    if not row:
+        return ("-", "-", "-")
+    errors = f", {row['errors']} errors" if row.get("errors") else ""
+    if "load_average_1m" in row:
+        errors += f", load {row['load_average_1m']}"
+    return (f"{row['requests_per_s']}", f"{row['p50_ms']} / {row['p99_ms']}", errors)
+
+
+def _format(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))  # noqa: E731
+    rule = "-+-".join("-" * w for w in widths)
+    return [line(header).rstrip(), rule, *(line(r).rstrip() for r in rows)]
+
+
+def emotion_rows(emotion: dict) -> list[list[str]]:
+    limit = (emotion.get("raw_2_threads") or {}).get("texts_per_s")
+
+    def of_limit(texts_per_s: float) -> str:
+        return f"{texts_per_s / limit:.2f}" if limit else "-"
+
+    rows = []
+    for key, label in (
+        ("raw_2_threads", "raw in-process, batch 32, 2 threads"),
+        ("raw_1_thread", "raw in-process, batch 32, 1 thread"),
+    ):
+        raw = emotion.get(key)
+        if raw:
+            tps = raw["texts_per_s"]
+            p50 = f"{raw['single_text_p50_ms']} (1 text, no server)"
+            load = f"load {raw['load_average_1m']}" if "load_average_1m" in raw else ""
+            rows.append([label, f"{tps}", of_limit(tps), "", p50, load])
+    for key, contender in emotion.items():
+        served = isinstance(contender, dict) and ("1_client" in contender or "skipped" in contender)
+        if key.startswith("raw_") or not served:
+            continue
+        label = contender.get("label", key)
+        if "skipped" in contender:
+            rows.append([label, "skipped", "", "", "", contender["skipped"]])
+            continue
+        t32, l32, e32 = _load_cells(contender.get("32_clients"))
+        _, l1, e1 = _load_cells(contender.get("1_client"))
+        ratio = of_limit(float(t32)) if t32 != "-" else "-"
+        rows.append([label, t32, ratio, l32, l1, (e32 + e1).lstrip(", ")])
+    return rows
+
+
+def tutor_rows(tutor: dict) -> list[list[str]]:
+    rows = []
+    for key, contender in tutor.items():
+        label = contender.get("label", key)
+        if "skipped" in contender:
+            rows.append([label, "skipped", "", "", contender["skipped"]])
+            continue
+        t16, l16, e16 = _load_cells(contender.get("16_clients"))
+        t1, l1, e1 = _load_cells(contender.get("1_client"))
+        rows.append([label, t16, l16, l1, (e16 + e1).lstrip(", ")])
+    return rows
+
+
+def table(results: dict) -> str:
+    n_texts = results.get("texts", {}).get("n", "?")
+    lines = [f"load generator: {results.get('generator', '?')}; texts: {n_texts}"]
+    lines += ["", "emotion, one text per request"]
+    lines += _format(
+        [
+            "contender",
+            "texts/s @32",
+            "of raw 2t",
+            "p50/p99 ms @32",
+            "p50/p99 ms @1",
+            "note (errors, 1-min load @32, @1)",
+        ],
+        emotion_rows(results.get("emotion", {})),
+    )
+    lines += ["", "tutor turn (offline responder)"]
+    lines += _format(
+        [
+            "contender",
+            "turns/s @16",
+            "p50/p99 ms @16",
+            "p50/p99 ms @1",
+            "note (errors, 1-min load @16, @1)",
+        ],
+        tutor_rows(results.get("tutor", {})),
+    )
+    lines += ["", "goals (ratios in this run)"]
+    lines += _format(
+        ["ratio", "value", "goal", "verdict"],
+        [
+            [
+                r["name"],
+                "-" if r["value"] is None else f"{r['value']:.3f}",
+                r["goal"],
+                _verdict(r["met"]),
+            ]
+            for r in results.get("ratios", [])
+        ],
+    )
+    return "\n".join(lines)

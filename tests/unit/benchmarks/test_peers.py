@@ -1,0 +1,120 @@
+"""`make bench-peers`'s pieces that need no peer venv: the texts, the ratios and the table, and
+the naive FastAPI server started as the harness starts it (in the project's venv)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from benchmarks.peers import report, texts
+
+START_S = 15.0
+needs_data = pytest.mark.skipif(
+    not (texts.data_dir() / texts.GOEMOTIONS_TEST).is_file(),
+    reason=f"GoEmotions not found under {texts.data_dir()} (set TUTOR_DATA_DIR)",
+)
+
+
+@pytest.mark.data
+@needs_data
+def test_texts_are_fixed_and_of_learner_length() -> None:
+    first, second = texts.benchmark_texts(), texts.benchmark_texts()
+    assert first == second and len(first) == texts.DEFAULT_N
+    assert set(texts.learner_messages()) <= set(first)  # every learner message is in
+    stats = texts.length_stats(first)
+    assert stats["words"]["max"] <= texts.MAX_WORDS
+    assert texts.MIN_WORDS <= stats["words"]["p50"] <= texts.MAX_WORDS
+    assert stats["share_10_to_25_words"] >= 0.75  # mostly; short learner messages are the rest
+
+
+def _load(rps: float, p50: float) -> dict:
+    return {"requests_per_s": rps, "p50_ms": p50, "p99_ms": p50 * 2, "errors": 0}
+
+
+def _results(*, floor: bool = True) -> dict:
+    results = {
+        "generator": "wrk",
+        "texts": {"n": 512},
+        "emotion": {
+            "raw_2_threads": {"texts_per_s": 200.0, "single_text_p50_ms": 9.0},
+            "raw_1_thread": {"texts_per_s": 100.0, "single_text_p50_ms": 12.0},
+            "bentoml": {
+                "label": "BentoML",
+                "1_client": _load(50, 20.0),
+                "32_clients": _load(120, 250),
+            },
+            "project": {
+                "label": "project",
+                "1_client": _load(40, 25.0),
+                "32_clients": _load(150, 200),
+            },
+        },
+        "tutor": {
+            "project": {"1_client": _load(30, 30.0), "16_clients": _load(80, 200)},
+            "monolith": {"1_client": _load(40, 24.0), "16_clients": _load(60, 260)},
+        },
+    }
+    if floor:
+        results["tutor"]["floor"] = {"1_client": _load(100, 10.0), "16_clients": _load(200, 80)}
+    else:
+        results["tutor"]["floor"] = {"label": "floor", "skipped": "not merged"}
+    return results
+
+
+def test_ratios_compare_with_their_goals() -> None:
+    by_name = {r["name"]: r for r in report.ratios(_results())}
+    vs_bento = by_name["/v1/emotion texts/s at 32 clients vs BentoML's"]
+    assert vs_bento["value"] == pytest.approx(1.25, abs=1e-3) and vs_bento["met"] is True
+    vs_raw = by_name["/v1/emotion texts/s at 32 clients vs raw in-process, 2 threads"]
+    assert vs_raw["value"] == pytest.approx(0.75, abs=1e-3) and vs_raw["met"] is False
+    p50 = by_name["/v1/emotion p50 at 1 client vs BentoML's"]
+    assert p50["value"] == pytest.approx(1.25, abs=1e-3) and p50["met"] is False  # <= 1.0 goal
+    floor_p50 = by_name["/v1/tutor p50 at 1 client vs the no-op graph (floor)"]
+    assert floor_p50["value"] == pytest.approx(3.0, abs=1e-3) and floor_p50["met"] is False
+    floor_tps = by_name["/v1/tutor turns/s at 16 clients vs the no-op graph (floor)"]
+    assert floor_tps["value"] == pytest.approx(0.4, abs=1e-3) and floor_tps["met"] is False
+    mono_p50 = by_name["/v1/tutor p50 at 1 client vs the FastAPI monolith"]
+    assert mono_p50["value"] == pytest.approx(1.25, abs=1e-3) and mono_p50["met"] is False
+    mono_tps = by_name["/v1/tutor turns/s at 16 clients vs the FastAPI monolith"]
+    assert mono_tps["value"] == pytest.approx(1.333, abs=1e-3) and mono_tps["met"] is True
+
+
+def test_a_skipped_contender_leaves_its_ratios_unmeasured() -> None:
+    rows = report.ratios(_results(floor=False))
+    floor_rows = [r for r in rows if "floor" in r["name"]]
+    assert floor_rows and all(r["value"] is None and r["met"] is None for r in floor_rows)
+    assert all(r["met"] is not None for r in rows if "floor" not in r["name"])
+
+
+def test_table_shows_every_contender_and_verdict() -> None:
+    results = _results(floor=False)
+    results["ratios"] = report.ratios(results)
+    table = report.table(results)
+    for needle in ("BentoML", "raw in-process, batch 32, 2 threads", "skipped", "NOT met", "met"):
+        assert needle in table
+    assert "not measured" in table
+
+
+def test_naive_server_answers_like_v1_emotion(tmp_path: Path) -> None:
+    """The naive FastAPI server in the project's venv (fastapi and uvicorn are there)."""
+    import sys
+
+    from benchmarks.peers.servers import naive_running
+    from models.common.registry import ModelRegistry
+
+    artifact = ModelRegistry().load("emotion", "latest").path
+    server = naive_running(sys.executable, artifact, tmp_path / "naive.log", timeout_s=START_S)
+    try:
+        with server as url:
+            response = httpx.post(f"{url}/v1/emotion", json={"texts": ["I finally get it!"]})
+    except TimeoutError:
+        # Importing torch and loading the model take ~10 s on a quiet 2-core machine, far
+        # more on a busy one: the test stays cheap or does not run.
+        pytest.skip(f"the naive server did not start within {START_S:.0f} s here")
+    assert response.status_code == 200
+    (result,) = response.json()["results"]
+    assert {"state", "confidence", "states", "goemotions"} <= result.keys()
+    assert sum(result["states"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert len(result["goemotions"]["scores"]) == 28
