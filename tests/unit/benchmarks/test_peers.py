@@ -3,9 +3,6 @@ the naive FastAPI server started as the harness starts it (in the project's venv
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import httpx
 import pytest
 
 from benchmarks.peers import report, texts
@@ -95,26 +92,3 @@ def test_table_shows_every_contender_and_verdict() -> None:
     for needle in ("BentoML", "raw in-process, batch 32, 2 threads", "skipped", "NOT met", "met"):
         assert needle in table
     assert "not measured" in table
-
-
-def test_naive_server_answers_like_v1_emotion(tmp_path: Path) -> None:
-    """The naive FastAPI server in the project's venv (fastapi and uvicorn are there)."""
-    import sys
-
-    from benchmarks.peers.servers import naive_running
-    from models.common.registry import ModelRegistry
-
-    artifact = ModelRegistry().load("emotion", "latest").path
-    server = naive_running(sys.executable, artifact, tmp_path / "naive.log", timeout_s=START_S)
-    try:
-        with server as url:
-            response = httpx.post(f"{url}/v1/emotion", json={"texts": ["I finally get it!"]})
-    except TimeoutError:
-        # Importing torch and loading the model take ~10 s on a quiet 2-core machine, far
-        # more on a busy one: the test stays cheap or does not run.
-        pytest.skip(f"the naive server did not start within {START_S:.0f} s here")
-    assert response.status_code == 200
-    (result,) = response.json()["results"]
-    assert {"state", "confidence", "states", "goemotions"} <= result.keys()
-    assert sum(result["states"].values()) == pytest.approx(1.0, abs=1e-6)
-    assert len(result["goemotions"]["scores"]) == 28
