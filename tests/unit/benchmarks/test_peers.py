@@ -7,7 +7,6 @@ import pytest
 
 from benchmarks.peers import report, texts
 
-START_S = 15.0
 needs_data = pytest.mark.skipif(
     not (texts.data_dir() / texts.GOEMOTIONS_TEST).is_file(),
     reason=f"GoEmotions not found under {texts.data_dir()} (set TUTOR_DATA_DIR)",
