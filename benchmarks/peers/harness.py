@@ -152,6 +152,11 @@ def offline_env(config: Path) -> dict[str, str]:
     return {}
 
 
+def _project_backend(config: Path) -> str:
+    placement = yaml.safe_load(config.read_text())["applications"][0]["args"].get("placement", {})
+    return placement.get("Emotion", {}).get("backend", "torch")
+
+
 def machine() -> dict:
     return {
         "platform": platform.platform(),
@@ -181,43 +186,37 @@ def _project_versions() -> dict:
     return {k: v for k, v in frozen.items() if k.lower() in keep}
 
 
+def suffix(backend: str) -> str:
+    """Result keys: torch's rows keep the plain names (raw_2_threads, bentoml, monolith), the
+    other runtimes' get theirs appended (bentoml_onnx)."""
+    return "" if backend == "torch" else f"_{backend}"
+
+
 def run_emotion(args, results: dict, artifact: Path, bench_texts: list[str], tmp: Path) -> None:
-    peer_env = {"PEER_BACKEND": args.backend} if args.backend else {}
     emotion: dict = {}
-    for threads in (1, 2):
-        print(f"[peers] raw in-process, {threads} thread(s)", flush=True)
-        emotion[f"raw_{threads}_thread{'s' if threads > 1 else ''}"] = raw.measure_in_subprocess(
-            artifact, threads, args.seconds, env=peer_env
-        )
     pythons = {name: venvs.ensure(name) for name in ("fastapi", "bentoml")}
     results["versions"].update({name: venvs.freeze(p) for name, p in pythons.items()})
-    print("[peers] naive FastAPI", flush=True)
-    emotion["fastapi_naive"] = bench_emotion_server(
-        servers.naive_running(pythons["fastapi"], artifact, tmp / "naive.log", peer_env),
-        "fastapi",
-        "naive FastAPI + uvicorn, one process",
-        args.seconds,
-        bench_texts,
-    )
-    print("[peers] BentoML, its default threads", flush=True)
-    emotion["bentoml"] = bench_emotion_server(
-        servers.bentoml_running(pythons["bentoml"], artifact, tmp / "bentoml.log", peer_env),
-        "bentoml",
-        "BentoML 1.4 adaptive batching, 1 worker",
-        args.seconds,
-        bench_texts,
-    )
-    if emotion["bentoml"]["info"]["torch_threads"] != 2:
-        print("[peers] BentoML, 2 threads", flush=True)
-        emotion["bentoml_2_threads"] = bench_emotion_server(
-            servers.bentoml_running(
-                pythons["bentoml"],
-                artifact,
-                tmp / "bentoml2.log",
-                {**peer_env, "PEER_THREADS": "2"},
-            ),
+    for backend in args.backends:
+        peer_env = {"PEER_BACKEND": backend}
+        for threads in (1, 2):
+            print(f"[peers] raw in-process, {backend}, {threads} thread(s)", flush=True)
+            key = f"raw_{threads}_thread{'s' if threads > 1 else ''}{suffix(backend)}"
+            emotion[key] = raw.measure_in_subprocess(artifact, threads, args.seconds, env=peer_env)
+        if backend == "torch":  # what a user writes first: torch, no batching
+            print("[peers] naive FastAPI", flush=True)
+            emotion["fastapi_naive"] = bench_emotion_server(
+                servers.naive_running(pythons["fastapi"], artifact, tmp / "naive.log", peer_env),
+                "fastapi",
+                "naive FastAPI + uvicorn, one process (torch)",
+                args.seconds,
+                bench_texts,
+            )
+        print(f"[peers] BentoML, {backend}, its default threads", flush=True)
+        key = f"bentoml{suffix(backend)}"
+        emotion[key] = bench_emotion_server(
+            servers.bentoml_running(pythons["bentoml"], artifact, tmp / f"{key}.log", peer_env),
             "bentoml",
-            "BentoML 1.4 adaptive batching, 1 worker, 2 threads",
+            f"BentoML 1.4 adaptive batching, 1 worker ({backend})",
             args.seconds,
             bench_texts,
         )
@@ -256,11 +255,17 @@ def run_tutor(args, results: dict, tmp: Path) -> None:
             continue
         print(f"[peers] tutor {key}", flush=True)
         offline_env(args.config)
-        offered = {"config": args.config, "base_config": args.config}
-        if args.backend:
-            offered["emotion_backend"] = args.backend
-        with _call_with_known(running, **offered) as url:
-            tutor[key] = {"label": label, **load_rows(url, args.seconds, _tutor_request, (1, 16))}
+        # The floor has no model; the monolith runs each runtime the peers do.
+        for backend in args.backends if key == "monolith" else ("torch",):
+            offered = {"config": args.config, "base_config": args.config}
+            offered["emotion_backend"] = backend
+            row_key = f"{key}{suffix(backend)}"
+            row_label = f"{label} ({backend})" if key == "monolith" else label
+            with _call_with_known(running, **offered) as url:
+                tutor[row_key] = {
+                    "label": row_label,
+                    **load_rows(url, args.seconds, _tutor_request, (1, 16)),
+                }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -270,7 +275,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=15.0, help="per load measurement")
     parser.add_argument("--only", choices=("emotion", "tutor"))
     parser.add_argument(
-        "--backend", help="EmotionClassifier backend for the peers and raw (torch, onnx)"
+        "--backends",
+        nargs="+",
+        choices=("torch", "onnx"),
+        default=["torch", "onnx"],
+        help="emotion runtimes the raw limit, BentoML and the monolith run with (each a row); "
+        "the project runs what its config says",
     )
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -286,7 +296,8 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine(),
         "config": str(args.config),
         "emotion_version": artifact.name,
-        "backend": args.backend or "torch (default)",
+        "peer_backends": args.backends,
+        "project_backend": _project_backend(args.config),
         "seconds_per_measurement": args.seconds,
         "generator": "wrk" if wrk_available() else "httpx",
         "texts": texts.length_stats(bench_texts, load_tokenizer()),

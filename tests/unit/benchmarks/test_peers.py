@@ -36,6 +36,12 @@ def _results(*, floor: bool = True) -> dict:
         "emotion": {
             "raw_2_threads": {"texts_per_s": 200.0, "single_text_p50_ms": 9.0},
             "raw_1_thread": {"texts_per_s": 100.0, "single_text_p50_ms": 12.0},
+            "raw_2_threads_onnx": {"texts_per_s": 250.0, "single_text_p50_ms": 6.0},
+            "bentoml_onnx": {
+                "label": "BentoML (onnx)",
+                "1_client": _load(60, 16.0),
+                "32_clients": _load(160, 200),
+            },
             "bentoml": {
                 "label": "BentoML",
                 "1_client": _load(50, 20.0),
@@ -75,19 +81,39 @@ def test_ratios_compare_with_their_goals() -> None:
     assert mono_p50["value"] == pytest.approx(1.25, abs=1e-3) and mono_p50["met"] is False
     mono_tps = by_name["/v1/tutor turns/s at 16 clients vs the FastAPI monolith"]
     assert mono_tps["value"] == pytest.approx(1.333, abs=1e-3) and mono_tps["met"] is True
+    # The same comparisons against the peers on ONNX Runtime; a monolith not run on it: none.
+    same = by_name["/v1/emotion texts/s at 32 clients vs BentoML's (peer on ONNX Runtime)"]
+    assert same["value"] == pytest.approx(150 / 160, abs=1e-3) and same["met"] is False
+    raw_onnx = by_name[
+        "/v1/emotion texts/s at 32 clients vs raw in-process, 2 threads (peer on ONNX Runtime)"
+    ]
+    assert raw_onnx["value"] == pytest.approx(0.6, abs=1e-3)
+    assert (
+        by_name["/v1/tutor p50 at 1 client vs the FastAPI monolith (peer on ONNX Runtime)"]["met"]
+        is None
+    )
 
 
 def test_a_skipped_contender_leaves_its_ratios_unmeasured() -> None:
     rows = report.ratios(_results(floor=False))
     floor_rows = [r for r in rows if "floor" in r["name"]]
     assert floor_rows and all(r["value"] is None and r["met"] is None for r in floor_rows)
-    assert all(r["met"] is not None for r in rows if "floor" not in r["name"])
+    measured = [
+        r for r in rows if "floor" not in r["name"] and "monolith (peer on" not in r["name"]
+    ]
+    assert all(r["met"] is not None for r in measured)
 
 
 def test_table_shows_every_contender_and_verdict() -> None:
     results = _results(floor=False)
     results["ratios"] = report.ratios(results)
     table = report.table(results)
-    for needle in ("BentoML", "raw in-process, batch 32, 2 threads", "skipped", "NOT met", "met"):
+    for needle in (
+        "BentoML",
+        "raw in-process, batch 32, 2 threads (torch)",
+        "skipped",
+        "NOT met",
+        "met",
+    ):
         assert needle in table
     assert "not measured" in table
