@@ -188,10 +188,10 @@ def main(argv: list[str] | None = None) -> dict:
             if not name.startswith(("ort_spinning", "ort_unfused"))
         }
         grouping = {}
+        contenders = {k: variants[k] for k in ("torch_t1", "ort_t1", "ort_unfused_t1", "ort_t2")}
         for batch in (32, 16, 8):
             for overhead in OVERHEADS:
-                pair = {"torch_t2": variants["torch_t2"], "ort_t2": variants["ort_t2"]}
-                for name, r in interleaved(pair, texts, batch, overhead, rounds).items():
+                for name, r in interleaved(contenders, texts, batch, overhead, rounds).items():
                     grouping[f"{name} batch{batch} overhead={overhead}"] = r
         report["grouping"] = grouping
     report["machine"]["load_after"] = os.getloadavg()

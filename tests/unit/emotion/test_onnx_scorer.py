@@ -67,13 +67,17 @@ def test_onnx_classifier_predicts_what_torch_predicts(loaded) -> None:
 
 def test_grouped_batches_give_the_same_outputs(loaded) -> None:
     scorer = loaded["onnx"].scorer
-    plain = scorer.outputs(TEXTS)
-    scorer.overhead_tokens = 0.0  # every distinct length its own batch
+    default = scorer.overhead_tokens
+    grouped = scorer.outputs(TEXTS)
     try:
-        grouped = scorer.outputs(TEXTS)
+        scorer.overhead_tokens = None  # one padded batch
+        plain = scorer.outputs(TEXTS)
+        scorer.overhead_tokens = 0.0  # every distinct length its own batch
+        split = scorer.outputs(TEXTS)
     finally:
-        scorer.overhead_tokens = None
+        scorer.overhead_tokens = default
     np.testing.assert_allclose(grouped[0], plain[0], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(split[0], plain[0], atol=ATOL, rtol=0)
 
 
 def test_a_second_load_reuses_the_cached_file(loaded, monkeypatch) -> None:
