@@ -109,6 +109,15 @@ train-emotion: install
 evaluate-emotion: install
 	$(PY) -m pipelines.emotion.evaluate --data $(DATA_DIR)/goemotions
 
+# The ONNX Runtime backend against torch, same rows, one run: reports/emotion_<v>_onnx.json.
+.PHONY: evaluate-emotion-onnx bench-emotion-backends
+evaluate-emotion-onnx: install
+	$(PY) -m pipelines.emotion.evaluate --data $(DATA_DIR)/goemotions --backend both
+
+# torch vs ONNX Runtime in-process (threads, spinning, fusion, length grouping, load times).
+bench-emotion-backends: install
+	$(PY) -m benchmarks.emotion_backends --out benchmarks/results/emotion_backends.json
+
 # The served recipe (v2, the attentive tracer); `--model dkt --patience 5` for DKT v1's.
 train-difficulty: install
 	$(PY) -m pipelines.difficulty.train --data $(DATA_DIR)/kt --model akt --dropout 0.2 \

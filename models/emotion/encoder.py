@@ -46,12 +46,6 @@ def load_transformer(model_dir: Path | str | None = None) -> torch.nn.Module:
         hf_logging.set_verbosity(verbosity)
 
 
-def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (shortest first): less padding."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 def mean_pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Average the token embeddings of the real (unmasked) tokens of each row."""
     mask = attention_mask.unsqueeze(-1).to(token_embeddings.dtype)

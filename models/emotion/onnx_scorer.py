@@ -8,7 +8,10 @@ file, without building the torch model. How the file is made:
   dynamic. The dynamo exporter gives the same numbers but took 3x longer (19 s against 6 s).
 * The encoder is exported with eager attention: transformers' SDPA path exports as a graph that
   onnxruntime's BERT optimizer cannot fuse; eager attention fuses into 6 ``Attention`` nodes,
-  ``EmbedLayerNormalization``, ``SkipLayerNormalization`` and ``BiasGelu``.
+  ``EmbedLayerNormalization``, ``SkipLayerNormalization`` and ``BiasGelu`` (``fuse=True``). The
+  fused graph measured 5-7% *more* CPU per text than the unfused one on this machine's AMD EPYC
+  (benchmarks/emotion_backends.py), so it is not the default; ORT's own ORT_ENABLE_ALL graph
+  optimisations run on either at session creation.
 * fp32 only: the earlier int8 attempt (torch dynamic quantization) cost Ekman F1.
 
 The cache key hashes what the graph depends on: the artifact's model files (``adapter.pt``,
@@ -67,7 +70,11 @@ def cache_key(
 
 
 def export_model(
-    artifact_dir: Path | str, out: Path | str, *, encoder_dir: Path | None = None, fuse: bool = True
+    artifact_dir: Path | str,
+    out: Path | str,
+    *,
+    encoder_dir: Path | None = None,
+    fuse: bool = False,
 ) -> dict[str, float]:
     """Write the merged model of a fine-tuned artifact to ``out`` as ONNX; the seconds it took."""
     import torch
@@ -121,7 +128,7 @@ def cached_model(
     *,
     cache_dir: Path | str | None = None,
     encoder_dir: Path | None = None,
-    fuse: bool = True,
+    fuse: bool = False,
 ) -> tuple[Path, dict[str, float]]:
     """The cached ONNX file of this artifact, exported first if missing; (path, timings)."""
     if detect_format(artifact_dir) < 2:
@@ -210,7 +217,7 @@ class OnnxScorer:
         threads: int | None = None,
         cache_dir: Path | str | None = None,
         encoder_dir: Path | None = None,
-        fuse: bool = True,
+        fuse: bool = False,
         **kwargs,
     ) -> OnnxScorer:
         import torch

@@ -1,8 +1,8 @@
 """Texts -> per-label logits [n, 28], one scorer per artifact format.
 
 * ``FrozenEncoderScorer`` (v1): frozen, L2-normalised MiniLM sentence embeddings -> ``EmotionHead``.
-* ``FineTunedScorer`` (v2 and later): token ids in length-sorted batches -> ``EmotionModel``; it
-  also gives the pooled embedding that the learner-state head reads.
+* ``FineTunedScorer`` (v2 and later): token ids in batches grouped by token count ->
+  ``EmotionModel``; it also gives the pooled embedding that the learner-state head reads.
 
 ``model_outputs`` is the batched forward pass that training (dev logits after each epoch) and
 serving share, so both measure the same numbers. Logits are float64 numpy arrays in the order of
@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from models.common.vocab import GOEMOTIONS_LABELS
-from models.emotion.encoder import SentenceEncoder, length_sorted_batches
+from models.emotion.batching import token_batches
+from models.emotion.encoder import SentenceEncoder
 from models.emotion.model import EmotionHead, EmotionModel
 
 
@@ -72,7 +73,8 @@ def model_outputs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(logits [n, 28], pooled embeddings [n, 384]), float64, in the order of ``texts``.
 
-    Padding never changes a row: texts are batched by length and mean pooling ignores padding.
+    Padding never changes a row: texts are grouped by token count (``models.emotion.batching``:
+    less compute spent on padding) and mean pooling ignores padding.
     """
     if isinstance(texts, str):
         raise TypeError("pass a list of texts, not a single string")
@@ -80,16 +82,14 @@ def model_outputs(
     pooled_out = np.zeros((len(texts), model.config.head.input_dim))
     if not texts:
         return logits_out, pooled_out
-    lengths = [len(t) for t in texts]
     was_training = model.training
     model.eval()
+    batches = token_batches(tokenizer, texts, max_length=max_length, batch_size=batch_size)
     with torch.inference_mode():
-        for idx in length_sorted_batches(lengths, batch_size):
-            batch = tokenizer(
-                [texts[i] for i in idx], padding=True, truncation=True,
-                max_length=max_length, return_tensors="pt",
-            ).to(device)  # fmt: skip
-            pooled = model.pool(batch["input_ids"], batch["attention_mask"])
+        for idx, input_ids, attention_mask in batches:
+            ids = torch.from_numpy(input_ids).to(device)
+            mask = torch.from_numpy(attention_mask).to(device)
+            pooled = model.pool(ids, mask)
             logits, _ = model.head(pooled)
             logits_out[idx] = logits.double().cpu().numpy()
             pooled_out[idx] = pooled.double().cpu().numpy()

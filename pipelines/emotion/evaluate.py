@@ -5,7 +5,7 @@ encoder + head + temperature). Reports macro-F1 (28 labels), Ekman macro-F1, mic
 per-label F1 and the expected calibration error before (temperature 1) and after calibration.
 
     python -m pipelines.emotion.evaluate --data ../shared/data/goemotions [--version v1]
-        [--split test] [--limit N] [--out reports/emotion_v1.json]
+        [--split test] [--limit N] [--out reports/emotion_v1.json] [--backend torch|onnx|both]
 
 Prints the metrics and writes a JSON report. On the full test split it also evaluates the
 eight learning states on the learner test set (``pipelines.emotion.evaluate_learning_states``:
@@ -14,6 +14,14 @@ one command reproduces every figure of the README's emotion section. ``--limit N
 first N rows of the split (file order). On the full test split, and on the first rows that
 training fingerprinted, the figures are compared with those registered in the version's
 metadata.
+
+``--backend onnx`` runs the same evaluation on ONNX Runtime (``models.emotion.onnx_scorer``;
+reports ``emotion_<v>_ort.json`` and ``learner_states_<v>_ort.json``). ``--backend both`` scores
+the split and the learner test set with torch and ONNX Runtime in one run and writes only their
+comparison, ``reports/emotion_<v>_onnx.json``: macro-F1 and Ekman macro-F1 per backend and their
+differences, state accuracy per backend, the largest logit difference and the decisions that
+differ. The ONNX backend is accepted when macro-F1 moves by at most ``ONNX_MAX_F1_DIFF`` and the
+state accuracy not at all.
 """
 
 from __future__ import annotations
@@ -38,14 +46,15 @@ from models.emotion.metrics import (
     summarize_per_label,
 )
 from pipelines.common import REPO_ROOT, setup_logging, use_offline_models
+from pipelines.emotion.evaluate_learning_states import DEFAULT_SET, plot_confusion, read_set
 from pipelines.emotion.evaluate_learning_states import evaluate as evaluate_learner_states
-from pipelines.emotion.evaluate_learning_states import plot_confusion
 from pipelines.emotion.goemotions import DEFAULT_DATA, FINGERPRINT_ROWS, MODEL_NAME, read_split
 from pipelines.plots import plot_per_label_f1
 
 logger = logging.getLogger("evaluate_emotion")
 # Registered and re-measured figures may differ only by float noise in the embeddings.
 REPRODUCE_TOLERANCE = 1e-3
+ONNX_MAX_F1_DIFF = 0.005
 
 
 def check_ekman_files(data_dir: Path, split: str, targets: np.ndarray) -> dict:
@@ -76,6 +85,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="default: reports/emotion_<version>.json")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnx", "both"),
+        default="torch",
+        help="both: compare torch with ONNX Runtime (reports/emotion_<v>_onnx.json)",
+    )
     return p.parse_args(argv)
 
 
@@ -90,17 +105,16 @@ def main(argv: list[str] | None = None) -> dict:
     if args.limit is not None:
         texts, targets = texts[: args.limit], targets[: args.limit]
     logger.info("evaluating %s %s on %d %s rows", MODEL_NAME, version, len(texts), args.split)
+    if args.backend == "both":
+        return compare_backends(args, artifact, texts, targets)
 
     started = time.perf_counter()
-    classifier = EmotionClassifier.from_artifact(artifact.path)
+    classifier = EmotionClassifier.from_artifact(
+        artifact.path, backend=args.backend, threads=args.threads
+    )
     loaded_s = time.perf_counter() - started
     started = time.perf_counter()
-    chunk = 1024
-    parts = []
-    for i in range(0, len(texts), chunk):
-        parts.append(classifier.predict_logits(texts[i : i + chunk]))
-        logger.info("predicted %d/%d", min(i + chunk, len(texts)), len(texts))
-    logits = np.concatenate(parts) if parts else np.zeros((0, targets.shape[1]))
+    logits = predict_logits(classifier, texts, targets.shape[1])
     scores = classifier.calibrate(logits)
     predict_s = time.perf_counter() - started
     calibration = {
@@ -148,11 +162,13 @@ def main(argv: list[str] | None = None) -> dict:
         "load_seconds": round(loaded_s, 2),
         "predict_seconds": round(predict_s, 2),
         "texts_per_second": round(len(texts) / predict_s, 1) if predict_s > 0 else None,
+        "backend": args.backend,
     }
-    out = args.out or REPO_ROOT / "reports" / f"emotion_{version}.json"
+    suffix = "_ort" if args.backend == "onnx" else ""
+    out = args.out or REPO_ROOT / "reports" / f"emotion_{version}{suffix}.json"
     if full and args.split == "test":
         # Beside the emotion report, named as evaluate_learner_states names it.
-        learner_out = out.with_name(f"learner_states_{version}.json")
+        learner_out = out.with_name(f"learner_states_{version}{suffix}.json")
         report["learner_states"] = learner_state_figures(
             version, classifier, registry=args.registry, out=learner_out
         )
@@ -176,6 +192,70 @@ def main(argv: list[str] | None = None) -> dict:
     )
     if reference:
         print(f"registered: {reference} -> reproduces: {reproduces}")
+    print(f"report: {out}")
+    return report
+
+
+def predict_logits(classifier: EmotionClassifier, texts: list[str], labels: int) -> np.ndarray:
+    chunk = 1024
+    parts = []
+    for i in range(0, len(texts), chunk):
+        parts.append(classifier.predict_logits(texts[i : i + chunk]))
+        logger.info("predicted %d/%d", min(i + chunk, len(texts)), len(texts))
+    return np.concatenate(parts) if parts else np.zeros((0, labels))
+
+
+def compare_backends(args: argparse.Namespace, artifact, texts, targets) -> dict:
+    """torch against ONNX Runtime on the same rows and the learner test set, in one run."""
+    version = artifact.metadata.version
+    learner_texts = read_set(DEFAULT_SET)[0]
+    figures, logits, decided, states = {}, {}, {}, {}
+    for backend in ("torch", "onnx"):
+        started = time.perf_counter()
+        clf = EmotionClassifier.from_artifact(artifact.path, backend=backend, threads=args.threads)
+        loaded_s = time.perf_counter() - started
+        started = time.perf_counter()
+        logits[backend] = predict_logits(clf, texts, targets.shape[1])
+        predict_s = time.perf_counter() - started
+        scores = clf.calibrate(logits[backend])
+        decided[backend] = scores >= clf.thresholds
+        m = evaluate_scores(scores, targets, clf.thresholds, clf.ekman_thresholds)
+        learner = evaluate_learner_states(version, registry=args.registry, classifier=clf)
+        states[backend] = clf.predict_states(learner_texts)[1]
+        figures[backend] = {
+            "macro_f1": m["macro_f1"],
+            "ekman_macro_f1": m["ekman_macro_f1"],
+            "micro_f1": m["micro_f1"],
+            "state_accuracy": learner["accuracy"],
+            "state_macro_f1": learner["macro_f1"],
+            "load_seconds": round(loaded_s, 2),
+            "texts_per_second": round(len(texts) / predict_s, 1) if predict_s > 0 else None,
+        }
+    t, o = figures["torch"], figures["onnx"]
+    diff = {k: round(o[k] - t[k], 4) for k in ("macro_f1", "ekman_macro_f1", "state_accuracy")}
+    report = {
+        "model": MODEL_NAME,
+        "version": version,
+        "split": args.split,
+        "n": len(texts),
+        "learner_set": str(DEFAULT_SET.relative_to(REPO_ROOT)),
+        "learner_n": len(learner_texts),
+        "threads": args.threads,
+        "backends": figures,
+        **{f"{k}_diff": v for k, v in diff.items()},
+        "max_abs_logit_diff": float(np.abs(logits["onnx"] - logits["torch"]).max()),
+        "max_abs_state_prob_diff": float(np.abs(states["onnx"] - states["torch"]).max()),
+        "label_decisions_differing": int((decided["onnx"] != decided["torch"]).sum()),
+        "state_decisions_differing": int(
+            (states["onnx"].argmax(axis=1) != states["torch"].argmax(axis=1)).sum()
+        ),
+        "rule": f"|macro-F1 diff| <= {ONNX_MAX_F1_DIFF} and state accuracy unchanged",
+        "passes": abs(diff["macro_f1"]) <= ONNX_MAX_F1_DIFF and diff["state_accuracy"] == 0,
+    }
+    out = args.out or REPO_ROOT / "reports" / f"emotion_{version}_onnx.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
     print(f"report: {out}")
     return report
 
