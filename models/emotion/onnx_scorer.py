@@ -52,7 +52,22 @@ _VERSIONED = ("torch", "transformers", "onnx", "onnxruntime")
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or REPO_ROOT / "var" / "onnx_cache")
+    """``$TUTOR_ONNX_CACHE``, else ``var/onnx_cache`` in the checkout; where that cannot be
+    written (a read-only image), a folder in the system's temp dir, so the replica still
+    starts (it exports once per machine instead of once per checkout)."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured)
+    preferred = REPO_ROOT / "var" / "onnx_cache"
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / "tutor-onnx-cache"
+    logger.warning("%s is not writable: caching the ONNX export in %s", preferred, fallback)
+    return fallback
 
 
 def cache_key(
