@@ -31,6 +31,7 @@ from store.mongo_keys import MongoKeysMixin
 from store.mongo_lifecycle import MongoLifecycleMixin
 from store.mongo_risk import MongoRiskMixin
 from store.records import (
+    ANSWER_LIST,
     AnswerRecord,
     ArmStats,
     FeedbackRecord,
@@ -169,7 +170,7 @@ class MongoStore(MongoLifecycleMixin, MongoKeysMixin, MongoRiskMixin, TutorStore
                 .sort([("ts", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
                 .limit(limit)
             )
-        return [AnswerRecord.model_validate(doc) for doc in reversed(docs)]
+        return ANSWER_LIST.validate_python(docs[::-1])
 
     # ---- turns ------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 
 class _Record(BaseModel):
@@ -32,6 +32,10 @@ class AnswerRecord(_Record):
     skill_id: str
     correct: bool
     ts: float
+
+
+# A list of answers validated in one call (a turn reads up to 1000 of them).
+ANSWER_LIST = TypeAdapter(list[AnswerRecord])
 
 
 class TurnRecord(_Record):
