@@ -1,17 +1,14 @@
 """`make bench`: the served graph against its in-process baselines, measured in one run.
 
 Figures (all on this machine, in this run):
-- emotion: raw in-process throughput at batch 32 (the limit) vs `/v1/emotion` at 32 concurrent
-  clients sending one text each; the ratio is the headline figure. Also single-text latency.
+- emotion: raw in-process throughput at batch 32 on the replicas' runtime (the limit) vs
+  `/v1/emotion` at 32 concurrent clients sending one text each. Also single-text latency.
 - tutor turn: latency p50/p99 and throughput at 1 and 16 concurrent clients.
-- difficulty: in-process prediction of 20 candidates for a learner with a 200-step history, fresh
-  (nothing cached) and on the next turn (one new answer, the encoding cache extended), for the
-  served version and the DKT v1 baseline.
-- shadow: `/v1/tutor` at 1 client without and with a shadow version on every model
-  (benchmarks/shadow_cost.py).
-- streaming: a second app whose only provider is a loopback stub streaming at a fixed pace;
-  time to first token and to the end of the stream through `/v1/tutor` (SSE) against the stub
-  called directly, at 1 and 8 clients.
+- difficulty: 20 candidates for a learner with a 200-step history, in-process, fresh and on the
+  next turn (the encoding cache extended), the served version and the DKT v1 baseline.
+- shadow: `/v1/tutor` at 1 client without and with shadows on every model (shadow_cost.py).
+- streaming: a second app whose only provider is a loopback stub at a fixed pace; time to first
+  token and to the end through `/v1/tutor` (SSE) against the stub direct, at 1 and 8 clients.
 """
 
 from __future__ import annotations
@@ -72,10 +69,12 @@ def _user_config(config: dict, name: str) -> dict:
 # ---- in-process baselines -----------------------------------------------------------------
 
 
-def bench_emotion_in_process(version: str, threads: int, seconds: float) -> dict:
+def bench_emotion_in_process(version: str, threads: int, seconds: float, backend="torch") -> dict:
+    # backend: the runtime the Emotion replicas run (placement), so the limit is theirs.
     torch.set_num_threads(threads)
     artifact = ModelRegistry().load("emotion", version)
-    classifier = EmotionClassifier.from_artifact(artifact.path)
+    runtime = {"backend": backend, "threads": threads} if backend != "torch" else {}
+    classifier = EmotionClassifier.from_artifact(artifact.path, **runtime)
     batch = _texts(32)
     classifier.predict(batch)  # warm-up
     done, started = 0, time.perf_counter()
@@ -92,6 +91,7 @@ def bench_emotion_in_process(version: str, threads: int, seconds: float) -> dict
         "texts_per_s": round(throughput, 1),
         "single_text": _percentiles(single),
         "torch_threads": threads,
+        "backend": backend,
         "batch_size": 32,
         "model_version": artifact.metadata.version,
     }
@@ -269,7 +269,8 @@ def _table(results: dict) -> str:
         (
             "emotion raw in-process, batch 32",
             f"{raw['emotion']['texts_per_s']} texts/s",
-            f"1.00 ({raw['emotion']['torch_threads']} thread, as the replica)",
+            f"1.00 ({raw['emotion']['torch_threads']} thread, "
+            f"{raw['emotion'].get('backend', 'torch')}, as a replica)",
         ),
         (
             "emotion raw in-process, batch 32, all cores",
@@ -343,17 +344,18 @@ def main(argv: list[str] | None = None) -> dict:
     config = yaml.safe_load(args.config.read_text())
     placement = config["applications"][0]["args"].get("placement", {})
     threads = placement.get("Emotion", {}).get("torch_threads", 1)
+    backend = placement.get("Emotion", {}).get("backend", "torch")
     emotion_version = _user_config(config, "Emotion").get("model_version", "latest")
     difficulty_threads = placement.get("Difficulty", {}).get("torch_threads", 1)
     results: dict = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "config": str(args.config),
         "in_process": {
-            "emotion": bench_emotion_in_process(emotion_version, threads, args.seconds),
+            "emotion": bench_emotion_in_process(emotion_version, threads, args.seconds, backend),
             # The whole machine's limit too: a served figure near the one-thread limit can still
             # leave the other core's share on the table.
             "emotion_all_cores": bench_emotion_in_process(
-                emotion_version, os.cpu_count() or 1, args.seconds
+                emotion_version, os.cpu_count() or 1, args.seconds, backend
             ),
             "difficulty": bench_difficulty_in_process(
                 _user_config(config, "Difficulty").get("model_version", "latest"),
