@@ -19,7 +19,13 @@ from deployments.schemas import (
     SkillMastery,
 )
 from models.common.registry import ModelRegistry
-from models.difficulty.tracer import CandidatePrediction, Interaction, KnowledgeTracer, recommend
+from models.difficulty.tracer import (
+    CandidatePrediction,
+    Interaction,
+    KnowledgeTracer,
+    as_interactions,
+    recommend,
+)
 from store import TutorStore
 
 logger = logging.getLogger("ray.serve")
@@ -97,7 +103,9 @@ class DifficultyDeployment:
         turn_id: str | None = None,
     ) -> DifficultyResponse:
         """P(correct) per candidate from the version this learner gets (or the one named); with
-        a ``turn_id``, a shadow version also predicts them, after the answer is sent."""
+        a ``turn_id``, a shadow version also predicts them, after the answer is sent.
+        ``history``: Interactions or their ``(item_id, skill_id, correct)`` rows."""
+        history = as_interactions(history)
         picked = self._versions.pick(learner_id, version)
         with self._rollout.serving(picked):
             # In a thread, as Serve runs a sync method: requests overlap while torch computes.
@@ -154,6 +162,7 @@ class DifficultyDeployment:
     def mastery(
         self, history: list[Interaction], *, learner_id: str | None = None
     ) -> list[SkillMastery]:
+        history = as_interactions(history)
         tracer = self._versions.pick(learner_id).model
         attempts: dict[str, int] = {}
         for step in history:

@@ -53,7 +53,7 @@ from deployments.tutoring.turn_runner import TurnHandles, TurnRunner
 from deployments.tutoring.tutor_service import TutorService
 from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.common.vocab import STRATEGIES
-from models.difficulty.tracer import Interaction, KnowledgeTracer, recommend
+from models.difficulty.tracer import Interaction, KnowledgeTracer, as_interactions, recommend
 from models.emotion.classifier import EmotionClassifier
 from models.llm.prompts import ReplyContext
 from models.llm.router import ProviderRouter
@@ -123,7 +123,8 @@ class DifficultyModel:
     async def predict(
         self, history: list[Interaction], candidates: list[Exercise], trace: bool = False, **_: Any
     ) -> DifficultyResponse:
-        return await asyncio.to_thread(self._predict, history, candidates)
+        # The turn sends the history as rows (the wire form); in one process they are cheap.
+        return await asyncio.to_thread(self._predict, as_interactions(history), candidates)
 
     def _predict(self, history: list[Interaction], candidates: list[Exercise]):
         raw = self.tracer.predict(history, [(c.item_id, c.skill_id) for c in candidates])

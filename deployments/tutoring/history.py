@@ -20,6 +20,12 @@ class AnswerLike(Protocol):
     correct: bool
 
 
+def as_rows(history: Iterable[Interaction]) -> list[tuple[str, str, bool]]:
+    """A history as it crosses the hop to the Difficulty deployment: plain tuples
+    (``models.difficulty.tracer.as_interactions`` says why; the replica rebuilds them)."""
+    return [(h.item_id, h.skill_id, h.correct) for h in history]
+
+
 def interactions(answers: Iterable[AnswerLike]) -> list[Interaction]:
     """Stored answer records or posted answers, oldest first, as the tracer's rows."""
     return [Interaction(a.item_id, a.skill_id, a.correct) for a in answers]

@@ -28,7 +28,7 @@ from deployments.schemas import (
 from deployments.tutoring.durable import PendingWrites, StoreGuard, StoreUnavailable, store_turn
 from deployments.tutoring.exceptions import ConflictError
 from deployments.tutoring.fallbacks import offline_info, unknown_emotion
-from deployments.tutoring.history import interactions, load_learner, posted_answer
+from deployments.tutoring.history import as_rows, interactions, load_learner, posted_answer
 from deployments.tutoring.records import record_from_response, response_from_record
 from deployments.tutoring.rewards import reward_turn
 from models.common.vocab import STRATEGIES
@@ -235,7 +235,7 @@ class TurnRunner:
             turn,
             "difficulty",
             lambda: self.handles.difficulty.predict.remote(
-                turn.history,
+                as_rows(turn.history),
                 turn.request.candidates,
                 learner_id=turn.request.learner_id,
                 turn_id=turn.turn_id,

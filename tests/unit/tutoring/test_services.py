@@ -25,6 +25,7 @@ from deployments.tutoring.learners import Learners
 from deployments.tutoring.predictions import Predictions
 from deployments.tutoring.turn_runner import TurnHandles, TurnRunner
 from deployments.tutoring.tutor_service import TutorService
+from models.difficulty.tracer import as_interactions
 from store.records import AnswerRecord
 from store.sqlite_store import SQLiteStore
 from tests.support.fake_handles import FakeHandle
@@ -139,7 +140,7 @@ async def test_difficulty_reads_the_stored_answers_then_the_posted_ones(store):
     seen = []
 
     async def predict(history, candidates, trace, **routing):
-        seen.append([(h.item_id, h.correct) for h in history])
+        seen.append([(h.item_id, h.correct) for h in as_interactions(history)])  # rows on the wire
         return "prediction"
 
     store.get_or_create_learner("l1", now=0.0)
