@@ -15,6 +15,7 @@ from deployments.lifecycle.versions import Picked, VersionedModels
 from deployments.replica_context import model_rollout
 from deployments.schemas import EmotionResponse, EmotionResult, GoEmotionsScores
 from models.common.registry import ModelRegistry
+from models.emotion.artifact import ARTIFACT_FORMAT_V2, detect_format
 from models.emotion.classifier import EmotionClassifier, EmotionPrediction
 from store import TutorStore
 
@@ -27,6 +28,15 @@ def _warmed(classifier: EmotionClassifier) -> EmotionClassifier:
     for its kernels' setup, which a replica started under load would charge to a learner."""
     classifier.predict(["warming up the encoder before it serves"])
     return classifier
+
+
+def runtime_options(artifact: Path, backend: str, threads: int, device: str) -> dict:
+    """``EmotionClassifier.from_artifact``'s runtime arguments for one version. ONNX Runtime
+    only on CPUs and for fine-tuned (v2+) artifacts: a v1 artifact (frozen encoder + MLP head)
+    has no fine-tuned encoder to export, so it runs on torch and can still be a canary."""
+    if backend == "onnx" and device == "cpu" and detect_format(artifact) >= ARTIFACT_FORMAT_V2:
+        return {"backend": "onnx", "threads": threads}
+    return {}
 
 
 def to_result(prediction: EmotionPrediction) -> EmotionResult:
@@ -53,15 +63,15 @@ class EmotionDeployment:
         torch.set_num_threads(torch_threads)
         registry = ModelRegistry(registry_dir)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        onnx = backend == "onnx" and device == "cpu"
-        runtime = {"backend": "onnx", "threads": torch_threads} if onnx else {}
+
+        def load(version: str) -> EmotionClassifier:
+            path = registry.load(MODEL_NAME, version).path
+            runtime = runtime_options(path, backend, torch_threads, device)
+            return _warmed(EmotionClassifier.from_artifact(path, device=device, **runtime))
+
         self._versions: VersionedModels[EmotionClassifier] = VersionedModels(
             MODEL_NAME,
-            load=lambda v: _warmed(
-                EmotionClassifier.from_artifact(
-                    registry.load(MODEL_NAME, v).path, device=device, **runtime
-                )
-            ),
+            load=load,
             resolve=lambda v: registry.resolve_version(MODEL_NAME, v),
         )
         self._rollout = model_rollout(self._versions, store_uri=store_uri, store=store)

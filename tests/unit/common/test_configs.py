@@ -78,3 +78,15 @@ def test_an_http_provider_needs_a_base_url_and_a_local_one_does_not():
     assert local.providers[0].base_url is None
     with pytest.raises(ValidationError, match="unique"):
         router.model_validate({"providers": [{"name": "l", "kind": "local", "model": "m"}] * 2})
+
+
+def test_emotion_runs_onnx_only_for_fine_tuned_versions_on_cpus():
+    from deployments.emotion import runtime_options
+    from models.common.registry import ModelRegistry
+
+    registry = ModelRegistry()
+    v4, v1 = (registry.load("emotion", v).path for v in ("v4", "v1"))
+    assert runtime_options(v4, "onnx", 1, "cpu") == {"backend": "onnx", "threads": 1}
+    assert runtime_options(v1, "onnx", 1, "cpu") == {}  # a frozen-encoder version: torch
+    assert runtime_options(v4, "onnx", 1, "cuda") == {}  # a GPU replica: torch
+    assert runtime_options(v4, "torch", 2, "cpu") == {}
