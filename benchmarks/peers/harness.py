@@ -2,10 +2,11 @@
 instead, on the same machine, in one run, one server up at a time.
 
 Emotion (one text per request, the same texts and load generator for every contender):
-raw in-process limit (batch 32; 1 and 2 torch threads), a naive FastAPI server, BentoML 1.4 with
-adaptive batching (its default threads, and 2 threads when the default differs), the project's
-/v1/emotion. Tutor (offline responder): the no-op Serve graph of the tutor's shape (the floor),
-a single-process FastAPI monolith of the same four models, the project's /v1/tutor.
+raw in-process limit (batch 32; 1 and 2 threads), a naive FastAPI server (torch), BentoML 1.4
+with adaptive batching (its default threads: all cores), the project's /v1/emotion; the raw
+limit and BentoML on each runtime of ``--backends`` (torch, ONNX Runtime). Tutor (offline
+responder): the no-op Serve graph of the tutor's shape (the floor), a single-process FastAPI
+monolith of the same four models (on each runtime), the project's /v1/tutor.
 Writes the raw figures and the issue's ratios (goal, met or not) to one JSON file.
 
 The peer servers import benchmarks.peers.{served_model, fastapi_naive, bentoml_service} inside
@@ -16,7 +17,6 @@ __init__ import nothing else of the project but models.emotion.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
@@ -31,6 +31,8 @@ import yaml
 
 from benchmarks.load import closed_loop, wrk_available
 from benchmarks.peers import raw, report, servers, texts, venvs
+from benchmarks.peers.monolith import monolith_running
+from benchmarks.peers.tutor_floor import tutor_floor_running
 from benchmarks.run import _tutor_request
 from models.common.registry import ModelRegistry
 from tests.support.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
@@ -117,26 +119,6 @@ def project_app(config: Path, tmp: Path, env: dict[str, str]):
         store_uri=f"sqlite:///{tmp}/peers-{uuid.uuid4().hex}.db",
     )
     return serve_running(bench_config, port=port, log_path=tmp / "serve.log", env=env)
-
-
-def _tutor_peer(module: str, function: str):
-    """tutor_floor_running / monolith_running (i18-tutor), or a reason to skip them."""
-    try:
-        imported = __import__(f"benchmarks.peers.{module}", fromlist=[function])
-        return getattr(imported, function), None
-    except (ImportError, AttributeError) as error:
-        return (
-            None,
-            f"benchmarks.peers.{module}.{function} not available ({error}); merge i18-tutor",
-        )
-
-
-def _call_with_known(fn, **offered):
-    """Call fn with those of ``offered`` its signature names (its own defaults otherwise)."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return fn(**offered)
-    return fn(**{k: v for k, v in offered.items() if k in params})
 
 
 def offline_env(config: Path) -> dict[str, str]:
@@ -244,28 +226,20 @@ def run_tutor(args, results: dict, tmp: Path) -> None:
                 "label": "this project's /v1/tutor",
                 **load_rows(url, args.seconds, _tutor_request, (1, 16)),
             }
-    for key, module, function, label in (
-        ("floor", "tutor_floor", "tutor_floor_running", "no-op Serve graph of the tutor's shape"),
-        ("monolith", "monolith", "monolith_running", "FastAPI monolith, one process"),
-    ):
-        running, skipped = _tutor_peer(module, function)
-        if running is None:
-            print(f"[peers] skipping {key}: {skipped}", flush=True)
-            tutor[key] = {"label": label, "skipped": skipped}
-            continue
-        print(f"[peers] tutor {key}", flush=True)
-        offline_env(args.config)
-        # The floor has no model; the monolith runs each runtime the peers do.
-        for backend in args.backends if key == "monolith" else ("torch",):
-            offered = {"config": args.config, "base_config": args.config}
-            offered["emotion_backend"] = backend
-            row_key = f"{key}{suffix(backend)}"
-            row_label = f"{label} ({backend})" if key == "monolith" else label
-            with _call_with_known(running, **offered) as url:
-                tutor[row_key] = {
-                    "label": row_label,
-                    **load_rows(url, args.seconds, _tutor_request, (1, 16)),
-                }
+    offline_env(args.config)
+    print("[peers] tutor floor", flush=True)
+    with tutor_floor_running(base_config=args.config) as url:
+        tutor["floor"] = {
+            "label": "no-op Serve graph of the tutor's shape",
+            **load_rows(url, args.seconds, _tutor_request, (1, 16)),
+        }
+    for backend in args.backends:  # the floor has no model; the monolith runs each runtime
+        print(f"[peers] tutor monolith, {backend}", flush=True)
+        with monolith_running(emotion_backend=backend, config=args.config) as url:
+            tutor[f"monolith{suffix(backend)}"] = {
+                "label": f"FastAPI monolith, one process ({backend})",
+                **load_rows(url, args.seconds, _tutor_request, (1, 16)),
+            }
 
 
 def main(argv: list[str] | None = None) -> dict:
