@@ -252,10 +252,14 @@ def run_harness(
     runs: list[dict[str, Any]] = []
     model_args = {m: MODEL_ARGS.get(m, m) for m in config.models}
 
-    def record(dataset: str, model: str, fold: int, predictions: FoldPredictions) -> None:
+    def record(
+        dataset: str, model: str, fold: int, predictions: FoldPredictions, *, save: bool = True
+    ) -> None:
         check(model, dataset, fold, predictions)
-        save_fold_predictions(config.prediction_path(dataset, model, fold), predictions)
+        if save:
+            save_fold_predictions(config.prediction_path(dataset, model, fold), predictions)
         run = run_record(dataset, model, fold, predictions, config.limit_students)
+        run["from_saved_predictions"] = not save
         runs.append(run)
         log.info(
             "%s %s fold %d: leak-free AUC %.4f ACC %.4f ECE %.4f",
@@ -275,7 +279,8 @@ def run_harness(
         for model in saved:
             if model not in have:
                 have[model] = load_fold_predictions(config.prediction_path(dataset, model, fold))
-                check(model, dataset, fold, have[model])
+                # In the report too, so that the stack's gains are read against its bases.
+                record(dataset, model, fold, have[model], save=False)
         if (dataset, fold) in pending_stacks and all(b in have for b in bases):
             pending_stacks.discard((dataset, fold))
             record(dataset, STACK, fold, fit_predict_stack({b: have[b] for b in bases}))

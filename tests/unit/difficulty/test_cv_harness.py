@@ -135,8 +135,13 @@ def test_harness_runs_bases_then_the_stack_and_writes_one_report(tmp_path: Path)
         runners=runners,
         executor=local_executor,
     )
-    assert [r["model"] for r in again["runs"]] == ["stack"]
-    assert again["runs"][0]["test_auc"] == pytest.approx(summary["stack"]["test_auc"]["mean"])
+    assert [(r["model"], r["from_saved_predictions"]) for r in again["runs"]] == [
+        ("dkt", True), ("lr", True), ("stack", False),
+    ]  # fmt: skip
+    assert again["summary"][DATASET]["stack"]["test_auc"]["mean"] == pytest.approx(
+        summary["stack"]["test_auc"]["mean"], abs=1e-12
+    )
+    assert again["summary"][DATASET]["dkt"] == summary["dkt"]
 
 
 def test_predictions_out_of_canonical_order_are_refused(tmp_path: Path) -> None:
