@@ -142,6 +142,8 @@ Executor = Callable[..., Iterator[tuple[Job, FoldPredictions]]]
 
 def ray_executor(jobs: list[Job], *, parallel: int, threads: int) -> Iterator[tuple[Job, Any]]:
     """Each job a Ray task of ``threads`` CPUs, at most ``parallel`` at once; results as done."""
+    if not jobs:  # a stack refitted from saved predictions needs no Ray
+        return
     import ray
 
     ray.init(num_cpus=parallel * threads, ignore_reinit_error=True)
