@@ -36,7 +36,7 @@ SERVE_ENV := RAY_ADDRESS=$${RAY_ADDRESS:-local} \
 	RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=$${RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE:-1}
 SERVE_HOOK := --runtime-env-json '{"worker_process_setup_hook": "deployments.loopback.bind_serve_to_loopback"}'
 
-.PHONY: install serve test test-unit bench bench-peers bench-scale bench-scale-policy chaos lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
+.PHONY: install serve test test-unit bench bench-peers bench-scale bench-scale-policy chaos lifecycle-replay lint format train-emotion train-difficulty cv-difficulty cv-difficulty-v3 \
 	evaluate-emotion evaluate-difficulty simulate-personalization register-personalization \
 	export evaluate-policy batch-score batch-score-reports at-risk kuberay clean
 
@@ -131,6 +131,14 @@ evaluate-difficulty: install
 # DKT vs the attentive tracer, 5 folds x 3 datasets (hours on 2 CPU cores; Ray tasks on a cluster).
 cv-difficulty: install
 	$(PY) -m pipelines.difficulty.cross_validate --data $(DATA_DIR)/kt --parallel 2
+
+# Difficulty v3, the one run: DKT, the tracer, the feature model (lr) and their stack, 5 folds x
+# 3 datasets (~55 min on 2 cores, estimated): reports/difficulty_cv_v3.json, .md and
+# _reliability.png; every run's leak-free predictions in var/difficulty_cv/<dataset>/.
+cv-difficulty-v3: install
+	$(PY) -m pipelines.difficulty.cross_validate --data $(DATA_DIR)/kt \
+		--datasets assist2009_pid assist2015 statics --models dkt akt lr stack \
+		--parallel 2 --threads 1 --out reports/difficulty_cv_v3.json -- --patience 4
 
 # Thompson sampling vs uniform, fixed strategies, an oracle and Vowpal Wabbit on simulated
 # learners, 20k turns (~5 min on 2 cores); the uniform run's log feeds the off-policy check.

@@ -63,29 +63,34 @@ def predict_rows(
     batch_size: int = 64,
     device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, P(correct)) for every row, in a fixed order independent of the protocol.
+    """(labels, P(correct)) for every row, in canonical order (students in ``sequences``'
+    order, each student's rows in sequence order: ``pipelines.difficulty.fold_predictions``).
 
-    Rows whose skill the vocabulary lacks get the skill's prior, else the global prior, as in
-    serving.
+    Windows are batched by length (less padding) and put back in order afterwards. Rows whose
+    skill the vocabulary lacks get the skill's prior, else the global prior, as in serving.
     """
     was_training = model.training
     model.eval()
-    chunks = sorted(windows(sequences, window), key=len)
-    labels, probs = [], []
-    for start in range(0, len(chunks), batch_size):
-        batch = encode_batch(chunks[start : start + batch_size], vocab, protocol=protocol)
+    chunks = windows(sequences, window)  # canonical order: each student's windows in turn
+    by_length = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
+    labels: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(chunks)
+    probs: list[np.ndarray] = [np.zeros(0)] * len(chunks)
+    for start in range(0, len(by_length), batch_size):
+        indices = by_length[start : start + batch_size]
+        batch = encode_batch([chunks[j] for j in indices], vocab, protocol=protocol)
         batch = batch.to(device)
         logits, _ = model(batch.skills, batch.correct, batch.context_index, items=batch.items)
         p = torch.sigmoid(logits).cpu()
-        for i, chunk in enumerate(chunks[start : start + batch_size]):
+        for i, j in enumerate(indices):
+            chunk = chunks[j]
             row_p = p[i, : len(chunk)].numpy().astype(np.float64)
             unknown = batch.skills[i, : len(chunk)].cpu().numpy() == 0
             if unknown.any():
                 row_p[unknown] = [
                     priors.for_skill(s) for s, u in zip(chunk.skill_ids, unknown, strict=True) if u
                 ]
-            labels.append(np.asarray(chunk.correct, dtype=np.int64))
-            probs.append(row_p)
+            labels[j] = np.asarray(chunk.correct, dtype=np.int64)
+            probs[j] = row_p
     model.train(was_training)
     if not labels:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
@@ -116,11 +121,15 @@ def evaluate_model(
     batch_size: int = 64,
     device: str = "cpu",
     leaky: bool = True,
+    predictions: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Leak-free metrics (``auc``, ``acc``, ``log_loss``), plus with ``leaky`` the per-row AUC
-    (``per_row_leaky_auc``) and the skill-prior baseline's AUC."""
+    (``per_row_leaky_auc``) and the skill-prior baseline's AUC. ``predictions``: the leak-free
+    ``predict_rows`` result for ``sequences`` when the caller already has it (saves a pass)."""
     kwargs = {"window": window, "batch_size": batch_size, "device": device}
-    labels, probs = predict_rows(model, vocab, priors, sequences, protocol="attempt", **kwargs)
+    if predictions is None:
+        predictions = predict_rows(model, vocab, priors, sequences, protocol="attempt", **kwargs)
+    labels, probs = predictions
     result: dict[str, Any] = {"protocol": "leak_free_attempt", **binary_metrics(labels, probs)}
     result["calibration"] = reliability(probs, labels)
     result["students"] = len(sequences)
