@@ -87,3 +87,22 @@ def test_evaluated_predictions_are_what_the_tracer_serves(data_dir: Path) -> Non
         assert served == pytest.approx(evaluated.tolist(), abs=1e-9)
         offset += len(seq)
     assert any("9" in seq.skill_ids for seq in test)  # rows of a skill train lacks: priors
+
+
+def test_train_registers_an_lr_artifact_that_load_tracer_serves(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from models.common.registry import ModelRegistry
+    from models.difficulty.loader import load_tracer
+    from models.difficulty.lr_tracer import LRTracer
+    from pipelines.difficulty import train
+
+    registry = tmp_path / "registry"
+    argv = ["--model", "lr", "--data", str(data_dir), "--dataset", DATASET, "--lr-c", "0.1"]
+    result = train.main([*argv, "--registry", str(registry), "--allow-dirty"])
+    artifact = ModelRegistry(registry).load("difficulty", result["version"])
+    assert artifact.metadata.config["model"] == "lr"
+    assert artifact.metadata.metrics["test_auc"] == pytest.approx(result["metrics"]["test_auc"])
+    tracer = load_tracer(artifact.path)
+    assert isinstance(tracer, LRTracer)
+    assert 0.0 < tracer.predict([], [("10", "1")])[0].p_correct < 1.0
