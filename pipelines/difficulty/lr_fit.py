@@ -1,7 +1,7 @@
 """One fold of the logistic-regression knowledge tracer: features, fit, C on valid, calibration.
 
     python -m pipelines.difficulty.lr_fit [--dataset assist2009_pid] [--fold 1]
-        [--limit-students N] [--c 0.03 0.1 0.3] [--groups item skill ...]
+        [--limit-students N] [--c 0.03 0.1 0.3 1] [--groups item skill ...]
 
 ``fit_fold`` builds the sparse feature rows of ``train_k``, ``valid_k`` and ``test_k`` with
 ``models.difficulty.lr_features`` (the code serving uses), fits scikit-learn's
@@ -51,7 +51,7 @@ from pipelines.difficulty.fold_predictions import FoldPredictions, SplitPredicti
 
 log = logging.getLogger("pipelines.difficulty.lr_fit")
 
-DEFAULT_CS = (0.03, 0.1, 0.3)
+DEFAULT_CS = (0.03, 0.1, 0.3, 1.0)
 DEFAULT_ITEM_WEIGHT = 3.0
 SPLITS = ("train", "valid", "test")
 
