@@ -1,8 +1,10 @@
 """Load whichever knowledge tracer an artifact holds, by its config's ``architecture``.
 
-``lr`` loads ``models.difficulty.lr_tracer.LRTracer`` (numpy only); anything else, including
-v1's artifacts without the field, loads ``models.difficulty.tracer.KnowledgeTracer``, imported
-only then so that an LR deployment never imports torch.
+``lr`` loads ``models.difficulty.lr_tracer.LRTracer`` (numpy only); ``stack`` loads
+``models.difficulty.stack_tracer.StackedTracer`` (whose members load through here); anything
+else, including v1's artifacts without the field, loads
+``models.difficulty.tracer.KnowledgeTracer``, imported only then so that an LR deployment never
+imports torch.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 from models.difficulty.lr_tracer import ARCHITECTURE as LR_ARCHITECTURE
 from models.difficulty.lr_tracer import LRTracer
+from models.difficulty.stack_tracer import ARCHITECTURE as STACK_ARCHITECTURE
+from models.difficulty.stack_tracer import StackedTracer
 from models.difficulty.tracer_api import CONFIG_FILE
 
 
@@ -26,10 +30,14 @@ def artifact_architecture(artifact_dir: Path | str) -> str:
 
 
 def load_tracer(artifact_dir: Path | str, device: str = "cpu", **kwargs: Any) -> Any:
-    """The tracer in ``artifact_dir``: an ``LRTracer`` or a ``KnowledgeTracer``; keyword
-    arguments as their ``from_artifact`` takes them (``max_history``, ``encoding_cache_size``)."""
-    if artifact_architecture(artifact_dir) == LR_ARCHITECTURE:
+    """The tracer in ``artifact_dir``: an ``LRTracer``, a ``StackedTracer`` (of any of these) or
+    a ``KnowledgeTracer``; keyword arguments as their ``from_artifact`` takes them
+    (``max_history``, ``encoding_cache_size``)."""
+    architecture = artifact_architecture(artifact_dir)
+    if architecture == LR_ARCHITECTURE:
         return LRTracer.from_artifact(artifact_dir, device, **kwargs)
+    if architecture == STACK_ARCHITECTURE:
+        return StackedTracer.from_artifact(artifact_dir, device, **kwargs)
     from models.difficulty.tracer import KnowledgeTracer
 
     return KnowledgeTracer.from_artifact(artifact_dir, device, **kwargs)
