@@ -67,6 +67,13 @@ MODEL_ARGS: dict[str, list[str]] = {
     ],
 }  # fmt: skip
 STACK = "stack"
+
+
+def is_stack(model: str) -> bool:
+    """``stack`` or a named one, ``stack:<base>+<base>...``."""
+    return model == STACK or model.startswith(STACK + ":")
+
+
 PREDICTIONS_DIR = REPO_ROOT / "var" / "difficulty_cv"
 
 
@@ -175,9 +182,19 @@ class HarnessConfig:
     threads: int = 1
 
     def bases(self) -> list[str]:
+        """The bases of ``stack`` (the unnamed one)."""
         if self.stack_bases is not None:
             return list(self.stack_bases)
-        return [m for m in self.models if m != STACK]
+        return [m for m in self.models if not is_stack(m)]
+
+    def stacks(self) -> dict[str, list[str]]:
+        """Every stack in ``models`` -> its bases: ``stack`` those of :meth:`bases`,
+        ``stack:dkt+lr`` the ones it names (a cheaper stack measured beside the full one)."""
+        return {
+            m: self.bases() if m == STACK else m.split(":", 1)[1].split("+")
+            for m in self.models
+            if is_stack(m)
+        }
 
     def prediction_path(self, dataset: str, model: str, fold: int) -> Path:
         root = self.predictions_dir
@@ -224,13 +241,14 @@ def run_harness(
     """Every base run, each (dataset, fold)'s stack as soon as its bases are in, the report
     rewritten after every run (a long harness stopped early keeps what it measured)."""
     runners = RUNNERS if runners is None else runners
-    bases = config.bases()
-    stacking = STACK in config.models
-    to_run = [m for m in config.models if m != STACK]
-    unknown = [m for m in to_run + (bases if stacking else []) if m not in runners]
+    stacks = config.stacks()
+    bases = list(dict.fromkeys(b for stack_bases in stacks.values() for b in stack_bases))
+    stacking = bool(stacks)
+    to_run = [m for m in config.models if not is_stack(m)]
+    unknown = [m for m in to_run + bases if m not in runners]
     if unknown:
         raise ValueError(f"unknown models {unknown}; known: {sorted(runners)} and {STACK!r}")
-    saved = [m for m in bases if m not in to_run] if stacking else []
+    saved = [m for m in bases if m not in to_run]
     for dataset in config.datasets:
         for fold in config.folds:
             for model in saved:
@@ -249,7 +267,7 @@ def run_harness(
         for fold in config.folds
         for model in to_run
     ]
-    pending_stacks = {(d, f) for d in config.datasets for f in config.folds} if stacking else set()
+    pending_stacks = {(d, f, st) for d in config.datasets for f in config.folds for st in stacks}
     held: dict[tuple[str, int], dict[str, FoldPredictions]] = {}
     runs: list[dict[str, Any]] = []
     model_args = {m: MODEL_ARGS.get(m, m) for m in config.models}
@@ -273,7 +291,7 @@ def run_harness(
             run["test_ece"],
         )
         write_report(
-            config.out, runs, model_args=model_args, extra=extra, stack_bases=bases, complete=False
+            config.out, runs, model_args=model_args, extra=extra, stack_bases=stacks, complete=False
         )
 
     def maybe_stack(dataset: str, fold: int) -> None:
@@ -283,9 +301,11 @@ def run_harness(
                 have[model] = load_fold_predictions(config.prediction_path(dataset, model, fold))
                 # In the report too, so that the stack's gains are read against its bases.
                 record(dataset, model, fold, have[model], save=False)
-        if (dataset, fold) in pending_stacks and all(b in have for b in bases):
-            pending_stacks.discard((dataset, fold))
-            record(dataset, STACK, fold, fit_predict_stack({b: have[b] for b in bases}))
+        for stack, stack_bases in stacks.items():
+            if (dataset, fold, stack) in pending_stacks and all(b in have for b in stack_bases):
+                pending_stacks.discard((dataset, fold, stack))
+                record(dataset, stack, fold, fit_predict_stack({b: have[b] for b in stack_bases}))
+        if not any(p[:2] == (dataset, fold) for p in pending_stacks):
             del held[(dataset, fold)]  # free the arrays: a full run holds 45 of them otherwise
 
     for job, predictions in executor(jobs, parallel=config.parallel, threads=config.threads):
@@ -293,10 +313,10 @@ def run_harness(
         if stacking and job.model in bases:
             held.setdefault((job.dataset, job.fold), {})[job.model] = predictions
             maybe_stack(job.dataset, job.fold)
-    for dataset, fold in sorted(pending_stacks):  # stacks whose bases were all saved ones
+    for dataset, fold in sorted({p[:2] for p in pending_stacks}):  # bases all saved ones
         maybe_stack(dataset, fold)
     report = write_report(
-        config.out, runs, model_args=model_args, extra=extra, stack_bases=bases, complete=True
+        config.out, runs, model_args=model_args, extra=extra, stack_bases=stacks, complete=True
     )
     report["reliability_png"] = str(
         plot_cv_reliability(runs, config.out.with_name(f"{config.out.stem}_reliability.png"))
@@ -307,7 +327,12 @@ def run_harness(
 def parse_args(argv: Sequence[str] | None) -> HarnessConfig:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--models", nargs="+", default=["dkt", "akt"], choices=[*RUNNERS, STACK])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["dkt", "akt"],
+        help=f"of {sorted(RUNNERS)}, {STACK!r} (over --stack-bases) and stack:<a>+<b> stacks",
+    )
     parser.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--parallel", type=int, default=1, help="runs at once (Ray tasks)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +75,15 @@ def paired_gain(runs: list[dict[str, Any]], against: list[dict[str, Any]]) -> di
     return {"mean": float(np.mean(paired)), "min": float(np.min(paired)), "folds": len(paired)}
 
 
-def summarise(runs: list[dict[str, Any]], stack_bases: Sequence[str] = ()) -> dict[str, Any]:
-    """Mean and std per (dataset, model); each model's paired AUC gain over DKT; the stack's
-    paired gain over its best base (by mean test AUC)."""
+def summarise(
+    runs: list[dict[str, Any]], stacks: Mapping[str, Sequence[str]] | Sequence[str] = ()
+) -> dict[str, Any]:
+    """Mean and std per (dataset, model); each model's paired AUC gain over DKT; each stack's
+    paired gain over its best base (by mean test AUC) and over every other stack.
+
+    ``stacks``: stack name -> its bases (a plain sequence: the bases of the one ``stack``)."""
+    if not isinstance(stacks, Mapping):
+        stacks = {"stack": list(stacks)}
     summary: dict[str, Any] = {}
     for dataset in sorted({r["dataset"] for r in runs}):
         per_model: dict[str, Any] = {}
@@ -95,12 +101,18 @@ def summarise(runs: list[dict[str, Any]], stack_bases: Sequence[str] = ()) -> di
                 if gain:
                     stats["auc_gain_over_dkt"] = gain
             per_model[model] = stats
-        bases = [b for b in stack_bases if b in per_model]
-        if "stack" in by_model and bases:
+        for stack, stack_bases in stacks.items():
+            bases = [b for b in stack_bases if b in per_model]
+            if stack not in by_model or not bases:
+                continue
             best = max(bases, key=lambda b: per_model[b]["test_auc"]["mean"])
-            gain = paired_gain(by_model["stack"], by_model[best])
+            gain = paired_gain(by_model[stack], by_model[best])
             if gain:
-                per_model["stack"]["auc_gain_over_best_base"] = {"base": best, **gain}
+                per_model[stack]["auc_gain_over_best_base"] = {"base": best, **gain}
+            others = [o for o in stacks if o != stack and o in by_model]
+            over = {o: paired_gain(by_model[stack], by_model[o]) for o in others}
+            if any(over.values()):
+                per_model[stack]["auc_gain_over_stacks"] = {o: g for o, g in over.items() if g}
         summary[dataset] = per_model
     return summary
 
@@ -177,7 +189,7 @@ def write_report(
     *,
     model_args: dict[str, Any],
     extra: Sequence[str],
-    stack_bases: Sequence[str],
+    stack_bases: Mapping[str, Sequence[str]] | Sequence[str],
     complete: bool,
 ) -> dict[str, Any]:
     """The JSON report (and its markdown table beside it, ``<stem>.md``)."""
@@ -187,7 +199,9 @@ def write_report(
         "complete": complete,
         "model_args": model_args,
         "extra_args": list(extra),
-        "stack_bases": list(stack_bases),
+        "stack_bases": dict(stack_bases)
+        if isinstance(stack_bases, Mapping)
+        else {"stack": list(stack_bases)},
         "summary": summary,
         "runs": sorted(runs, key=lambda r: (r["dataset"], r["model"], r["fold"])),
     }

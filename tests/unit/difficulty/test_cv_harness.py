@@ -123,7 +123,7 @@ def test_harness_runs_bases_then_the_stack_and_writes_one_report(tmp_path: Path)
     assert set(summary) == {"dkt", "lr", "stack"}
     assert "auc_gain_over_dkt" in summary["stack"]
     assert summary["stack"]["auc_gain_over_best_base"]["base"] in ("dkt", "lr")
-    assert report["complete"] and report["stack_bases"] == ["dkt", "lr"]
+    assert report["complete"] and report["stack_bases"] == {"stack": ["dkt", "lr"]}
     on_disk = json.loads(config.out.read_text())
     assert [r["model"] for r in on_disk["runs"]] == ["dkt", "lr", "stack"]
     assert "| toy_pid | stack (folds 1) |" in config.out.with_suffix(".md").read_text()
@@ -173,3 +173,18 @@ def test_limited_runs_save_apart_from_full_runs(tmp_path: Path) -> None:
         PREDICTIONS_DIR.with_name("difficulty_cv_limit60") / "d" / "lr_fold2.npz"
     )
     assert parse_args([]).prediction_path("d", "dkt", 1) == PREDICTIONS_DIR / "d" / "dkt_fold1.npz"
+
+
+def test_a_named_stack_is_fitted_on_its_own_bases_beside_the_full_one(tmp_path: Path) -> None:
+    from pipelines.difficulty.cross_validate import local_executor, run_harness
+
+    write_toy_dataset(tmp_path / "kt")
+    runners = {"dkt": skill_mean_model, "lr": skill_mean_model}
+    config = harness_config(tmp_path, ["dkt", "lr", "stack", "stack:lr"])
+    report = run_harness(config, runners=runners, executor=local_executor)
+    assert report["stack_bases"] == {"stack": ["dkt", "lr"], "stack:lr": ["lr"]}
+    named = next(r for r in report["runs"] if r["model"] == "stack:lr")
+    assert named["bases"] == ["lr"]
+    summary = report["summary"][DATASET]
+    assert summary["stack:lr"]["auc_gain_over_best_base"]["base"] == "lr"
+    assert set(summary["stack"]["auc_gain_over_stacks"]) == {"stack:lr"}
