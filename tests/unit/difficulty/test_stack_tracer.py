@@ -164,3 +164,37 @@ def test_combine_equals_the_fitted_regression() -> None:
         for r in range(len(test))
     ]
     assert served == pytest.approx(list(fitted.test.probs), abs=1e-9)
+
+
+def test_stack_fit_registers_a_stack_of_registered_versions(tmp_path: Path) -> None:
+    """``pipelines.difficulty.stack_fit`` over three registered members of one fold: fitted on
+    valid, its served combination checked against the fit, registered with members copied."""
+    from models.common.registry import ModelRegistry
+    from pipelines.difficulty import stack_fit
+
+    from .test_cv_harness import DATASET, write_toy_dataset
+
+    data = write_toy_dataset(tmp_path / "kt")
+    registry = ModelRegistry(tmp_path / "registry")
+    members = [
+        test_tracer.small_tracer(seed=1, architecture="dkt"),
+        test_tracer.small_tracer(seed=2, architecture="akt"),
+        test_lr_tracer.small_tracer(seed=3),
+    ]
+    for member in members:
+        member.save(tmp_path / member.architecture)
+        registry.register(
+            "difficulty", tmp_path / member.architecture, dataset=f"{DATASET} fold 1",
+            code_version="test", config={"dataset": DATASET, "fold": 1},
+        )  # fmt: skip
+    result = stack_fit.main(
+        ["--members", "v1", "v2", "v3", "--data", str(data), "--registry",
+         str(tmp_path / "registry"), "--allow-dirty"]
+    )  # fmt: skip
+    assert result["version"] == "v4"
+    assert result["config"]["members"] == {"dkt": "v1", "akt": "v2", "lr": "v3"}
+    assert 0.0 <= result["metrics"]["test_auc"] <= 1.0
+    served = load_tracer(registry.load("difficulty", "v4").path)
+    assert isinstance(served, StackedTracer) and list(served.members) == ["dkt", "akt", "lr"]
+    assert "members/lr/vocab.json" in registry.load("difficulty", "v4").metadata.files
+    assert len(served.predict(history(CORRECT), [("a", "1"), ("zz", "9")])) == 2
