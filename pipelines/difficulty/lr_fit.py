@@ -9,7 +9,9 @@
 leak-free valid AUC, fits one temperature on valid_k (as ``training.calibrate`` does for the
 neural tracers) and measures test_k. Rows of skills the vocabulary lacks get the skill's prior,
 else the global prior, as served. The counts span each learner's whole earlier sequence (what
-the served tracer reads: the stored history, up to 1,000 rows), not 200-row windows.
+the served tracer reads: the stored history, up to 1,000 rows), not 200-row windows. The item
+tables (Q-matrix, item means for the ``ability`` and ``elo`` groups) come from train_k; train
+rows read them with their own learner left out (``lr_features`` docstring).
 
 Columns are scaled to a maximum magnitude of 1 on train before the fit, and the item indicator
 columns by ``item_weight`` on top (an L2 penalty on them ``item_weight ** 2`` times weaker: the
@@ -45,6 +47,7 @@ from models.difficulty.data import (
     read_skill_names,
 )
 from models.difficulty.lr_features import ALL_GROUPS, FeatureSpec, features_matrix
+from models.difficulty.lr_tables import EMPTY_TABLES, ItemTables
 from models.difficulty.lr_tracer import LinearModel, LRTracer
 from pipelines.difficulty.evaluate import DEFAULT_DATA_DIR, DEFAULT_DATASET, binary_metrics
 from pipelines.difficulty.fold_predictions import FoldPredictions, SplitPredictions
@@ -71,7 +74,13 @@ class SplitRows:
 
 
 def split_rows(
-    spec: FeatureSpec, vocab: Vocabulary, priors: Priors, sequences: Sequence[StudentSequence]
+    spec: FeatureSpec,
+    vocab: Vocabulary,
+    priors: Priors,
+    sequences: Sequence[StudentSequence],
+    tables: ItemTables = EMPTY_TABLES,
+    *,
+    leave_out: bool = False,
 ) -> SplitRows:
     """The split's feature matrix and per-row facts, in the canonical order."""
     prior = [
@@ -80,7 +89,7 @@ def split_rows(
         for s in seq.skill_ids
     ]
     return SplitRows(
-        matrix=features_matrix(spec, vocab, sequences),
+        matrix=features_matrix(spec, vocab, sequences, tables, leave_out=leave_out),
         labels=np.asarray([c for seq in sequences for c in seq.correct], dtype=np.int64),
         history_len=np.asarray([t for seq in sequences for t in range(len(seq))], dtype=np.int64),
         prior=np.asarray(prior, dtype=np.float64),
@@ -123,6 +132,7 @@ def fit_fold(
     cs: Sequence[float] = DEFAULT_CS,
     groups: Sequence[str] = ALL_GROUPS,
     item_weight: float = DEFAULT_ITEM_WEIGHT,
+    qmatrix: bool = True,
 ) -> LRFit:
     """Fit on train_k, pick C and the temperature on valid_k, measure test_k (module doc)."""
     started = time.perf_counter()
@@ -131,12 +141,19 @@ def fit_fold(
         splits = {k: v[:limit_students] for k, v in splits.items()}
     vocab = Vocabulary.build(splits["train"], with_items=has_item_ids(dataset))
     priors = Priors.compute(splits["train"])
+    tables = ItemTables.build(splits["train"], with_items=has_item_ids(dataset))
     names_path = Path(data_dir) / dataset / "skill.json"
     skill_names = read_skill_names(names_path) if names_path.is_file() else {}
     spec = FeatureSpec(
-        num_items=len(vocab.items), num_skills=vocab.num_skills, groups=tuple(groups)
+        num_items=len(vocab.items),
+        num_skills=vocab.num_skills,
+        groups=tuple(groups),
+        qmatrix=qmatrix,
     )
-    rows = {k: split_rows(spec, vocab, priors, v) for k, v in splits.items()}
+    rows = {
+        k: split_rows(spec, vocab, priors, v, tables, leave_out=k == "train")
+        for k, v in splits.items()
+    }
     log.info(
         "%s fold %d: %d features; rows %s; features in %.1fs",
         dataset,
@@ -189,6 +206,7 @@ def fit_fold(
         "C": best_c,
         "item_weight": item_weight,
         "feature_groups": list(groups),
+        "qmatrix": qmatrix,
         "num_features": spec.num_features,
         "c_search": search,
         "train_seconds": round(time.perf_counter() - started, 1),
@@ -210,7 +228,7 @@ def fit_fold(
         test=SplitPredictions(rows["test"].labels, test_probs, rows["test"].history_len),
         metrics=metrics,
     )
-    tracer = LRTracer(spec, model, vocab, priors, skill_names)
+    tracer = LRTracer(spec, model, vocab, priors, skill_names, tables)
     return LRFit(tracer, predictions)
 
 
@@ -230,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--c", type=float, nargs="+", default=list(DEFAULT_CS))
     parser.add_argument("--groups", nargs="+", default=list(ALL_GROUPS), choices=ALL_GROUPS)
     parser.add_argument("--item-weight", type=float, default=DEFAULT_ITEM_WEIGHT)
+    parser.add_argument(
+        "--no-qmatrix", action="store_true", help="per-skill columns of the row's skill only"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     fit = fit_fold(
@@ -240,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         cs=args.c,
         groups=args.groups,
         item_weight=args.item_weight,
+        qmatrix=not args.no_qmatrix,
     )
     metrics = {k: v for k, v in fit.predictions.metrics.items() if k != "test_reliability"}
     print(json.dumps(metrics, indent=2))
