@@ -84,7 +84,6 @@ class LearnerState:
         "successes",
         "residual",
         "theta",
-        "form",
         "recent",
         "skills",
         "items",
@@ -97,7 +96,6 @@ class LearnerState:
         self.tables = tables
         self.residual = 0.0  # sum of (outcome - the item's training mean correctness)
         self.theta = 0.0  # Elo rating overall
-        self.form = 0.0  # a fast Elo rating: recent form
         self.attempts = 0
         self.successes = 0
         self.recent: tuple[int, ...] = ()  # latest outcomes overall, newest last
@@ -110,7 +108,7 @@ class LearnerState:
     def copy(self) -> LearnerState:
         other = LearnerState.__new__(LearnerState)
         other.spec, other.tables, other.residual = self.spec, self.tables, self.residual
-        other.theta, other.form = self.theta, self.form
+        other.theta = self.theta
         other.attempts, other.successes, other.recent = self.attempts, self.successes, self.recent
         other.skills, other.items = dict(self.skills), dict(self.items)
         other.open = None if self.open is None else (self.open[0], list(self.open[1]))
@@ -155,7 +153,6 @@ class LearnerState:
             self.theta + sum(skill_thetas) / len(skill_thetas) + _logit(expected)
         )
         self.theta += _elo_step(index) * surprise
-        self.form += FORM_STEP * (outcome - _sigmoid(self.form + _logit(expected)))
         keep_recent = max(self.spec.recent, default=0)
         if keep_recent:
             self.recent = (*self.recent, outcome)[-keep_recent:]
@@ -306,10 +303,6 @@ class LearnerState:
                 theta - self.theta,
                 theta + _logit(self.tables.expected(item_id, skill_id)),
             ]
-        if "form" in offset:
-            base = offset["form"]
-            cols += [base, base + 1]
-            vals += [self.form, self.form + _logit(self.tables.expected(item_id, skill_id))]
         return cols, vals
 
 
@@ -328,9 +321,6 @@ def _sigmoid(z: float) -> float:
 def _logit(p: float) -> float:
     p = min(max(p, 1e-4), 1 - 1e-4)
     return math.log(p / (1 - p))
-
-
-FORM_STEP = 0.3  # a constant step: the rating forgets, tracking the latest attempts
 
 
 def _elo_step(n: int) -> float:

@@ -22,7 +22,6 @@ EXTRA_GROUPS = (
     "skill_decay",
     "ability",
     "elo",
-    "form",
 )
 ALL_GROUPS = BEST_LR + EXTRA_GROUPS
 
@@ -71,7 +70,6 @@ class FeatureSpec:
             "skill_decay": 2 * self.num_skills,
             "ability": 2,
             "elo": 3,
-            "form": 2,
         }
         return sizes[group]
 

@@ -13,10 +13,11 @@ the served tracer reads: the stored history, up to 1,000 rows), not 200-row wind
 tables (Q-matrix, item means for the ``ability`` and ``elo`` groups) come from train_k; train
 rows read them with their own learner left out (``lr_features`` docstring).
 
-Columns are scaled to a maximum magnitude of 1 on train before the fit, and the item indicator
-columns by ``item_weight`` on top (an L2 penalty on them ``item_weight ** 2`` times weaker: the
-item difficulties want less shrinkage than the dense counts; chosen on assist2009_pid fold 1
-valid). The scales are folded back into the coefficients, so the artifact reads raw features.
+Columns are scaled to a maximum magnitude of 1 on train before the fit, and the columns of some
+groups by ``block_weights`` on top (a weight w makes the L2 penalty on them w ** 2 times weaker:
+the item difficulties and skill indicators want less shrinkage than the dense counts; chosen on
+assist2009_pid fold 1 valid). The scales are folded back into the coefficients, so the artifact
+reads raw features.
 
 ``fit_predict_fold`` is what ``pipelines.difficulty.cross_validate`` calls.
 """
@@ -27,7 +28,7 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ from pipelines.difficulty.fold_predictions import FoldPredictions, SplitPredicti
 log = logging.getLogger("pipelines.difficulty.lr_fit")
 
 DEFAULT_CS = (0.03, 0.1, 0.3, 1.0)
-DEFAULT_ITEM_WEIGHT = 3.0
+DEFAULT_BLOCK_WEIGHTS = {"item": 2.0, "skill": 3.0}
 SPLITS = ("train", "valid", "test")
 
 
@@ -96,13 +97,16 @@ def split_rows(
     )
 
 
-def column_scales(spec: FeatureSpec, matrix: sp.csr_matrix, item_weight: float) -> np.ndarray:
+def column_scales(
+    spec: FeatureSpec, matrix: sp.csr_matrix, block_weights: Mapping[str, float]
+) -> np.ndarray:
     """Per-column multipliers applied before the fit (module docstring)."""
     max_abs = np.asarray(abs(matrix).max(axis=0).todense()).ravel()
     scales = np.where(max_abs > 0, 1.0 / np.where(max_abs > 0, max_abs, 1.0), 1.0)
-    item_offset = spec.offset("item")
-    if item_offset is not None:
-        scales[item_offset : item_offset + spec.num_items] *= item_weight
+    for group, weight in block_weights.items():
+        offset = spec.offset(group)
+        if offset is not None:
+            scales[offset : offset + spec.group_size(group)] *= weight
     return scales
 
 
@@ -131,7 +135,7 @@ def fit_fold(
     limit_students: int | None = None,
     cs: Sequence[float] = DEFAULT_CS,
     groups: Sequence[str] = ALL_GROUPS,
-    item_weight: float = DEFAULT_ITEM_WEIGHT,
+    block_weights: Mapping[str, float] = DEFAULT_BLOCK_WEIGHTS,
     qmatrix: bool = True,
 ) -> LRFit:
     """Fit on train_k, pick C and the temperature on valid_k, measure test_k (module doc)."""
@@ -162,7 +166,7 @@ def fit_fold(
         {k: r.matrix.shape[0] for k, r in rows.items()},
         time.perf_counter() - started,
     )
-    scales = column_scales(spec, rows["train"].matrix, item_weight)
+    scales = column_scales(spec, rows["train"].matrix, block_weights)
     search, best = [], None
     for c in cs:
         t0 = time.perf_counter()
@@ -204,7 +208,7 @@ def fit_fold(
         "test_reliability": calibration,
         "valid_auc": valid_auc,
         "C": best_c,
-        "item_weight": item_weight,
+        "block_weights": dict(block_weights),
         "feature_groups": list(groups),
         "qmatrix": qmatrix,
         "num_features": spec.num_features,
@@ -239,6 +243,13 @@ def fit_predict_fold(
     return fit_fold(data_dir, dataset, fold, limit_students=limit_students).predictions
 
 
+def parse_block_weight(text: str) -> tuple[str, float]:
+    group, _, weight = text.partition("=")
+    if group not in ALL_GROUPS or not weight:
+        raise argparse.ArgumentTypeError(f"expected GROUP=WEIGHT with a group of {ALL_GROUPS}")
+    return group, float(weight)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
@@ -247,7 +258,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--limit-students", type=int, default=None)
     parser.add_argument("--c", type=float, nargs="+", default=list(DEFAULT_CS))
     parser.add_argument("--groups", nargs="+", default=list(ALL_GROUPS), choices=ALL_GROUPS)
-    parser.add_argument("--item-weight", type=float, default=DEFAULT_ITEM_WEIGHT)
+    parser.add_argument(
+        "--block-weight",
+        nargs="+",
+        type=parse_block_weight,
+        default=list(DEFAULT_BLOCK_WEIGHTS.items()),
+        help="GROUP=WEIGHT: scale a group's columns (a weaker penalty on them)",
+    )
     parser.add_argument(
         "--no-qmatrix", action="store_true", help="per-skill columns of the row's skill only"
     )
@@ -260,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         limit_students=args.limit_students,
         cs=args.c,
         groups=args.groups,
-        item_weight=args.item_weight,
+        block_weights=dict(args.block_weight),
         qmatrix=not args.no_qmatrix,
     )
     metrics = {k: v for k, v in fit.predictions.metrics.items() if k != "test_reliability"}
