@@ -1,13 +1,14 @@
 """One fold of the logistic-regression knowledge tracer: features, fit, C on valid, calibration.
 
     python -m pipelines.difficulty.lr_fit [--dataset assist2009_pid] [--fold 1]
-        [--limit-students N] [--c 0.03 0.1 0.3 1] [--groups item skill ...]
+        [--limit-students N] [--c 0.1 0.3 1] [--groups item skill ...]
+        [--block-weight item=2 skill=3] [--no-qmatrix]
 
 ``fit_fold`` builds the sparse feature rows of ``train_k``, ``valid_k`` and ``test_k`` with
 ``models.difficulty.lr_features`` (the code serving uses), fits scikit-learn's
-``LogisticRegression`` (liblinear, L2) on train_k for each C, keeps the C with the best
-leak-free valid AUC, fits one temperature on valid_k (as ``training.calibrate`` does for the
-neural tracers) and measures test_k. Rows of skills the vocabulary lacks get the skill's prior,
+``LogisticRegression`` (liblinear's dual solver, L2) on train_k for each C, keeps the C with the
+best leak-free valid AUC, fits one temperature on valid_k (as ``training.calibrate`` does for
+the neural tracers) and measures test_k. Rows of skills the vocabulary lacks get the skill's prior,
 else the global prior, as served. The counts span each learner's whole earlier sequence (what
 the served tracer reads: the stored history, up to 1,000 rows), not 200-row windows. The item
 tables (Q-matrix, item means for the ``ability`` and ``elo`` groups) come from train_k; train
@@ -55,7 +56,10 @@ from pipelines.difficulty.fold_predictions import FoldPredictions, SplitPredicti
 
 log = logging.getLogger("pipelines.difficulty.lr_fit")
 
-DEFAULT_CS = (0.03, 0.1, 0.3, 1.0)
+# Fold 1's valid picks over 0.03-3 (a grid of 5): assist2009_pid 0.1 (0.3 and 0.03 lower by
+# 0.0007 and 0.0015), statics 1 and assist2015 1 (each within 0.0002 of 0.3 and of 3). 0.03
+# never wins and 3 costs the most (the dual solver slows as C grows) without a gain.
+DEFAULT_CS = (0.1, 0.3, 1.0)
 DEFAULT_BLOCK_WEIGHTS = {"item": 2.0, "skill": 3.0}
 SPLITS = ("train", "valid", "test")
 
@@ -115,7 +119,10 @@ def fit_linear(
 ) -> LinearModel:
     """L2 logistic regression on the scaled columns; coefficients returned on raw columns."""
     scaled = (matrix @ sp.diags(scales)).tocsr()
-    fitted = LogisticRegression(C=c, solver="liblinear", max_iter=200).fit(scaled, labels)
+    # The dual solver: on these sparse rows ~10x faster than liblinear's primal default at the
+    # same valid AUC (assist2009_pid fold 1: 4 s against 49 s).
+    fitted = LogisticRegression(C=c, solver="liblinear", dual=True, max_iter=1000)
+    fitted.fit(scaled, labels)
     return LinearModel(fitted.coef_[0] * scales, float(fitted.intercept_[0]))
 
 
