@@ -21,7 +21,20 @@ failures among the last k attempts, ``skill_recent`` the same on the candidate's
 ``streak`` the current run of successes or failures on the skill, ``decay`` exponentially
 recency-weighted successes and failures on the skill (R-PFA), ``window`` attempts and successes
 on the skill within the last w attempts overall, ``gap`` attempts since the skill was last
-practised, ``item_last`` the outcome of the last attempt at the same item.
+practised, ``item_last`` the outcome of the last attempt at the same item, ``rates`` smoothed
+log-odds of the success rate overall, on the skill and recently, ``skill_fails`` log(1 +
+failures) per skill, ``skill_decay`` the 0.8-decayed counts per skill.
+
+Item tables (``models.difficulty.lr_tables``, from the training split). ``FeatureSpec.qmatrix``:
+the per-skill columns (``skill``, ``skill_counts``, ``skill_fails``, ``skill_decay``) of a row
+are those of all its item's training skills (Best-LR's Q-matrix), so the rows of a multi-skill
+problem read the same columns there; the scalar skill groups stay on the row's skill.
+``ability``: the learner's summed residuals (outcome minus the item's training mean) over
+their attempts, overall and on the skill, shrunk by (count + 1). ``elo``: an Elo rating (Pelanek
+2016) overall and on the skill(s), updated by each attempt's surprise against the item's
+training mean, and the expected log-odds on the candidate item. Training rows read tables that
+leave their own learner out (``features_matrix(leave_out=True)``): an item mean holding the
+row's own response would leak it.
 
 An id the vocabulary lacks (index 0) has no indicator or per-skill column; the counts still
 accumulate under its id, so a known skill after it is read correctly.
@@ -31,109 +44,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from models.difficulty.data import UNKNOWN_INDEX, StudentSequence, Vocabulary
+from models.difficulty.lr_spec import ALL_GROUPS, BEST_LR, EXTRA_GROUPS, FeatureSpec
+from models.difficulty.lr_tables import EMPTY_TABLES, ItemTables
 
-BEST_LR = ("item", "skill", "total", "skill_counts", "item_counts")
-EXTRA_GROUPS = (
-    "recent",
-    "skill_recent",
-    "streak",
-    "decay",
-    "window",
-    "gap",
-    "item_last",
-    "rates",
-    "skill_fails",
-    "skill_decay",
-)
-ALL_GROUPS = BEST_LR + EXTRA_GROUPS
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """Which feature groups, and their parameters; the column layout follows from it."""
-
-    num_items: int
-    num_skills: int
-    groups: tuple[str, ...] = ALL_GROUPS
-    recent: tuple[int, ...] = (5, 20)  # last-k attempts overall
-    skill_recent: tuple[int, ...] = (3, 10)  # last-k attempts on the skill
-    decays: tuple[float, ...] = (0.5, 0.8)  # per-attempt-on-the-skill weight decay
-    windows: tuple[int, ...] = (10, 50)  # attempts overall
-    _offsets: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        unknown = set(self.groups) - set(ALL_GROUPS)
-        if unknown:
-            raise ValueError(f"unknown feature groups {sorted(unknown)}; known: {ALL_GROUPS}")
-        offset = 0
-        for group in ALL_GROUPS:
-            if group in self.groups:
-                self._offsets[group] = offset
-                offset += self.group_size(group)
-        self._offsets["_end"] = offset
-
-    def group_size(self, group: str) -> int:
-        sizes = {
-            "item": self.num_items,
-            "skill": self.num_skills,
-            "total": 2,
-            "skill_counts": 2 * self.num_skills,
-            "item_counts": 2,
-            "recent": 2 * len(self.recent),
-            "skill_recent": 2 * len(self.skill_recent),
-            "streak": 2,
-            "decay": 2 * len(self.decays),
-            "window": 2 * len(self.windows),
-            "gap": 3,
-            "item_last": 2,
-            "rates": 3,
-            "skill_fails": self.num_skills,
-            "skill_decay": 2 * self.num_skills,
-        }
-        return sizes[group]
-
-    @property
-    def num_features(self) -> int:
-        return self._offsets["_end"]
-
-    def offset(self, group: str) -> int | None:
-        return self._offsets.get(group)
-
-    @property
-    def history_needed(self) -> int:
-        """How many of a skill's latest attempts the state keeps (recent and window groups)."""
-        return max((*self.skill_recent, *self.windows, 1))
-
-    def to_dict(self) -> dict[str, Any]:
-        raw = asdict(self)
-        raw.pop("_offsets")
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in raw.items()}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> FeatureSpec:
-        return cls(
-            num_items=int(raw["num_items"]),
-            num_skills=int(raw["num_skills"]),
-            groups=tuple(raw["groups"]),
-            recent=tuple(int(k) for k in raw["recent"]),
-            skill_recent=tuple(int(k) for k in raw["skill_recent"]),
-            decays=tuple(float(d) for d in raw["decays"]),
-            windows=tuple(int(w) for w in raw["windows"]),
-        )
-
+__all__ = [
+    "ALL_GROUPS",
+    "BEST_LR",
+    "EXTRA_GROUPS",
+    "FeatureSpec",
+    "LearnerState",
+    "features_matrix",
+    "sequence_rows",
+]
 
 # A skill's state is an immutable tuple, replaced on update: a shallow copy of the learner's
 # dictionaries is then a safe snapshot (``LearnerState.copy``).
 # (attempts, successes, last attempt index, streak (+k successes / -k failures in a row),
-#  decayed (successes, failures) per decay, latest (attempt index, outcome) pairs)
-SkillState = tuple[int, int, int, int, tuple[float, ...], tuple[tuple[int, int], ...]]
+#  decayed (successes, failures) per decay, latest (attempt index, outcome) pairs,
+#  sum of (outcome - the item's training mean correctness), Elo rating on the skill)
+SkillState = tuple[int, int, int, int, tuple[float, ...], tuple[tuple[int, int], ...], float, float]
 
 
 def _log1p(x: float) -> float:
@@ -143,10 +77,25 @@ def _log1p(x: float) -> float:
 class LearnerState:
     """A learner's counts after the rows added so far (the newest attempt still open)."""
 
-    __slots__ = ("spec", "attempts", "successes", "recent", "skills", "items", "open", "rows")
+    __slots__ = (
+        "spec",
+        "tables",
+        "attempts",
+        "successes",
+        "residual",
+        "theta",
+        "recent",
+        "skills",
+        "items",
+        "open",
+        "rows",
+    )
 
-    def __init__(self, spec: FeatureSpec) -> None:
+    def __init__(self, spec: FeatureSpec, tables: ItemTables = EMPTY_TABLES) -> None:
         self.spec = spec
+        self.tables = tables
+        self.residual = 0.0  # sum of (outcome - the item's training mean correctness)
+        self.theta = 0.0  # Elo rating overall
         self.attempts = 0
         self.successes = 0
         self.recent: tuple[int, ...] = ()  # latest outcomes overall, newest last
@@ -158,7 +107,8 @@ class LearnerState:
 
     def copy(self) -> LearnerState:
         other = LearnerState.__new__(LearnerState)
-        other.spec = self.spec
+        other.spec, other.tables, other.residual = self.spec, self.tables, self.residual
+        other.theta = self.theta
         other.attempts, other.successes, other.recent = self.attempts, self.successes, self.recent
         other.skills, other.items = dict(self.skills), dict(self.items)
         other.open = None if self.open is None else (self.open[0], list(self.open[1]))
@@ -193,6 +143,16 @@ class LearnerState:
         index = self.attempts  # this attempt's index, counted from 0
         self.attempts += 1
         self.successes += outcome
+        expected = self.tables.expected(item_id, rows[0][0])
+        residual = outcome - expected
+        self.residual += residual
+        # Elo (Pelanek 2016): the rating moves by the surprise, less as evidence accumulates.
+        tags = dict(rows)
+        skill_thetas = [(self.skills.get(t) or _EMPTY_SKILL)[7] for t in tags]
+        surprise = outcome - _sigmoid(
+            self.theta + sum(skill_thetas) / len(skill_thetas) + _logit(expected)
+        )
+        self.theta += _elo_step(index) * surprise
         keep_recent = max(self.spec.recent, default=0)
         if keep_recent:
             self.recent = (*self.recent, outcome)[-keep_recent:]
@@ -200,11 +160,11 @@ class LearnerState:
         self.items[item_id] = (attempts + 1, successes + outcome, outcome)
         keep = self.spec.history_needed
         decays = self.spec.decays
-        for skill_id, correct in dict(rows).items():  # each skill once per attempt
+        for skill_id, correct in tags.items():  # each skill once per attempt
             state = self.skills.get(skill_id)
             if state is None:
-                state = (0, 0, -1, 0, (0.0,) * (2 * len(decays)), ())
-            n, s, _, streak, decayed, latest = state
+                state = (0, 0, -1, 0, (0.0,) * (2 * len(decays)), (), 0.0, 0.0)
+            n, s, _, streak, decayed, latest, skill_residual, skill_theta = state
             if correct:
                 streak = streak + 1 if streak > 0 else 1
             else:
@@ -220,6 +180,8 @@ class LearnerState:
                 streak,
                 tuple(new_decayed),
                 (*latest, (index, correct))[-keep:],
+                skill_residual + residual,
+                skill_theta + _elo_step(n) * surprise,
             )
 
     # ----------------------------------------------------------------------------- features
@@ -235,19 +197,29 @@ class LearnerState:
         if "item" in offset and item != UNKNOWN_INDEX:
             cols.append(offset["item"] + item - 1)
             vals.append(1.0)
-        if "skill" in offset and skill != UNKNOWN_INDEX:
-            cols.append(offset["skill"] + skill - 1)
-            vals.append(1.0)
         if "total" in offset:
             base = offset["total"]
             cols += [base, base + 1]
             vals += [_log1p(self.attempts), _log1p(self.successes)]
         state = self.skills.get(skill_id)
-        n, s, last, streak, decayed, latest = state if state is not None else _EMPTY_SKILL
-        if "skill_counts" in offset and skill != UNKNOWN_INDEX and n:
-            base = offset["skill_counts"] + 2 * (skill - 1)
-            cols += [base, base + 1]
-            vals += [_log1p(n), _log1p(s)]
+        n, s, last, streak, decayed, latest, residual, skill_theta = state or _EMPTY_SKILL
+        # Per-skill columns: of the row's skill, or with the Q-matrix of all the item's skills.
+        tagged = (
+            [(vocab.skill_index(t), self.skills.get(t) or _EMPTY_SKILL) for t in row_skills]
+            if spec.qmatrix and len(row_skills := self.tables.skills_of(item_id, skill_id)) > 1
+            else [(skill, state or _EMPTY_SKILL)]
+        )
+        if "skill" in offset:
+            for index, _ in tagged:
+                if index != UNKNOWN_INDEX:
+                    cols.append(offset["skill"] + index - 1)
+                    vals.append(1.0)
+        if "skill_counts" in offset:
+            for index, (tn, ts, *_) in tagged:
+                if index != UNKNOWN_INDEX and tn:
+                    base = offset["skill_counts"] + 2 * (index - 1)
+                    cols += [base, base + 1]
+                    vals += [_log1p(tn), _log1p(ts)]
         if "item_counts" in offset:
             item_state = self.items.get(item_id)
             if item_state is not None:
@@ -306,13 +278,31 @@ class LearnerState:
                 _logit_rate(s, n),
                 _logit_rate(sum(window), len(window)),
             ]
-        if "skill_fails" in offset and skill != UNKNOWN_INDEX and n > s:
-            cols.append(offset["skill_fails"] + skill - 1)
-            vals.append(_log1p(n - s))
-        if "skill_decay" in offset and skill != UNKNOWN_INDEX and n:
-            base = offset["skill_decay"] + 2 * (skill - 1)
+        if "skill_fails" in offset:
+            for index, (tn, ts, *_) in tagged:
+                if index != UNKNOWN_INDEX and tn > ts:
+                    cols.append(offset["skill_fails"] + index - 1)
+                    vals.append(_log1p(tn - ts))
+        if "skill_decay" in offset:
+            for index, (tn, _, _, _, tdecayed, *_) in tagged:
+                if index != UNKNOWN_INDEX and tn:
+                    base = offset["skill_decay"] + 2 * (index - 1)
+                    cols += [base, base + 1]
+                    vals += [tdecayed[-2], tdecayed[-1]]
+        if "ability" in offset:
+            # Shrunk mean residuals: how much better than the items' averages the learner did.
+            base = offset["ability"]
             cols += [base, base + 1]
-            vals += [decayed[-2], decayed[-1]]
+            vals += [self.residual / (self.attempts + 1), residual / (n + 1)]
+        if "elo" in offset:
+            base = offset["elo"]
+            theta = self.theta + sum(t[7] for _, t in tagged) / len(tagged)
+            cols += [base, base + 1, base + 2]
+            vals += [
+                self.theta,
+                theta - self.theta,
+                theta + _logit(self.tables.expected(item_id, skill_id)),
+            ]
         return cols, vals
 
 
@@ -321,14 +311,31 @@ def _logit_rate(successes: int, attempts: int) -> float:
     return math.log((successes + 1) / (attempts - successes + 1))
 
 
-_EMPTY_SKILL: SkillState = (0, 0, -1, 0, (), ())
+_EMPTY_SKILL: SkillState = (0, 0, -1, 0, (), (), 0.0, 0.0)
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def _elo_step(n: int) -> float:
+    """Elo's step after ``n`` earlier attempts (Pelanek's uncertainty function)."""
+    return 0.4 / (1.0 + 0.05 * n)
 
 
 def sequence_rows(
-    spec: FeatureSpec, vocab: Vocabulary, rows: Iterable[tuple[str, str, int]]
+    spec: FeatureSpec,
+    vocab: Vocabulary,
+    rows: Iterable[tuple[str, str, int]],
+    tables: ItemTables = EMPTY_TABLES,
 ) -> Iterable[tuple[list[int], list[float]]]:
     """Each row's leak-free feature row, from a fresh learner (the whole sequence is read)."""
-    state = LearnerState(spec)
+    state = LearnerState(spec, tables)
     for item_id, skill_id, correct in rows:
         state.start(item_id)
         yield state.row(vocab, item_id, skill_id)
@@ -336,7 +343,12 @@ def sequence_rows(
 
 
 def features_matrix(
-    spec: FeatureSpec, vocab: Vocabulary, sequences: Sequence[StudentSequence]
+    spec: FeatureSpec,
+    vocab: Vocabulary,
+    sequences: Sequence[StudentSequence],
+    tables: ItemTables = EMPTY_TABLES,
+    *,
+    leave_out: bool = False,
 ) -> sp.csr_matrix:
     """The CSR matrix of every row of ``sequences``, students in order, rows in sequence order
     (the canonical order); each student's counts span the whole sequence before the row."""
@@ -345,7 +357,8 @@ def features_matrix(
     data: list[float] = []
     for seq in sequences:
         rows = zip(seq.item_ids, seq.skill_ids, seq.correct, strict=True)
-        for cols, vals in sequence_rows(spec, vocab, rows):
+        own = tables.leave_out(seq) if leave_out else tables
+        for cols, vals in sequence_rows(spec, vocab, rows, own):
             indices += cols
             data += vals
             indptr.append(len(indices))

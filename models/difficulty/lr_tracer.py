@@ -31,6 +31,7 @@ import numpy as np
 from models.difficulty.data import Priors, Vocabulary, attempt_context_index
 from models.difficulty.encoding_cache import NOTHING_CACHED, EncodingCache
 from models.difficulty.lr_features import FeatureSpec, LearnerState
+from models.difficulty.lr_tables import EMPTY_TABLES, TABLES_FILE, ItemTables
 from models.difficulty.tracer_api import (
     COLD_START,
     CONFIG_FILE,
@@ -46,7 +47,14 @@ from models.difficulty.tracer_api import (
 
 ARCHITECTURE = "lr"
 COEFFICIENTS_FILE = "lr_coefficients.npy"
-ARTIFACT_FILES = (COEFFICIENTS_FILE, CONFIG_FILE, VOCAB_FILE, PRIORS_FILE, SKILL_NAMES_FILE)
+ARTIFACT_FILES = (
+    COEFFICIENTS_FILE,
+    CONFIG_FILE,
+    VOCAB_FILE,
+    PRIORS_FILE,
+    SKILL_NAMES_FILE,
+    TABLES_FILE,
+)
 DEFAULT_MAX_HISTORY = 1000  # deployments.schemas.v1.MAX_HISTORY: the stored history
 DEFAULT_STATE_CACHE_SIZE = 4096  # learners' states (a few KB each)
 
@@ -91,6 +99,7 @@ class LRTracer:
         vocab: Vocabulary,
         priors: Priors,
         skill_names: dict[str, str] | None = None,
+        tables: ItemTables = EMPTY_TABLES,
         *,
         max_history: int = DEFAULT_MAX_HISTORY,
         state_cache_size: int = DEFAULT_STATE_CACHE_SIZE,
@@ -110,6 +119,7 @@ class LRTracer:
         self.vocab = vocab
         self.priors = priors
         self.skill_names = dict(skill_names or {})
+        self.tables = tables
         self.max_history = max_history
         self.state_cache = EncodingCache(state_cache_size) if state_cache_size else None
 
@@ -129,6 +139,7 @@ class LRTracer:
         config = json.loads((artifact_dir / CONFIG_FILE).read_text())
         if config.get("architecture") != ARCHITECTURE:
             raise ValueError(f"{artifact_dir} holds a {config.get('architecture')!r} tracer")
+        tables_path = artifact_dir / TABLES_FILE
         model = LinearModel(
             np.load(artifact_dir / COEFFICIENTS_FILE),
             config["intercept"],
@@ -140,6 +151,9 @@ class LRTracer:
             Vocabulary.from_dict(json.loads((artifact_dir / VOCAB_FILE).read_text())),
             Priors.from_dict(json.loads((artifact_dir / PRIORS_FILE).read_text())),
             json.loads((artifact_dir / SKILL_NAMES_FILE).read_text()),
+            ItemTables.from_dict(json.loads(tables_path.read_text()))
+            if tables_path.is_file()
+            else EMPTY_TABLES,
             max_history=max_history or int(config["max_history"]),
             state_cache_size=encoding_cache_size,
         )
@@ -162,6 +176,7 @@ class LRTracer:
         (directory / SKILL_NAMES_FILE).write_text(
             json.dumps(self.skill_names, indent=1, sort_keys=True) + "\n"
         )
+        (directory / TABLES_FILE).write_text(json.dumps(self.tables.to_dict()) + "\n")
         return list(ARTIFACT_FILES)
 
     # -------------------------------------------------------------------------------- state
@@ -178,7 +193,7 @@ class LRTracer:
         if known.rows and known.rows == len(rows):
             return known.encoding
         # A copy: the cached state may be read by another request meanwhile.
-        state = known.encoding.copy() if known.rows else LearnerState(self.spec)
+        state = known.encoding.copy() if known.rows else LearnerState(self.spec, self.tables)
         for item_id, skill_id, correct in rows[known.rows :]:
             state.add(item_id, skill_id, correct)
         if cache is not None and rows:
@@ -194,24 +209,24 @@ class LRTracer:
             [state.row(self.vocab, item, skill) for item, skill in targets]
         )
 
-    def _trace_probabilities(self, history: Sequence[Interaction]) -> list[float]:
-        """Each row's leak-free P(correct), from the state before its attempt in the window its
-        own prediction would read (one pass per window start)."""
+    def trace_rows(self, history: Sequence[Interaction]) -> list[tuple[list[int], list[float]]]:
+        """Each row's leak-free feature row (columns, values), from the state before its attempt
+        in the window its own prediction would read (one pass per window start)."""
         context = attempt_context_index([h.item_id for h in history])
         rows: list[tuple[list[int], list[float]]] = []
-        state, start = LearnerState(self.spec), 0
+        state, start = LearnerState(self.spec, self.tables), 0
         fed = 0  # rows of history added to state
         for t, h in enumerate(history):
             attempt_start = context[t] + 1
             wanted = window_start(attempt_start, self.max_history)
             if wanted != start:
-                state, start, fed = LearnerState(self.spec), wanted, wanted
+                state, start, fed = LearnerState(self.spec, self.tables), wanted, wanted
             while fed < attempt_start:
                 state.add(history[fed].item_id, history[fed].skill_id, history[fed].correct)
                 fed += 1
             state.start(h.item_id)
             rows.append(state.row(self.vocab, h.item_id, h.skill_id))
-        return self.model.row_probabilities(rows)
+        return rows
 
     def _prediction(
         self, item_id: str, skill_id: str, p_model: float, cold: bool
@@ -252,7 +267,7 @@ class LRTracer:
         if not history:
             return []
         context = attempt_context_index([h.item_id for h in history])
-        probs = self._trace_probabilities(history)
+        probs = self.model.row_probabilities(self.trace_rows(history))
         return [
             self._prediction(h.item_id, h.skill_id, probs[t], context[t] == -1)
             for t, h in enumerate(history)

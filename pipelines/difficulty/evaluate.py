@@ -12,6 +12,10 @@ see its earlier rows' shared response, is reported beside it only for comparison
 papers. ``skill_prior_auc`` is a same-run baseline: each row predicted by its skill's training
 mean correctness.
 
+An LR tracer's artifact (architecture ``lr``) is evaluated by
+``pipelines.difficulty.lr_evaluate``: the same protocol and keys, its counts read as served (up
+to its ``max_history`` rows), no per-row figure.
+
 Calibration, like with like (``metrics.temperature``): the test ECE at temperature 1 (the raw
 network) and at a temperature fitted on the fold's valid split: the artifact's own when it has
 one (the train pipeline fits it there), else fitted here the same way, the artifact unchanged.
@@ -40,7 +44,8 @@ from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.difficulty.akt import AKT
 from models.difficulty.data import Priors, StudentSequence, Vocabulary, load_split, windows
 from models.difficulty.dkt import DKT, encode_batch
-from models.difficulty.tracer import KnowledgeTracer
+from models.difficulty.loader import load_tracer
+from models.difficulty.lr_tracer import ARCHITECTURE as LR_ARCHITECTURE
 from pipelines.common import code_version, setup_logging, shared_data_dir
 from pipelines.plots import plot_reliability
 
@@ -266,19 +271,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             fold,
             trained_fold,
         )
-    tracer = KnowledgeTracer.from_artifact(artifact.path)
+    tracer = load_tracer(artifact.path)
     sequences = load_split(args.data, args.dataset, "test", fold)
     valid = load_split(args.data, args.dataset, "valid", fold)
     if args.limit_students is not None:
         sequences = sequences[: args.limit_students]
         valid = valid[: args.limit_students]
     started = time.perf_counter()
-    kwargs = {"window": tracer.max_history, "batch_size": args.batch_size}
-    model, vocab, priors = tracer.model, tracer.vocab, tracer.priors
-    metrics = evaluate_model(model, vocab, priors, sequences, **kwargs)
-    metrics["temperature"] = compare_temperatures(
-        model, vocab, priors, valid, sequences, served=metrics["calibration"], **kwargs
-    )
+    if tracer.architecture == LR_ARCHITECTURE:
+        from pipelines.difficulty.lr_evaluate import evaluate_lr  # imports this module
+
+        metrics = evaluate_lr(tracer, valid, sequences)
+    else:
+        kwargs = {"window": tracer.max_history, "batch_size": args.batch_size}
+        model, vocab, priors = tracer.model, tracer.vocab, tracer.priors
+        metrics = evaluate_model(model, vocab, priors, sequences, **kwargs)
+        metrics["temperature"] = compare_temperatures(
+            model, vocab, priors, valid, sequences, served=metrics["calibration"], **kwargs
+        )
     report = {
         "model": MODEL_NAME,
         "version": meta.version,
@@ -307,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     log.info(
         "%s %s on %s (%d students, %d rows): leak-free AUC %.4f ACC %.4f | per-row (leaky) "
-        "AUC %.4f | skill-prior AUC %.4f | ECE %.4f at T = 1, %.4f at T = %.3f (%s) -> %s",
+        "AUC %s | skill-prior AUC %.4f | ECE %.4f at T = 1, %.4f at T = %.3f (%s) -> %s",
         MODEL_NAME,
         meta.version,
         report["dataset"],
@@ -315,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         metrics["rows"],
         metrics["auc"],
         metrics["acc"],
-        metrics["per_row_leaky_auc"],
+        f"{metrics['per_row_leaky_auc']:.4f}" if "per_row_leaky_auc" in metrics else "n/a",
         metrics["skill_prior_auc"],
         temperature["test_ece_uncalibrated"],
         temperature["test_ece_calibrated"],

@@ -47,7 +47,12 @@ from pipelines.common import (
     setup_logging,
 )
 from pipelines.difficulty.evaluate import DEFAULT_DATA_DIR, DEFAULT_DATASET, MODEL_NAME
-from pipelines.difficulty.lr_fit import DEFAULT_CS, DEFAULT_ITEM_WEIGHT, fit_fold
+from pipelines.difficulty.lr_fit import (
+    DEFAULT_BLOCK_WEIGHTS,
+    DEFAULT_CS,
+    fit_fold,
+    parse_block_weight,
+)
 from pipelines.difficulty.training import ARCHITECTURES, fit_and_test
 
 log = logging.getLogger("pipelines.difficulty.train")
@@ -111,7 +116,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--lr-c", type=float, nargs="+", default=list(DEFAULT_CS), help="LR: the Cs tried on valid"
     )
-    parser.add_argument("--item-weight", type=float, default=DEFAULT_ITEM_WEIGHT, help="LR")
+    parser.add_argument(
+        "--block-weight",
+        nargs="+",
+        type=parse_block_weight,
+        default=list(DEFAULT_BLOCK_WEIGHTS.items()),
+        help="LR: GROUP=WEIGHT, a group's columns scaled (a weaker penalty on them)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--gpu", action="store_true", help="train on a GPU (default: if any)")
     parser.add_argument("--storage", type=Path, default=DEFAULT_STORAGE, help="Ray Train runs")
@@ -201,13 +212,13 @@ def train_lr(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, A
         args.fold,
         limit_students=args.limit_students,
         cs=args.lr_c,
-        item_weight=args.item_weight,
+        block_weights=dict(args.block_weight),
     )
     metrics = fit.predictions.metrics
     config = {
         LR_MODEL: {"features": fit.tracer.spec.to_dict(), "C": metrics["C"]},
         "cs": args.lr_c,
-        "item_weight": args.item_weight,
+        "block_weights": dict(args.block_weight),
     }
     return fit.tracer, metrics, config
 

@@ -106,3 +106,23 @@ def test_train_registers_an_lr_artifact_that_load_tracer_serves(
     tracer = load_tracer(artifact.path)
     assert isinstance(tracer, LRTracer)
     assert 0.0 < tracer.predict([], [("10", "1")])[0].p_correct < 1.0
+
+
+def test_evaluate_reports_an_lr_artifact_like_a_network(data_dir: Path, tmp_path: Path) -> None:
+    from pipelines.difficulty import evaluate, train
+
+    registry = tmp_path / "registry"
+    argv = ["--data", str(data_dir), "--dataset", DATASET, "--registry", str(registry)]
+    version = train.main(["--model", "lr", "--lr-c", "0.1", "--allow-dirty", *argv])["version"]
+    out = tmp_path / "report.json"
+    report = evaluate.main([*argv, "--version", version, "--out", str(out)])
+    metrics = report["metrics"]
+    for key in ("auc", "acc", "log_loss", "skill_prior_auc"):
+        assert 0.0 <= metrics[key] <= 1.0 + 1e-9
+    temperature = metrics["temperature"]
+    assert temperature["applied"] == pytest.approx(temperature["in_artifact"])
+    assert {"test_ece_uncalibrated", "test_ece_calibrated", "fitted_on_valid"} <= set(temperature)
+    assert metrics["rows"] == sum(len(s) for s in load_split(data_dir, DATASET, "test", 1))
+    # The evaluated test AUC is the one the fit registered (the same served predictions).
+    assert metrics["auc"] == pytest.approx(report["registered_metrics"]["test_auc"], abs=1e-9)
+    assert out.is_file() and out.with_name("report_reliability.png").is_file()

@@ -17,6 +17,7 @@ import pytest
 from models.difficulty.data import Priors, StudentSequence, Vocabulary
 from models.difficulty.loader import artifact_architecture, load_tracer
 from models.difficulty.lr_features import ALL_GROUPS, FeatureSpec, LearnerState, features_matrix
+from models.difficulty.lr_tables import ItemTables
 from models.difficulty.lr_tracer import LinearModel, LRTracer
 from models.difficulty.tracer_api import COLD_START, UNSEEN_ITEM, UNSEEN_SKILL, Interaction
 
@@ -32,7 +33,7 @@ def small_tracer(seed: int = 0, max_history: int = 1000, cache: int = 64) -> LRT
         StudentSequence("t", ["c", "a", "e"], ["2", "1", "4"], [0, 1, 1]),
     ]
     vocab = Vocabulary.build(train)
-    spec = FeatureSpec(num_items=len(vocab.items), num_skills=vocab.num_skills)
+    spec = FeatureSpec(num_items=len(vocab.items), num_skills=vocab.num_skills, qmatrix=True)
     rng = np.random.default_rng(seed)
     model = LinearModel(rng.normal(0, 0.5, spec.num_features), 0.3, temperature=1.3)
     return LRTracer(
@@ -41,6 +42,7 @@ def small_tracer(seed: int = 0, max_history: int = 1000, cache: int = 64) -> LRT
         vocab,
         Priors.compute(train),
         {"3": "Fractions"},
+        ItemTables.build(train),
         max_history=max_history,
         state_cache_size=cache,
     )
@@ -104,7 +106,8 @@ def test_training_matrix_gives_the_served_trace() -> None:
     seq = StudentSequence(
         "x", [h.item_id for h in hist], [h.skill_id for h in hist], [int(h.correct) for h in hist]
     )
-    probs = tracer.model.probabilities(features_matrix(tracer.spec, tracer.vocab, [seq]))
+    matrix = features_matrix(tracer.spec, tracer.vocab, [seq], tracer.tables)
+    probs = tracer.model.probabilities(matrix)
     served = [t for t, h in zip(tracer.trace(hist), hist, strict=True) if h.skill_id != "77"]
     known = [t for t, h in enumerate(hist) if h.skill_id != "77"]
     assert probs[known] == pytest.approx(p(served), abs=1e-12)
@@ -169,6 +172,7 @@ def test_save_load_round_trip_and_load_tracer(tmp_path: Path) -> None:
     assert isinstance(loaded, LRTracer) and loaded.architecture == "lr"
     hist = history(CORRECT)
     assert p(loaded.trace(hist)) == pytest.approx(p(tracer.trace(hist)), abs=1e-6)
+    assert loaded.tables == tracer.tables
     assert loaded.skill_name("3") == "Fractions" and loaded.skill_name("404") is None
     assert loaded.spec == tracer.spec and loaded.describe()["num_features"] > 0
     assert sum(f.stat().st_size for f in tmp_path.iterdir()) < 100_000
