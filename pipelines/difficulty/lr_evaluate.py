@@ -63,6 +63,13 @@ def _probs(logits: np.ndarray, prior: np.ndarray, temperature: float) -> np.ndar
     return probs
 
 
+def served_probabilities(tracer: LRTracer, sequences: Sequence[StudentSequence]) -> np.ndarray:
+    """Every row's served P(correct) (the artifact's temperature, priors for unknown skills) in
+    the canonical order: what the stacked ensemble reads of this member."""
+    _, logits, prior = served_logits(tracer, sequences)
+    return _probs(logits, prior, tracer.model.temperature)
+
+
 def evaluate_lr(
     tracer: LRTracer, valid: Sequence[StudentSequence], test: Sequence[StudentSequence]
 ) -> dict[str, Any]:

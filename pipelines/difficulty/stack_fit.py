@@ -6,8 +6,9 @@
 The members are registered versions trained on the same dataset and fold (their metadata says
 which). Each predicts that fold's valid and test splits leak-free, in the harness's canonical
 order and with the harness's protocol (``pipelines.difficulty.evaluate.predict_rows`` for the
-networks, the feature rows for the LR tracer); ``pipelines.difficulty.stacking.fit_predict_stack``
-fits the stack on valid and measures test, exactly as ``make cv-difficulty-v3`` does per fold.
+networks, the served trace for the LR tracer, which equals its fit's predictions);
+``pipelines.difficulty.stacking.fit_predict_stack`` fits the stack on valid and measures test,
+exactly as ``make cv-difficulty-v3`` does per fold.
 The served ``StackedTracer`` is checked to combine its members' probabilities the way the
 fitted regression does, then saved with copies of its members and registered with the test
 metrics. Runs in this process (a few logistic regressions and three members' inference).
@@ -33,7 +34,7 @@ from models.difficulty.tracer import KnowledgeTracer
 from pipelines.common import committed_code_version, setup_logging
 from pipelines.difficulty.evaluate import DEFAULT_DATA_DIR, MODEL_NAME, predict_rows
 from pipelines.difficulty.fold_predictions import FoldPredictions, SplitPredictions
-from pipelines.difficulty.lr_fit import served_probabilities, split_rows
+from pipelines.difficulty.lr_evaluate import served_probabilities as lr_served_probabilities
 from pipelines.difficulty.stacking import fit_predict_stack
 
 log = logging.getLogger("pipelines.difficulty.stack_fit")
@@ -45,8 +46,7 @@ def member_probabilities(tracer: Any, split: Sequence[StudentSequence]) -> np.nd
     """The member's leak-free P(correct) for every row of ``split`` in canonical order, by the
     harness's protocol for its kind."""
     if isinstance(tracer, LRTracer):
-        rows = split_rows(tracer.spec, tracer.vocab, tracer.priors, split)
-        return served_probabilities(tracer.model, rows)
+        return lr_served_probabilities(tracer, split)
     if isinstance(tracer, KnowledgeTracer):
         return predict_rows(
             tracer.model, tracer.vocab, tracer.priors, split, window=tracer.max_history
