@@ -14,7 +14,8 @@ mean correctness.
 
 An LR tracer's artifact (architecture ``lr``) is evaluated by
 ``pipelines.difficulty.lr_evaluate``: the same protocol and keys, its counts read as served (up
-to its ``max_history`` rows), no per-row figure.
+to its ``max_history`` rows), no per-row figure. A stack (``stack``) by
+``pipelines.difficulty.stack_fit.evaluate_stack``: its members by their own protocols, combined.
 
 Calibration, like with like (``metrics.temperature``): the test ECE at temperature 1 (the raw
 network) and at a temperature fitted on the fold's valid split: the artifact's own when it has
@@ -46,6 +47,7 @@ from models.difficulty.data import Priors, StudentSequence, Vocabulary, load_spl
 from models.difficulty.dkt import DKT, encode_batch
 from models.difficulty.loader import load_tracer
 from models.difficulty.lr_tracer import ARCHITECTURE as LR_ARCHITECTURE
+from models.difficulty.stack_tracer import ARCHITECTURE as STACK_ARCHITECTURE
 from pipelines.common import code_version, setup_logging, shared_data_dir
 from pipelines.plots import plot_reliability
 
@@ -282,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         from pipelines.difficulty.lr_evaluate import evaluate_lr  # imports this module
 
         metrics = evaluate_lr(tracer, valid, sequences)
+    elif tracer.architecture == STACK_ARCHITECTURE:
+        from pipelines.difficulty.stack_fit import evaluate_stack  # imports this module
+
+        metrics = evaluate_stack(tracer, valid, sequences)
     else:
         kwargs = {"window": tracer.max_history, "batch_size": args.batch_size}
         model, vocab, priors = tracer.model, tracer.vocab, tracer.priors

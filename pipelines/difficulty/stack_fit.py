@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from models.common.calibration import reliability
 from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.difficulty.data import StudentSequence, load_split
 from models.difficulty.loader import load_tracer
@@ -32,8 +33,13 @@ from models.difficulty.lr_tracer import LRTracer
 from models.difficulty.stack_tracer import StackedTracer
 from models.difficulty.tracer import KnowledgeTracer
 from pipelines.common import committed_code_version, setup_logging
-from pipelines.difficulty.evaluate import DEFAULT_DATA_DIR, MODEL_NAME, predict_rows
-from pipelines.difficulty.fold_predictions import FoldPredictions, SplitPredictions
+from pipelines.difficulty.evaluate import DEFAULT_DATA_DIR, MODEL_NAME, binary_metrics, predict_rows
+from pipelines.difficulty.fold_predictions import (
+    FoldPredictions,
+    SplitPredictions,
+    canonical_history_len,
+    canonical_labels,
+)
 from pipelines.difficulty.lr_evaluate import served_probabilities as lr_served_probabilities
 from pipelines.difficulty.stacking import fit_predict_stack
 
@@ -52,6 +58,55 @@ def member_probabilities(tracer: Any, split: Sequence[StudentSequence]) -> np.nd
             tracer.model, tracer.vocab, tracer.priors, split, window=tracer.max_history
         )[1]
     raise TypeError(f"a stack member must be a network or the LR tracer, not {type(tracer)}")
+
+
+def stack_probabilities(stack: StackedTracer, split: Sequence[StudentSequence]) -> np.ndarray:
+    """The stack's leak-free P(correct) for every row of ``split`` in canonical order: its
+    members' (by the harness's protocol) combined with each row's history length; an unseen
+    skill's prior passes through, as served."""
+    members = [member_probabilities(m, split) for m in stack.members.values()]
+    history_len = canonical_history_len(split)
+    prior = np.array(
+        [np.nan if stack.vocab.has_skill(s) else stack.priors.for_skill(s)
+         for seq in split for s in seq.skill_ids]
+    )  # fmt: skip
+    probs = np.array(
+        [stack.combine([m[r] for m in members], int(n)) for r, n in enumerate(history_len)]
+    )
+    return np.where(np.isnan(prior), probs, prior)
+
+
+def evaluate_stack(
+    stack: StackedTracer, valid: Sequence[StudentSequence], test: Sequence[StudentSequence]
+) -> dict[str, Any]:
+    """``pipelines.difficulty.evaluate``'s metrics for a stack: the same keys; its temperature
+    is 1 (its own fit on valid is its calibration), so both ECE figures are the served one."""
+    labels = canonical_labels(test)
+    probs = stack_probabilities(stack, test)
+    calibration = reliability(probs, labels)
+    skill_prior = np.array([stack.priors.for_skill(s) for seq in test for s in seq.skill_ids])
+    del valid  # nothing to fit: the stack was calibrated on valid when it was fitted
+    return {
+        "protocol": "leak_free_attempt",
+        **binary_metrics(labels, probs),
+        "calibration": calibration,
+        "students": len(test),
+        "unseen_skill_rows": int(
+            sum(not stack.vocab.has_skill(s) for q in test for s in q.skill_ids)
+        ),
+        "unseen_item_rows": int(sum(not stack.vocab.has_item(i) for q in test for i in q.item_ids)),
+        "skill_prior_auc": binary_metrics(labels, skill_prior)["auc"],
+        "temperature": {
+            "in_artifact": 1.0,
+            "fitted_on_valid": 1.0,
+            "applied": 1.0,
+            "source": "the stack's fit on valid (no temperature)",
+            "test_ece_uncalibrated": calibration["ece"],
+            "test_ece_calibrated": calibration["ece"],
+            "uncalibrated": calibration,
+            "calibrated": calibration,
+        },
+    }
 
 
 def member_name(architecture: str, taken: set[str]) -> str:

@@ -198,3 +198,30 @@ def test_stack_fit_registers_a_stack_of_registered_versions(tmp_path: Path) -> N
     assert isinstance(served, StackedTracer) and list(served.members) == ["dkt", "akt", "lr"]
     assert "members/lr/vocab.json" in registry.load("difficulty", "v4").metadata.files
     assert len(served.predict(history(CORRECT), [("a", "1"), ("zz", "9")])) == 2
+
+
+def test_evaluate_reports_a_stack_like_any_version(tmp_path: Path) -> None:
+    """``evaluate.py --version`` on a stack: the same report keys, the served probabilities."""
+    from models.common.registry import ModelRegistry
+    from pipelines.difficulty import evaluate, stack_fit
+
+    from .test_cv_harness import DATASET, write_toy_dataset
+
+    data = write_toy_dataset(tmp_path / "kt")
+    stack = small_stack()
+    stack.save(tmp_path / "stack")
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register(
+        "difficulty", tmp_path / "stack", dataset=f"{DATASET} fold 1", code_version="test",
+        config={"dataset": DATASET, "fold": 1},
+    )  # fmt: skip
+    report = evaluate.main(
+        ["--data", str(data), "--dataset", DATASET, "--version", "v1", "--registry",
+         str(tmp_path / "registry"), "--out", str(tmp_path / "report.json")]
+    )  # fmt: skip
+    metrics = report["metrics"]
+    assert {"auc", "acc", "log_loss", "calibration", "skill_prior_auc"} <= set(metrics)
+    test = evaluate.load_split(data, DATASET, "test", 1)
+    probs = stack_fit.stack_probabilities(stack, test)
+    assert metrics["rows"] == len(probs) and 0.0 < probs.min() <= probs.max() < 1.0
+    assert (tmp_path / "report_reliability.png").is_file()
