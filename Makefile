@@ -135,10 +135,11 @@ train-difficulty-stack: install
 bench-difficulty: install
 	$(PY) -m benchmarks.difficulty --versions v1 v2 v3 v4 --out benchmarks/results/difficulty.json
 
-# Both shipped versions: reports/difficulty_v2.json (served) and difficulty_v1.json (DKT).
+# Every shipped version on assist2009_pid fold 1 test: reports/difficulty_v{1..5}.json (v1 DKT,
+# v2 the attentive tracer, v3 the feature model, v4 and v5 stacks) and their reliability PNGs.
 evaluate-difficulty: install
-	$(PY) -m pipelines.difficulty.evaluate --data $(DATA_DIR)/kt --version v2
-	$(PY) -m pipelines.difficulty.evaluate --data $(DATA_DIR)/kt --version v1
+	for v in v1 v2 v3 v4 v5; do \
+		$(PY) -m pipelines.difficulty.evaluate --data $(DATA_DIR)/kt --version $$v || exit 1; done
 
 # DKT vs the attentive tracer, 5 folds x 3 datasets (hours on 2 CPU cores; Ray tasks on a cluster).
 cv-difficulty: install
