@@ -2,7 +2,9 @@
 reports: the same contract as v1/v2 (test_shipped.py), through ``load_tracer``.
 
 Tolerances: as test_shipped.py, a report and the registered metrics are the same evaluation
-run twice, 1e-5 (a tenth of the README's last digit). The stacks' members are loaded from the
+run twice, 1e-5 (a tenth of the README's last digit); but v3 was registered with its fit's
+float64 coefficients and the report reads the artifact's float32 ones (1.4e-5 apart in AUC), so
+v3 gets 1e-4, still under the README's last digit. The stacks' members are loaded from the
 stack's own copies; they must equal the registered members' files byte for byte.
 """
 
@@ -23,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 # v3: the feature model; v4: stack of v1, v2, v3; v5: stack of v1, v3.
 VERSIONS = {"v3": "lr", "v4": "stack", "v5": "stack"}
 SAME_EVALUATION = 1e-5  # module docstring
+FLOAT32_COEFFICIENTS = 1e-4  # v3's registered figures are its float64 fit's (module docstring)
 
 
 def report(version: str) -> dict[str, Any]:
@@ -87,10 +90,9 @@ def test_report_reproduces_the_registered_test_figures(version: str) -> None:
     written = report(version)
     registered = ModelRegistry().load("difficulty", version).metadata.metrics
     metrics = written["metrics"]
+    tolerance = FLOAT32_COEFFICIENTS if version == "v3" else SAME_EVALUATION
     assert written["version"] == version and written["limit_students"] is None
     assert metrics["rows"] == registered["test_rows"]
     for key in ("auc", "acc", "log_loss"):
-        assert metrics[key] == pytest.approx(registered[f"test_{key}"], abs=SAME_EVALUATION), key
-    assert metrics["calibration"]["ece"] == pytest.approx(
-        registered["test_ece"], abs=SAME_EVALUATION
-    )
+        assert metrics[key] == pytest.approx(registered[f"test_{key}"], abs=tolerance), key
+    assert metrics["calibration"]["ece"] == pytest.approx(registered["test_ece"], abs=tolerance)
