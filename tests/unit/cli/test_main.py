@@ -32,7 +32,7 @@ def _never_connect(address):
         (["canary", "emotion", "v3", "--percent", "150"], "below 100"),
         (["canary", "emotion", "v4", "--percent", "10"], "is the champion"),
         (["shadow", "emotion", "--stop"], "no shadow running"),
-        (["rollback", "difficulty"], "no champion before v2"),
+        (["rollback", "difficulty"], "no champion before v5"),
     ],
 )
 def test_refusals_exit_2_with_one_line_and_change_nothing(monkeypatch, config_path, args, message):
