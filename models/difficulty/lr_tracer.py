@@ -33,15 +33,12 @@ from models.difficulty.encoding_cache import NOTHING_CACHED, EncodingCache
 from models.difficulty.lr_features import FeatureSpec, LearnerState
 from models.difficulty.lr_tables import EMPTY_TABLES, TABLES_FILE, ItemTables
 from models.difficulty.tracer_api import (
-    COLD_START,
     CONFIG_FILE,
     PRIORS_FILE,
     SKILL_NAMES_FILE,
-    UNSEEN_ITEM,
-    UNSEEN_SKILL,
     VOCAB_FILE,
-    CandidatePrediction,
     Interaction,
+    TracerAPI,
     window_start,
 )
 
@@ -89,7 +86,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow warnings at large |z|
 
 
-class LRTracer:
+class LRTracer(TracerAPI):
     architecture = ARCHITECTURE
 
     def __init__(
@@ -209,6 +206,9 @@ class LRTracer:
             [state.row(self.vocab, item, skill) for item, skill in targets]
         )
 
+    def _trace_probabilities(self, history: Sequence[Interaction]) -> list[float]:
+        return self.model.row_probabilities(self.trace_rows(history))
+
     def trace_rows(self, history: Sequence[Interaction]) -> list[tuple[list[int], list[float]]]:
         """Each row's leak-free feature row (columns, values), from the state before its attempt
         in the window its own prediction would read (one pass per window start)."""
@@ -228,66 +228,7 @@ class LRTracer:
             rows.append(state.row(self.vocab, h.item_id, h.skill_id))
         return rows
 
-    def _prediction(
-        self, item_id: str, skill_id: str, p_model: float, cold: bool
-    ) -> CandidatePrediction:
-        flags = []
-        if cold:
-            flags.append(COLD_START)
-        if not self.vocab.has_item(item_id):
-            flags.append(UNSEEN_ITEM)
-        if self.vocab.has_skill(skill_id):
-            p, basis = float(p_model), "population" if cold else "model"
-        else:
-            flags.append(UNSEEN_SKILL)
-            p = self.priors.for_skill(skill_id)
-            basis = "skill_prior" if skill_id in self.priors.skill_priors else "global_prior"
-        return CandidatePrediction(item_id, skill_id, p, tuple(flags), basis)
-
     # ---------------------------------------------------------------------------------- API
-    def predict(
-        self, history: Sequence[Interaction], candidates: Sequence[tuple[str, str]]
-    ) -> list[CandidatePrediction]:
-        """P(correct) for each ``(item_id, skill_id)`` candidate as the learner's next attempt."""
-        if not candidates:
-            return []
-        probs = self._next_attempt_probabilities(history, candidates)
-        cold = len(history) == 0
-        return [
-            self._prediction(item, skill, p, cold)
-            for (item, skill), p in zip(candidates, probs, strict=True)
-        ]
-
-    def trace(self, history: Sequence[Interaction]) -> list[CandidatePrediction]:
-        """The leak-free prediction of every history row from the attempts before it.
-
-        Row t's prediction equals ``predict(history[:s], [(item, skill)])`` where ``s`` is the
-        first row of row t's attempt; ``len(result) == len(history)``.
-        """
-        if not history:
-            return []
-        context = attempt_context_index([h.item_id for h in history])
-        probs = self.model.row_probabilities(self.trace_rows(history))
-        return [
-            self._prediction(h.item_id, h.skill_id, probs[t], context[t] == -1)
-            for t, h in enumerate(history)
-        ]
-
-    def mastery(self, history: Sequence[Interaction]) -> dict[str, float]:
-        """P(correct) on each skill in the history, after the whole history, read on an average
-        item of the skill (no item indicator). Unknown skills get their prior."""
-        if not history:
-            return {}
-        skills = list(dict.fromkeys(h.skill_id for h in history))
-        probs = self._next_attempt_probabilities(history, [("", s) for s in skills])
-        return {
-            skill: float(p) if self.vocab.has_skill(skill) else self.priors.for_skill(skill)
-            for skill, p in zip(skills, probs, strict=True)
-        }
-
-    def skill_name(self, skill_id: str) -> str | None:
-        return self.skill_names.get(str(skill_id))
-
     def describe(self) -> dict[str, Any]:
         return {
             "model": self.architecture,

@@ -50,6 +50,7 @@ from models.difficulty.tracer_api import (  # the torch-free API, re-exported he
     VOCAB_FILE,
     CandidatePrediction,
     Interaction,
+    TracerAPI,
     as_interactions,
     recommend,
     window_start,
@@ -83,7 +84,7 @@ DEFAULT_MAX_HISTORY = 200
 DEFAULT_ENCODING_CACHE_SIZE = 1024  # learners' encoded windows (AKT: ~100 KB each at 200 rows)
 
 
-class KnowledgeTracer:
+class KnowledgeTracer(TracerAPI):
     def __init__(
         self,
         model: DKT | AKT,
@@ -255,73 +256,7 @@ class KnowledgeTracer:
             t = end
         return probs
 
-    def _prediction(
-        self, item_id: str, skill_id: str, p_model: float, cold: bool
-    ) -> CandidatePrediction:
-        flags = []
-        if cold:
-            flags.append(COLD_START)
-        if not self.vocab.has_item(item_id):
-            flags.append(UNSEEN_ITEM)
-        if self.vocab.has_skill(skill_id):
-            p, basis = float(p_model), "population" if cold else "model"
-        else:
-            flags.append(UNSEEN_SKILL)
-            p = self.priors.for_skill(skill_id)
-            basis = "skill_prior" if skill_id in self.priors.skill_priors else "global_prior"
-        return CandidatePrediction(item_id, skill_id, p, tuple(flags), basis)
-
     # --------------------------------------------------------------------------------- API
-    def predict(
-        self, history: Sequence[Interaction], candidates: Sequence[tuple[str, str]]
-    ) -> list[CandidatePrediction]:
-        """P(correct) for each ``(item_id, skill_id)`` candidate as the learner's next attempt.
-
-        One pass over the history's context window (extended from the cache when it can be),
-        shared by all candidates.
-        """
-        if not candidates:
-            return []
-        probs = self._next_attempt_probabilities(history, candidates)
-        cold = len(history) == 0
-        return [
-            self._prediction(item, skill, p, cold)
-            for (item, skill), p in zip(candidates, probs, strict=True)
-        ]
-
-    def trace(self, history: Sequence[Interaction]) -> list[CandidatePrediction]:
-        """The leak-free prediction of every history row from the attempts before it.
-
-        Row t's prediction equals ``predict(history[:s], [(item, skill)])`` where ``s`` is the
-        first row of row t's attempt; ``len(result) == len(history)``.
-        """
-        if not history:
-            return []
-        context = attempt_context_index([h.item_id for h in history])
-        probs = self._trace_probabilities(history)
-        return [
-            self._prediction(h.item_id, h.skill_id, probs[t], context[t] == -1)
-            for t, h in enumerate(history)
-        ]
-
-    def mastery(self, history: Sequence[Interaction]) -> dict[str, float]:
-        """P(correct) on each skill in the history, after the whole history.
-
-        Read on an average item of the skill (no item difficulty), from the context window.
-        Skills the model does not know get their prior (else the global prior).
-        """
-        if not history:
-            return {}
-        skills = list(dict.fromkeys(h.skill_id for h in history))
-        probs = self._next_attempt_probabilities(history, [("", s) for s in skills])
-        return {
-            skill: float(p) if self.vocab.has_skill(skill) else self.priors.for_skill(skill)
-            for skill, p in zip(skills, probs, strict=True)
-        }
-
-    def skill_name(self, skill_id: str) -> str | None:
-        return self.skill_names.get(str(skill_id))
-
     def describe(self) -> dict[str, Any]:
         return {
             "model": self.architecture,

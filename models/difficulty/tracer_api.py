@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from models.difficulty.data import Priors, Vocabulary
 
 CONFIG_FILE = "tracer_config.json"  # its "architecture" says which tracer loads the artifact
 VOCAB_FILE = "vocab.json"
@@ -75,3 +78,86 @@ def recommend(
         return (round(max(low - p, 0.0, p - high), 9), round(abs(p - middle), 9), i)
 
     return min(range(len(predictions)), key=key)
+
+
+class TracerAPI:
+    """What every knowledge tracer answers, written once: ``predict``, ``trace``, ``mastery``
+    and the flags and fallbacks of each prediction. A tracer supplies its ``vocab``, ``priors``
+    and ``skill_names`` and two computations: P(correct) of targets as the attempt after a
+    history (``_next_attempt_probabilities``), and every row's leak-free P(correct)
+    (``_trace_probabilities``)."""
+
+    vocab: Vocabulary
+    priors: Priors
+    skill_names: dict[str, str]
+
+    def _next_attempt_probabilities(
+        self, history: Sequence[Interaction], targets: Sequence[tuple[str, str]]
+    ) -> list[float]:
+        raise NotImplementedError
+
+    def _trace_probabilities(self, history: Sequence[Interaction]) -> list[float]:
+        raise NotImplementedError
+
+    def _prediction(
+        self, item_id: str, skill_id: str, p_model: float, cold: bool
+    ) -> CandidatePrediction:
+        flags = []
+        if cold:
+            flags.append(COLD_START)
+        if not self.vocab.has_item(item_id):
+            flags.append(UNSEEN_ITEM)
+        if self.vocab.has_skill(skill_id):
+            p, basis = float(p_model), "population" if cold else "model"
+        else:
+            flags.append(UNSEEN_SKILL)
+            p = self.priors.for_skill(skill_id)
+            basis = "skill_prior" if skill_id in self.priors.skill_priors else "global_prior"
+        return CandidatePrediction(item_id, skill_id, p, tuple(flags), basis)
+
+    def predict(
+        self, history: Sequence[Interaction], candidates: Sequence[tuple[str, str]]
+    ) -> list[CandidatePrediction]:
+        """P(correct) for each ``(item_id, skill_id)`` candidate as the learner's next attempt
+        (one computation over the history, shared by all candidates)."""
+        if not candidates:
+            return []
+        probs = self._next_attempt_probabilities(history, candidates)
+        cold = len(history) == 0
+        return [
+            self._prediction(item, skill, p, cold)
+            for (item, skill), p in zip(candidates, probs, strict=True)
+        ]
+
+    def trace(self, history: Sequence[Interaction]) -> list[CandidatePrediction]:
+        """The leak-free prediction of every history row from the attempts before it.
+
+        Row t's prediction equals ``predict(history[:s], [(item, skill)])`` where ``s`` is the
+        first row of row t's attempt; ``len(result) == len(history)``.
+        """
+        if not history:
+            return []
+        from models.difficulty.data import attempt_context_index
+
+        context = attempt_context_index([h.item_id for h in history])
+        probs = self._trace_probabilities(history)
+        return [
+            self._prediction(h.item_id, h.skill_id, probs[t], context[t] == -1)
+            for t, h in enumerate(history)
+        ]
+
+    def mastery(self, history: Sequence[Interaction]) -> dict[str, float]:
+        """P(correct) on each skill in the history, after the whole history, read on an average
+        item of the skill (no item difficulty). Skills the model does not know get their prior
+        (else the global prior)."""
+        if not history:
+            return {}
+        skills = list(dict.fromkeys(h.skill_id for h in history))
+        probs = self._next_attempt_probabilities(history, [("", s) for s in skills])
+        return {
+            skill: float(p) if self.vocab.has_skill(skill) else self.priors.for_skill(skill)
+            for skill, p in zip(skills, probs, strict=True)
+        }
+
+    def skill_name(self, skill_id: str) -> str | None:
+        return self.skill_names.get(str(skill_id))
