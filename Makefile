@@ -36,7 +36,7 @@ SERVE_ENV := RAY_ADDRESS=$${RAY_ADDRESS:-local} \
 	RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=$${RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE:-1}
 SERVE_HOOK := --runtime-env-json '{"worker_process_setup_hook": "deployments.loopback.bind_serve_to_loopback"}'
 
-.PHONY: install serve test test-unit bench bench-peers bench-scale bench-scale-policy chaos lifecycle-replay lint format train-emotion train-difficulty cv-difficulty \
+.PHONY: install serve test test-unit bench bench-peers bench-scale bench-scale-policy chaos lifecycle-replay lint format train-emotion train-difficulty train-difficulty-lr train-difficulty-stack bench-difficulty cv-difficulty cv-difficulty-v3 \
 	evaluate-emotion evaluate-difficulty simulate-personalization register-personalization \
 	export evaluate-policy batch-score batch-score-reports at-risk kuberay clean
 
@@ -118,19 +118,40 @@ evaluate-emotion-onnx: install
 bench-emotion-backends: install
 	$(PY) -m benchmarks.emotion_backends --out benchmarks/results/emotion_backends.json
 
-# The served recipe (v2, the attentive tracer); `--model dkt --patience 5` for DKT v1's.
+# The attentive tracer's recipe (v2, a member of the served stack); `--model dkt --patience 5`
+# for DKT v1's.
 train-difficulty: install
 	$(PY) -m pipelines.difficulty.train --data $(DATA_DIR)/kt --model akt --dropout 0.2 \
 		--item-bias --patience 4
 
-# Both shipped versions: reports/difficulty_v2.json (served) and difficulty_v1.json (DKT).
+# The feature model (v3: logistic regression, a few minutes), then the served stack over the
+# registered DKT, tracer and feature model (v4), both on assist2009_pid fold 1.
+train-difficulty-lr: install
+	$(PY) -m pipelines.difficulty.train --data $(DATA_DIR)/kt --model lr
+train-difficulty-stack: install
+	$(PY) -m pipelines.difficulty.stack_fit --data $(DATA_DIR)/kt --members $(or $(MEMBERS),v1 v2 v3)
+
+# 20 candidates at a 200-step history, in-process, fresh and next turn, per shipped version.
+bench-difficulty: install
+	$(PY) -m benchmarks.difficulty --versions v1 v2 v3 v4 --out benchmarks/results/difficulty.json
+
+# Every shipped version on assist2009_pid fold 1 test: reports/difficulty_v{1..5}.json (v1 DKT,
+# v2 the attentive tracer, v3 the feature model, v4 and v5 stacks) and their reliability PNGs.
 evaluate-difficulty: install
-	$(PY) -m pipelines.difficulty.evaluate --data $(DATA_DIR)/kt --version v2
-	$(PY) -m pipelines.difficulty.evaluate --data $(DATA_DIR)/kt --version v1
+	for v in v1 v2 v3 v4 v5; do \
+		$(PY) -m pipelines.difficulty.evaluate --data $(DATA_DIR)/kt --version $$v || exit 1; done
 
 # DKT vs the attentive tracer, 5 folds x 3 datasets (hours on 2 CPU cores; Ray tasks on a cluster).
 cv-difficulty: install
 	$(PY) -m pipelines.difficulty.cross_validate --data $(DATA_DIR)/kt --parallel 2
+
+# Difficulty v3, the one run: DKT, the tracer, the feature model (lr) and their stack, 5 folds x
+# 3 datasets (~55 min on 2 cores, estimated): reports/difficulty_cv_v3.json, .md and
+# _reliability.png; every run's leak-free predictions in var/difficulty_cv/<dataset>/.
+cv-difficulty-v3: install
+	$(PY) -m pipelines.difficulty.cross_validate --data $(DATA_DIR)/kt \
+		--datasets assist2009_pid assist2015 statics --models dkt akt lr stack stack:dkt+lr \
+		--parallel 2 --threads 1 --out reports/difficulty_cv_v3.json -- --patience 4
 
 # Thompson sampling vs uniform, fixed strategies, an oracle and Vowpal Wabbit on simulated
 # learners, 20k turns (~5 min on 2 cores); the uniform run's log feeds the off-policy check.

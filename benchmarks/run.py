@@ -22,15 +22,14 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
+from benchmarks.difficulty import bench_difficulty_in_process, percentiles
 from benchmarks.load import closed_loop
 from benchmarks.shadow_cost import bench_shadow_cost, shadow_cost_rows
 from benchmarks.streaming import openai_token, timed_streams, tutor_token
 from models.common.registry import ModelRegistry
-from models.difficulty.tracer import Interaction, KnowledgeTracer
 from models.emotion.classifier import EmotionClassifier
 from tests.support.llm_stub import stub_process
 from tests.support.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
@@ -46,15 +45,6 @@ LEARNER_TEXTS = [
     "That was actually kind of fun, can we do another?",
     "I give up, I'm just bad at math.",
 ]
-
-
-def _percentiles(samples_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_ms)
-    return {
-        "p50_ms": round(float(np.percentile(ordered, 50)), 2),
-        "p99_ms": round(float(np.percentile(ordered, 99)), 2),
-        "n": len(ordered),
-    }
 
 
 def _texts(n: int) -> list[str]:
@@ -89,58 +79,11 @@ def bench_emotion_in_process(version: str, threads: int, seconds: float, backend
         single.append((time.perf_counter() - t0) * 1000)
     return {
         "texts_per_s": round(throughput, 1),
-        "single_text": _percentiles(single),
+        "single_text": percentiles(single),
         "torch_threads": threads,
         "backend": backend,
         "batch_size": 32,
         "model_version": artifact.metadata.version,
-    }
-
-
-def _learner_history(rng: np.random.Generator, rows: int) -> list[Interaction]:
-    """Attempts at real assist2009_pid items and skills (ids in the shipped vocabulary)."""
-    skills = ("9", "15", "7", "34", "68")
-    return [
-        Interaction(str(1000 + int(rng.integers(0, 3000))), skills[i % 5], bool(rng.random() < 0.7))
-        for i in range(rows)
-    ]
-
-
-def _timed_ms(call) -> float:
-    t0 = time.perf_counter()
-    call()
-    return (time.perf_counter() - t0) * 1000
-
-
-def bench_difficulty_in_process(
-    version: str, threads: int, history_len: int = 200, learners: int = 100
-) -> dict:
-    """P(correct) of 20 candidates for a learner with a ``history_len``-step history: a fresh
-    request (nothing cached: the whole window encoded) and the next turn after one new answer
-    (the window extended from the encoding cache), each over ``learners`` different learners."""
-    torch.set_num_threads(threads)
-    path = ModelRegistry().load("difficulty", version).path
-    rng = np.random.default_rng(0)
-    histories = [_learner_history(rng, history_len) for _ in range(learners)]
-    candidates = [(str(2000 + i), ("9", "15", "7", "34", "68")[i % 5]) for i in range(20)]
-    fresh = KnowledgeTracer.from_artifact(path, encoding_cache_size=0)
-    cached = KnowledgeTracer.from_artifact(path, encoding_cache_size=learners)
-    fresh.predict(histories[0], candidates)  # warm-up
-    fresh_ms, next_turn_ms = [], []
-    for history in histories:
-        fresh_ms.append(_timed_ms(lambda h=history: fresh.predict(h, candidates)))
-        cached.predict(history[:-1], candidates)  # the turn before: fills the cache
-        next_turn_ms.append(_timed_ms(lambda h=history: cached.predict(h, candidates)))
-    next_turn = _percentiles(next_turn_ms)
-    fresh_stats = _percentiles(fresh_ms)
-    return {
-        "version": version,
-        "architecture": fresh.architecture,
-        "history_steps": history_len,
-        "candidates": len(candidates),
-        "fresh": fresh_stats,
-        "next_turn": next_turn,
-        "next_turn_speedup_p50": round(fresh_stats["p50_ms"] / next_turn["p50_ms"], 2),
     }
 
 

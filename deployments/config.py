@@ -80,7 +80,8 @@ class DifficultyUserConfig(RolloutConfig):
         default=1024,
         ge=0,
         le=100_000,
-        description="Learners' encoded histories kept per replica (0: recompute every request).",
+        description="Learners kept per replica in each model's cache: encoded windows (networks) "
+        "or feature counts (the feature model), extended by new answers (0: recompute).",
     )
 
     @field_validator("target_band")

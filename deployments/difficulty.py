@@ -19,10 +19,13 @@ from deployments.schemas import (
     SkillMastery,
 )
 from models.common.registry import ModelRegistry
-from models.difficulty.tracer import (
+from models.difficulty.encoding_cache import EncodingCache
+from models.difficulty.loader import load_tracer
+from models.difficulty.lr_tracer import LRTracer
+from models.difficulty.tracer import KnowledgeTracer
+from models.difficulty.tracer_api import (
     CandidatePrediction,
     Interaction,
-    KnowledgeTracer,
     as_interactions,
     recommend,
 )
@@ -30,6 +33,13 @@ from store import TutorStore
 
 logger = logging.getLogger("ray.serve")
 MODEL_NAME = "difficulty"
+# Any registered version: the networks (DKT, the attentive tracer) or the feature model (v3).
+Tracer = KnowledgeTracer | LRTracer
+
+
+def learner_cache(tracer: Tracer) -> EncodingCache | None:
+    """The tracer's per-learner cache: encoded windows (networks) or feature states (LR)."""
+    return tracer.state_cache if isinstance(tracer, LRTracer) else tracer.encoding_cache
 
 
 def _prediction(p: CandidatePrediction) -> Prediction:
@@ -56,23 +66,25 @@ class DifficultyDeployment:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self._config = DifficultyUserConfig()
 
-        def load(version: str) -> KnowledgeTracer:
-            # The artifact's own window: the rows the model was trained to read.
-            tracer = KnowledgeTracer.from_artifact(
+        def load(version: str) -> Tracer:
+            # Whichever tracer the version holds (the attentive tracer, DKT or the feature
+            # model), on the artifact's own window: the rows the model was trained to read.
+            tracer = load_tracer(
                 registry.load(MODEL_NAME, version).path,
                 device=device,
                 encoding_cache_size=self._config.encoding_cache_size,
             )
             logger.info(
-                "difficulty %s on %s: window %d rows, encoding cache %d",
+                "difficulty %s (%s) on %s: window %d rows, cache %d learners",
                 version,
+                tracer.architecture,
                 device,
                 tracer.max_history,
                 self._config.encoding_cache_size,
             )
             return tracer
 
-        self._versions: VersionedModels[KnowledgeTracer] = VersionedModels(
+        self._versions: VersionedModels[Tracer] = VersionedModels(
             MODEL_NAME,
             load=load,
             resolve=lambda v: registry.resolve_version(MODEL_NAME, v),
@@ -119,7 +131,7 @@ class DifficultyDeployment:
 
     def _predict(
         self,
-        picked: Picked[KnowledgeTracer],
+        picked: Picked[Tracer],
         history: list[Interaction],
         candidates: list[Exercise],
         trace: bool,
@@ -140,8 +152,8 @@ class DifficultyDeployment:
 
     async def _shadow(
         self,
-        shadow: Picked[KnowledgeTracer],
-        served: Picked[KnowledgeTracer],
+        shadow: Picked[Tracer],
+        served: Picked[Tracer],
         history: list[Interaction],
         candidates: list[Exercise],
         turn_id: str,
@@ -177,9 +189,10 @@ class DifficultyDeployment:
             for skill, p in tracer.mastery(history).items()
         ]
 
-    def _record_cache(self, tracer: KnowledgeTracer) -> None:
-        if tracer.encoding_cache is not None:
-            stats = tracer.encoding_cache.stats()
+    def _record_cache(self, tracer: Tracer) -> None:
+        cache = learner_cache(tracer)
+        if cache is not None:
+            stats = cache.stats()
             self._cache_reuse.set(stats["reuse_ratio"])
             self._cache_entries.set(stats["entries"])
 

@@ -37,11 +37,11 @@ import pyarrow.dataset as pads
 from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.common.vocab import LEARNING_STATES, STRATEGIES
 from models.difficulty.data import load_split
-from models.difficulty.tracer import KnowledgeTracer
+from models.difficulty.loader import load_tracer
 from models.emotion.classifier import EmotionClassifier
 from pipelines.batch_score import champion
 from pipelines.common import REPO_ROOT, setup_logging, shared_data_dir, use_offline_models
-from pipelines.difficulty.batch_scorer import trace_batched
+from pipelines.difficulty.batch_scorer import trace_many
 
 log = logging.getLogger("pipelines.synthetic_export")
 START_TS = 1_790_000_000.0  # 2026-09-20 UTC
@@ -136,11 +136,9 @@ def build(args: argparse.Namespace) -> dict[str, int]:
     # Difficulty: the served version's leak-free prediction of each answer, from the answers before.
     traced: dict[str, np.ndarray] = {}
     for version in sorted({v["difficulty"] for v in served.values()}):
-        tracer = KnowledgeTracer.from_artifact(
-            registry.load("difficulty", version).path, encoding_cache_size=0
-        )
+        tracer = load_tracer(registry.load("difficulty", version).path, encoding_cache_size=0)
         mine = [i for i, lid in enumerate(learners) if served[lid]["difficulty"] == version]
-        for i, probs in zip(mine, trace_batched(tracer, [students[i] for i in mine]), strict=True):
+        for i, probs in zip(mine, trace_many(tracer, [students[i] for i in mine]), strict=True):
             traced[learners[i]] = probs
 
     turns: list[dict] = []

@@ -53,7 +53,8 @@ from deployments.tutoring.turn_runner import TurnHandles, TurnRunner
 from deployments.tutoring.tutor_service import TutorService
 from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.common.vocab import STRATEGIES
-from models.difficulty.tracer import Interaction, KnowledgeTracer, as_interactions, recommend
+from models.difficulty.loader import load_tracer
+from models.difficulty.tracer_api import Interaction, as_interactions, recommend
 from models.emotion.classifier import EmotionClassifier
 from models.llm.prompts import ReplyContext
 from models.llm.router import ProviderRouter
@@ -114,9 +115,7 @@ class DifficultyModel:
 
     def __init__(self, registry: ModelRegistry, config: DifficultyUserConfig) -> None:
         artifact = registry.load("difficulty", config.model_version)
-        self.tracer = KnowledgeTracer.from_artifact(
-            artifact.path, encoding_cache_size=config.encoding_cache_size
-        )
+        self.tracer = load_tracer(artifact.path, encoding_cache_size=config.encoding_cache_size)
         self.band = config.target_band
         self.version = artifact.metadata.version
 

@@ -99,11 +99,15 @@ class ModelRegistry:
         target = self.root / name / version
         if target.exists():
             raise FileExistsError(f"{name} {version} is already registered at {target}")
-        files = sorted(p.name for p in source_dir.iterdir() if p.is_file())
+        # Relative paths: an artifact may nest others (a stacked model's members/<name>/).
+        files = sorted(
+            p.relative_to(source_dir).as_posix() for p in source_dir.rglob("*") if p.is_file()
+        )
         if not files:
             raise ValueError(f"{source_dir} holds no files to register")
         target.mkdir(parents=True)
         for file_name in files:
+            (target / file_name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source_dir / file_name, target / file_name)
         metadata = ArtifactMetadata(
             name=name,
@@ -136,6 +140,7 @@ class ModelRegistry:
         with tempfile.TemporaryDirectory() as tmp:
             for name in source.metadata.files:
                 if name != METADATA_FILE and name not in drop:
+                    (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(source.path / name, Path(tmp) / name)
             add_files(Path(tmp))
             return self.register(

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,62 +39,52 @@ from models.difficulty.akt import AKT, AKTConfig, EncodedHistory
 from models.difficulty.data import Priors, Vocabulary, attempt_context_index
 from models.difficulty.dkt import DKT, DKTConfig
 from models.difficulty.encoding_cache import NOTHING_CACHED, EncodingCache
+from models.difficulty.tracer_api import (  # the torch-free API, re-exported here
+    COLD_START,
+    CONFIG_FILE,
+    DEFAULT_BAND,
+    PRIORS_FILE,
+    SKILL_NAMES_FILE,
+    UNSEEN_ITEM,
+    UNSEEN_SKILL,
+    VOCAB_FILE,
+    CandidatePrediction,
+    Interaction,
+    TracerAPI,
+    as_interactions,
+    recommend,
+    window_start,
+)
 
-# The config's "architecture" says which network the weights are (absent: DKT, v1's format).
+__all__ = [  # the shared API is importable from here as before
+    "COLD_START",
+    "DEFAULT_BAND",
+    "UNSEEN_ITEM",
+    "UNSEEN_SKILL",
+    "CandidatePrediction",
+    "Interaction",
+    "KnowledgeTracer",
+    "as_interactions",
+    "recommend",
+    "window_start",
+]
+
+# The config's (tracer_api.CONFIG_FILE) "architecture" says which network the weights are
+# (absent: DKT, v1's format).
 WEIGHTS_FILE = "tracer_weights.pt"
-CONFIG_FILE = "tracer_config.json"
 # Until 2026-12-01 every artifact was saved as dkt.pt / dkt_config.json, whatever its architecture
 # (the shipped v1 and v2 were renamed, weights unchanged); registries elsewhere may still hold
 # those names, so the loader falls back to them.
 LEGACY_WEIGHTS_FILE = "dkt.pt"
 LEGACY_CONFIG_FILE = "dkt_config.json"
 ARCHITECTURES: dict[str, tuple[type, type]] = {"dkt": (DKT, DKTConfig), "akt": (AKT, AKTConfig)}
-VOCAB_FILE = "vocab.json"
-PRIORS_FILE = "priors.json"
-SKILL_NAMES_FILE = "skill_names.json"
 ARTIFACT_FILES = (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE, PRIORS_FILE, SKILL_NAMES_FILE)
 
 DEFAULT_MAX_HISTORY = 200
-DEFAULT_BAND = (0.70, 0.85)
 DEFAULT_ENCODING_CACHE_SIZE = 1024  # learners' encoded windows (AKT: ~100 KB each at 200 rows)
 
-COLD_START = "cold_start"
-UNSEEN_ITEM = "unseen_item"
-UNSEEN_SKILL = "unseen_skill"
 
-
-@dataclass(frozen=True)
-class Interaction:
-    item_id: str
-    skill_id: str
-    correct: bool
-
-
-def as_interactions(rows: Sequence[Sequence[Any]]) -> list[Interaction]:
-    """Interactions from ``(item_id, skill_id, correct)`` rows, the form a history crosses a
-    Serve hop in: cloudpickle pickles a list of 1,000 dataclass instances ~20x slower than
-    the same rows as tuples (it inspects every instance), and a turn's history can be that."""
-    return [row if isinstance(row, Interaction) else Interaction(*row) for row in rows]
-
-
-@dataclass(frozen=True)
-class CandidatePrediction:
-    item_id: str
-    skill_id: str
-    p_correct: float
-    flags: tuple[str, ...] = ()
-    basis: str = "model"  # model | population | skill_prior | global_prior (module docstring)
-
-
-def window_start(rows: int, max_history: int) -> int:
-    """First row of the context the attempt after ``rows`` rows reads (module docstring)."""
-    if rows <= max_history:
-        return 0
-    stride = max(1, max_history // 2)
-    return -(-(rows - max_history) // stride) * stride
-
-
-class KnowledgeTracer:
+class KnowledgeTracer(TracerAPI):
     def __init__(
         self,
         model: DKT | AKT,
@@ -267,73 +256,7 @@ class KnowledgeTracer:
             t = end
         return probs
 
-    def _prediction(
-        self, item_id: str, skill_id: str, p_model: float, cold: bool
-    ) -> CandidatePrediction:
-        flags = []
-        if cold:
-            flags.append(COLD_START)
-        if not self.vocab.has_item(item_id):
-            flags.append(UNSEEN_ITEM)
-        if self.vocab.has_skill(skill_id):
-            p, basis = float(p_model), "population" if cold else "model"
-        else:
-            flags.append(UNSEEN_SKILL)
-            p = self.priors.for_skill(skill_id)
-            basis = "skill_prior" if skill_id in self.priors.skill_priors else "global_prior"
-        return CandidatePrediction(item_id, skill_id, p, tuple(flags), basis)
-
     # --------------------------------------------------------------------------------- API
-    def predict(
-        self, history: Sequence[Interaction], candidates: Sequence[tuple[str, str]]
-    ) -> list[CandidatePrediction]:
-        """P(correct) for each ``(item_id, skill_id)`` candidate as the learner's next attempt.
-
-        One pass over the history's context window (extended from the cache when it can be),
-        shared by all candidates.
-        """
-        if not candidates:
-            return []
-        probs = self._next_attempt_probabilities(history, candidates)
-        cold = len(history) == 0
-        return [
-            self._prediction(item, skill, p, cold)
-            for (item, skill), p in zip(candidates, probs, strict=True)
-        ]
-
-    def trace(self, history: Sequence[Interaction]) -> list[CandidatePrediction]:
-        """The leak-free prediction of every history row from the attempts before it.
-
-        Row t's prediction equals ``predict(history[:s], [(item, skill)])`` where ``s`` is the
-        first row of row t's attempt; ``len(result) == len(history)``.
-        """
-        if not history:
-            return []
-        context = attempt_context_index([h.item_id for h in history])
-        probs = self._trace_probabilities(history)
-        return [
-            self._prediction(h.item_id, h.skill_id, probs[t], context[t] == -1)
-            for t, h in enumerate(history)
-        ]
-
-    def mastery(self, history: Sequence[Interaction]) -> dict[str, float]:
-        """P(correct) on each skill in the history, after the whole history.
-
-        Read on an average item of the skill (no item difficulty), from the context window.
-        Skills the model does not know get their prior (else the global prior).
-        """
-        if not history:
-            return {}
-        skills = list(dict.fromkeys(h.skill_id for h in history))
-        probs = self._next_attempt_probabilities(history, [("", s) for s in skills])
-        return {
-            skill: float(p) if self.vocab.has_skill(skill) else self.priors.for_skill(skill)
-            for skill, p in zip(skills, probs, strict=True)
-        }
-
-    def skill_name(self, skill_id: str) -> str | None:
-        return self.skill_names.get(str(skill_id))
-
     def describe(self) -> dict[str, Any]:
         return {
             "model": self.architecture,
@@ -345,26 +268,3 @@ class KnowledgeTracer:
             if self.encoding_cache is not None
             else None,
         }
-
-
-def recommend(
-    predictions: Sequence[CandidatePrediction], band: tuple[float, float] = DEFAULT_BAND
-) -> int:
-    """Index of the prediction whose p_correct is nearest the target band.
-
-    Inside the band counts as distance 0; ties go to the one nearest the band's middle, then
-    to the first. Raises ValueError on no predictions or a band with low > high.
-    """
-    low, high = band
-    if low > high:
-        raise ValueError(f"band must be (low, high) with low <= high, got {band}")
-    if not predictions:
-        raise ValueError("no predictions to choose from")
-    middle = (low + high) / 2
-
-    def key(i: int) -> tuple[float, float, int]:
-        p = predictions[i].p_correct
-        # Rounded so that float noise (0.90 - 0.85 vs 0.70 - 0.65) does not break ties.
-        return (round(max(low - p, 0.0, p - high), 9), round(abs(p - middle), 9), i)
-
-    return min(range(len(predictions)), key=key)

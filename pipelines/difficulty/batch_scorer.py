@@ -5,6 +5,8 @@ imports per actor on this machine, when an actor's whole start was the job's lar
 ``trace_batched`` is ``KnowledgeTracer.trace`` for many learners at once (same numbers; a test
 compares them): each learner's rows are cut into the windows ``trace`` would read, and the
 windows of all learners are padded at the end (the networks are causal) and run together.
+``trace_many`` is that for any registered version: the feature model (``LRTracer``) has no
+network pass to batch, so it traces each learner in turn (one pass of counts per learner).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import torch
 from models.common.registry import ModelRegistry
 from models.difficulty.data import StudentSequence, attempt_context_index
 from models.difficulty.dkt import encode_batch
+from models.difficulty.loader import load_tracer
+from models.difficulty.lr_tracer import LRTracer
 from models.difficulty.tracer import KnowledgeTracer, window_start
+from models.difficulty.tracer_api import Interaction
 
 MODEL_NAME = "difficulty"
 
@@ -74,6 +79,33 @@ def trace_batched(
     return out
 
 
+def trace_many(
+    tracer: KnowledgeTracer | LRTracer,
+    sequences: Sequence[StudentSequence],
+    *,
+    batch_size: int = 64,
+) -> list[np.ndarray]:
+    """Per sequence, each row's leak-free P(correct) as ``tracer.trace`` gives it, for either
+    kind of tracer (the networks batched across learners)."""
+    if isinstance(tracer, KnowledgeTracer):
+        return trace_batched(tracer, sequences, batch_size=batch_size)
+    return [
+        np.array(
+            [
+                p.p_correct
+                for p in tracer.trace(
+                    [
+                        Interaction(i, s, bool(c))
+                        for i, s, c in zip(seq.item_ids, seq.skill_ids, seq.correct, strict=True)
+                    ]
+                )
+            ],
+            dtype=np.float64,
+        )
+        for seq in sequences
+    ]
+
+
 class DifficultyScorer:
     """The callable class Ray Data runs: loads each version it needs once per actor."""
 
@@ -93,17 +125,15 @@ class DifficultyScorer:
         self.known = set(self.registry.versions(MODEL_NAME))
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model_batch_size = model_batch_size
-        self._tracers: dict[str, KnowledgeTracer] = {}
+        self._tracers: dict[str, KnowledgeTracer | LRTracer] = {}
         for v in {self.version, self.champion}:
             self.tracer(v)
 
-    def tracer(self, version: str) -> KnowledgeTracer:
+    def tracer(self, version: str) -> KnowledgeTracer | LRTracer:
         if version not in self._tracers:
             path = self.registry.load(MODEL_NAME, version).path
-            # No encoding cache: trace recomputes every window anyway.
-            self._tracers[version] = KnowledgeTracer.from_artifact(
-                path, device=self.device, encoding_cache_size=0
-            )
+            # No cache: trace recomputes every window anyway.
+            self._tracers[version] = load_tracer(path, device=self.device, encoding_cache_size=0)
         return self._tracers[version]
 
     def __call__(self, block: pd.DataFrame) -> pd.DataFrame:
@@ -124,13 +154,13 @@ class DifficultyScorer:
             )
             for g in learners
         ]
-        candidate = trace_batched(
+        candidate = trace_many(
             self.tracer(self.version), sequences, batch_size=self.model_batch_size
         )
         served = [np.full(len(seq), np.nan) for seq in sequences]
         for v in sorted(set(answers["served_version"])):
             wanted = [i for i, g in enumerate(learners) if (g["served_version"] == v).any()]
-            probs = trace_batched(
+            probs = trace_many(
                 self.tracer(v), [sequences[i] for i in wanted], batch_size=self.model_batch_size
             )
             for i, p in zip(wanted, probs, strict=True):

@@ -12,6 +12,11 @@ see its earlier rows' shared response, is reported beside it only for comparison
 papers. ``skill_prior_auc`` is a same-run baseline: each row predicted by its skill's training
 mean correctness.
 
+An LR tracer's artifact (architecture ``lr``) is evaluated by
+``pipelines.difficulty.lr_evaluate``: the same protocol and keys, its counts read as served (up
+to its ``max_history`` rows), no per-row figure. A stack (``stack``) by
+``pipelines.difficulty.stack_fit.evaluate_stack``: its members by their own protocols, combined.
+
 Calibration, like with like (``metrics.temperature``): the test ECE at temperature 1 (the raw
 network) and at a temperature fitted on the fold's valid split: the artifact's own when it has
 one (the train pipeline fits it there), else fitted here the same way, the artifact unchanged.
@@ -40,7 +45,9 @@ from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.difficulty.akt import AKT
 from models.difficulty.data import Priors, StudentSequence, Vocabulary, load_split, windows
 from models.difficulty.dkt import DKT, encode_batch
-from models.difficulty.tracer import KnowledgeTracer
+from models.difficulty.loader import load_tracer
+from models.difficulty.lr_tracer import ARCHITECTURE as LR_ARCHITECTURE
+from models.difficulty.stack_tracer import ARCHITECTURE as STACK_ARCHITECTURE
 from pipelines.common import code_version, setup_logging, shared_data_dir
 from pipelines.plots import plot_reliability
 
@@ -63,29 +70,34 @@ def predict_rows(
     batch_size: int = 64,
     device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, P(correct)) for every row, in a fixed order independent of the protocol.
+    """(labels, P(correct)) for every row, in canonical order (students in ``sequences``'
+    order, each student's rows in sequence order: ``pipelines.difficulty.fold_predictions``).
 
-    Rows whose skill the vocabulary lacks get the skill's prior, else the global prior, as in
-    serving.
+    Windows are batched by length (less padding) and put back in order afterwards. Rows whose
+    skill the vocabulary lacks get the skill's prior, else the global prior, as in serving.
     """
     was_training = model.training
     model.eval()
-    chunks = sorted(windows(sequences, window), key=len)
-    labels, probs = [], []
-    for start in range(0, len(chunks), batch_size):
-        batch = encode_batch(chunks[start : start + batch_size], vocab, protocol=protocol)
+    chunks = windows(sequences, window)  # canonical order: each student's windows in turn
+    by_length = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
+    labels: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(chunks)
+    probs: list[np.ndarray] = [np.zeros(0)] * len(chunks)
+    for start in range(0, len(by_length), batch_size):
+        indices = by_length[start : start + batch_size]
+        batch = encode_batch([chunks[j] for j in indices], vocab, protocol=protocol)
         batch = batch.to(device)
         logits, _ = model(batch.skills, batch.correct, batch.context_index, items=batch.items)
         p = torch.sigmoid(logits).cpu()
-        for i, chunk in enumerate(chunks[start : start + batch_size]):
+        for i, j in enumerate(indices):
+            chunk = chunks[j]
             row_p = p[i, : len(chunk)].numpy().astype(np.float64)
             unknown = batch.skills[i, : len(chunk)].cpu().numpy() == 0
             if unknown.any():
                 row_p[unknown] = [
                     priors.for_skill(s) for s, u in zip(chunk.skill_ids, unknown, strict=True) if u
                 ]
-            labels.append(np.asarray(chunk.correct, dtype=np.int64))
-            probs.append(row_p)
+            labels[j] = np.asarray(chunk.correct, dtype=np.int64)
+            probs[j] = row_p
     model.train(was_training)
     if not labels:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
@@ -116,11 +128,15 @@ def evaluate_model(
     batch_size: int = 64,
     device: str = "cpu",
     leaky: bool = True,
+    predictions: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Leak-free metrics (``auc``, ``acc``, ``log_loss``), plus with ``leaky`` the per-row AUC
-    (``per_row_leaky_auc``) and the skill-prior baseline's AUC."""
+    (``per_row_leaky_auc``) and the skill-prior baseline's AUC. ``predictions``: the leak-free
+    ``predict_rows`` result for ``sequences`` when the caller already has it (saves a pass)."""
     kwargs = {"window": window, "batch_size": batch_size, "device": device}
-    labels, probs = predict_rows(model, vocab, priors, sequences, protocol="attempt", **kwargs)
+    if predictions is None:
+        predictions = predict_rows(model, vocab, priors, sequences, protocol="attempt", **kwargs)
+    labels, probs = predictions
     result: dict[str, Any] = {"protocol": "leak_free_attempt", **binary_metrics(labels, probs)}
     result["calibration"] = reliability(probs, labels)
     result["students"] = len(sequences)
@@ -257,19 +273,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             fold,
             trained_fold,
         )
-    tracer = KnowledgeTracer.from_artifact(artifact.path)
+    tracer = load_tracer(artifact.path)
     sequences = load_split(args.data, args.dataset, "test", fold)
     valid = load_split(args.data, args.dataset, "valid", fold)
     if args.limit_students is not None:
         sequences = sequences[: args.limit_students]
         valid = valid[: args.limit_students]
     started = time.perf_counter()
-    kwargs = {"window": tracer.max_history, "batch_size": args.batch_size}
-    model, vocab, priors = tracer.model, tracer.vocab, tracer.priors
-    metrics = evaluate_model(model, vocab, priors, sequences, **kwargs)
-    metrics["temperature"] = compare_temperatures(
-        model, vocab, priors, valid, sequences, served=metrics["calibration"], **kwargs
-    )
+    if tracer.architecture == LR_ARCHITECTURE:
+        from pipelines.difficulty.lr_evaluate import evaluate_lr  # imports this module
+
+        metrics = evaluate_lr(tracer, valid, sequences)
+    elif tracer.architecture == STACK_ARCHITECTURE:
+        from pipelines.difficulty.stack_fit import evaluate_stack  # imports this module
+
+        metrics = evaluate_stack(tracer, valid, sequences)
+    else:
+        kwargs = {"window": tracer.max_history, "batch_size": args.batch_size}
+        model, vocab, priors = tracer.model, tracer.vocab, tracer.priors
+        metrics = evaluate_model(model, vocab, priors, sequences, **kwargs)
+        metrics["temperature"] = compare_temperatures(
+            model, vocab, priors, valid, sequences, served=metrics["calibration"], **kwargs
+        )
     report = {
         "model": MODEL_NAME,
         "version": meta.version,
@@ -298,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     log.info(
         "%s %s on %s (%d students, %d rows): leak-free AUC %.4f ACC %.4f | per-row (leaky) "
-        "AUC %.4f | skill-prior AUC %.4f | ECE %.4f at T = 1, %.4f at T = %.3f (%s) -> %s",
+        "AUC %s | skill-prior AUC %.4f | ECE %.4f at T = 1, %.4f at T = %.3f (%s) -> %s",
         MODEL_NAME,
         meta.version,
         report["dataset"],
@@ -306,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         metrics["rows"],
         metrics["auc"],
         metrics["acc"],
-        metrics["per_row_leaky_auc"],
+        f"{metrics['per_row_leaky_auc']:.4f}" if "per_row_leaky_auc" in metrics else "n/a",
         metrics["skill_prior_auc"],
         temperature["test_ece_uncalibrated"],
         temperature["test_ece_calibrated"],

@@ -1,7 +1,10 @@
-"""Train a difficulty model (DKT or the attentive AKT) on one fold and register it.
+"""Train a difficulty model (DKT, the attentive AKT or the LR tracer) on one fold and register it.
 
-    python -m pipelines.difficulty.train [--model dkt|akt] [--dataset assist2009_pid] [--fold 1]
-        [--no-register | --allow-dirty]
+    python -m pipelines.difficulty.train [--model dkt|akt|lr] [--dataset assist2009_pid]
+        [--fold 1] [--no-register | --allow-dirty]
+
+``--model lr`` (the logistic-regression tracer, ``pipelines.difficulty.lr_fit``) fits in this
+process: a scikit-learn fit of a minute or two needs no Ray Train worker, checkpoints or GPU.
 
 A Ray Train job (``TorchTrainer``, one worker, a GPU when the cluster has one or ``--gpu``):
 each epoch's train loss and valid AUC are reported, the final artifact is the run's checkpoint,
@@ -34,6 +37,7 @@ from typing import Any
 import torch
 
 from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
+from models.difficulty.lr_tracer import ARCHITECTURE as LR_MODEL
 from models.difficulty.tracer import KnowledgeTracer
 from pipelines.common import (
     REPO_ROOT,
@@ -43,6 +47,12 @@ from pipelines.common import (
     setup_logging,
 )
 from pipelines.difficulty.evaluate import DEFAULT_DATA_DIR, DEFAULT_DATASET, MODEL_NAME
+from pipelines.difficulty.lr_fit import (
+    DEFAULT_BLOCK_WEIGHTS,
+    DEFAULT_CS,
+    fit_fold,
+    parse_block_weight,
+)
 from pipelines.difficulty.training import ARCHITECTURES, fit_and_test
 
 log = logging.getLogger("pipelines.difficulty.train")
@@ -54,7 +64,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="the kt/ data dir")
     parser.add_argument("--dataset", default=DEFAULT_DATASET)
-    parser.add_argument("--model", choices=sorted(ARCHITECTURES), default="dkt")
+    parser.add_argument("--model", choices=sorted([*ARCHITECTURES, LR_MODEL]), default="dkt")
     parser.add_argument("--fold", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument(
@@ -102,6 +112,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         dest="calibrate",
         action="store_false",
         help="skip fitting the output temperature on valid",
+    )
+    parser.add_argument(
+        "--lr-c", type=float, nargs="+", default=list(DEFAULT_CS), help="LR: the Cs tried on valid"
+    )
+    parser.add_argument(
+        "--block-weight",
+        nargs="+",
+        type=parse_block_weight,
+        default=list(DEFAULT_BLOCK_WEIGHTS.items()),
+        help="LR: GROUP=WEIGHT, a group's columns scaled (a weaker penalty on them)",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--gpu", action="store_true", help="train on a GPU (default: if any)")
@@ -166,34 +186,65 @@ def run_training(args: argparse.Namespace) -> Path:
     return final_dir
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    setup_logging()
-    # Before training: a long run is not spent on an artifact whose code no commit holds.
-    version = None if args.no_register else committed_code_version(allow_dirty=args.allow_dirty)
+def train_network(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """DKT or AKT through Ray Train: (tracer, metrics, the run config's model part)."""
     final_dir = run_training(args)
     metrics = json.loads((final_dir / METRICS_FILE).read_text())
-    result: dict[str, Any] = {"metrics": metrics}
-    if args.no_register:
-        return result
     tracer = KnowledgeTracer.from_artifact(final_dir)
-    run_config = {
-        "model": args.model,
+    config = {
         args.model: tracer.model.config.to_dict(),
-        "max_history": args.window,
-        "fold": args.fold,
-        "dataset": args.dataset,
-        "seed": args.seed,
         "epochs": args.epochs,
         "patience": args.patience,
         "batch_size": args.batch_size,
         "lr": args.lr,
         "window": args.window,
+        # Relative to --storage: the same run folder on whichever machine holds the runs.
+        "ray_train_checkpoint": str(final_dir.relative_to(args.storage.resolve())),
+    }
+    return tracer, metrics, config
+
+
+def train_lr(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The LR tracer, fitted in this process (module docstring)."""
+    fit = fit_fold(
+        args.data,
+        args.dataset,
+        args.fold,
+        limit_students=args.limit_students,
+        cs=args.lr_c,
+        block_weights=dict(args.block_weight),
+    )
+    metrics = fit.predictions.metrics
+    config = {
+        LR_MODEL: {"features": fit.tracer.spec.to_dict(), "C": metrics["C"]},
+        "cs": args.lr_c,
+        "block_weights": dict(args.block_weight),
+    }
+    return fit.tracer, metrics, config
+
+
+TRAINERS = {LR_MODEL: train_lr}  # anything else is a network trained by Ray Train
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    setup_logging()
+    # Before training: a long run is not spent on an artifact whose code no commit holds.
+    version = None if args.no_register else committed_code_version(allow_dirty=args.allow_dirty)
+    tracer, metrics, model_config = TRAINERS.get(args.model, train_network)(args)
+    result: dict[str, Any] = {"metrics": metrics}
+    if args.no_register:
+        return result
+    run_config = {
+        "model": args.model,
+        **model_config,
+        "max_history": tracer.max_history,
+        "fold": args.fold,
+        "dataset": args.dataset,
+        "seed": args.seed,
         "limit_students": args.limit_students,
         "num_items": len(tracer.vocab.items),
         "global_prior": tracer.priors.global_prior,
-        # Relative to --storage: the same run folder on whichever machine holds the runs.
-        "ray_train_checkpoint": str(final_dir.relative_to(args.storage.resolve())),
     }
     with tempfile.TemporaryDirectory() as tmp:
         tracer.save(tmp)  # the artifact's files only, not the checkpoint's metrics.json

@@ -2,8 +2,11 @@
 
 ``fit_and_test`` trains on ``train_k``, keeps the epoch with the best leak-free AUC on
 ``valid_k``, fits the output temperature on ``valid_k`` and measures ``test_k``; the metric code
-is ``pipelines.difficulty.evaluate``'s. ``pipelines.difficulty.train`` runs it as a Ray Train
-job and registers the result; ``pipelines.difficulty.cross_validate`` runs it per fold.
+is ``pipelines.difficulty.evaluate``'s. It also returns the leak-free valid and test predictions
+(``FoldPredictions``, canonical row order; each row reads at most the ``--window - 1`` rows
+before it in its non-overlapping window), which the stacked ensemble is fitted on.
+``pipelines.difficulty.train`` runs it as a Ray Train job and registers the result;
+``pipelines.difficulty.cross_validate`` runs it per fold.
 
 Architectures are registered in ``ARCHITECTURES`` (name -> how to build it from the run's
 arguments, and its default dropout); each model computes its own loss in ``forward``, so the
@@ -37,7 +40,8 @@ from models.difficulty.data import (
 )
 from models.difficulty.data import windows as make_windows
 from models.difficulty.dkt import DKT, DKTConfig, encode_batch
-from pipelines.difficulty.evaluate import evaluate_model, fit_valid_temperature
+from pipelines.difficulty.evaluate import evaluate_model, fit_valid_temperature, predict_rows
+from pipelines.difficulty.fold_predictions import FoldPredictions, SplitPredictions
 
 log = logging.getLogger("pipelines.difficulty.training")
 
@@ -172,6 +176,8 @@ class FoldResult:
     priors: Priors
     skill_names: dict[str, str]
     metrics: dict[str, Any]
+    # Leak-free valid and test predictions in canonical order (the stacked ensemble's input).
+    predictions: FoldPredictions
 
 
 def load_fold(args: argparse.Namespace) -> dict[str, list[StudentSequence]]:
@@ -277,7 +283,12 @@ def fit_and_test(
             model, vocab, priors, splits["test"], leaky=False, **eval_kwargs
         )["calibration"]["ece"]
         calibrate(model, vocab, priors, splits["valid"], eval_kwargs)
-    test = evaluate_model(model, vocab, priors, splits["test"], **eval_kwargs)
+    # The served probabilities (after the temperature), kept for the stacked ensemble.
+    valid_probs = predict_rows(model, vocab, priors, splits["valid"], **eval_kwargs)[1]
+    test_rows = predict_rows(model, vocab, priors, splits["test"], **eval_kwargs)
+    test = evaluate_model(
+        model, vocab, priors, splits["test"], predictions=test_rows, **eval_kwargs
+    )
     log.info(
         "test%d (epoch %d): leak-free AUC %.4f ACC %.4f | per-row (leaky) AUC %.4f | "
         "skill-prior baseline AUC %.4f",
@@ -309,4 +320,9 @@ def fit_and_test(
         "history": history,
         "train_seconds": round(time.perf_counter() - started, 1),
     }
-    return FoldResult(model.cpu(), vocab, priors, skill_names, metrics)
+    predictions = FoldPredictions(
+        valid=SplitPredictions.for_split(splits["valid"], valid_probs),
+        test=SplitPredictions.for_split(splits["test"], test_rows[1]),
+        metrics=metrics,
+    )
+    return FoldResult(model.cpu(), vocab, priors, skill_names, metrics, predictions)

@@ -41,11 +41,11 @@ def load_simulator(config: SimulatorConfig, difficulty_version: str, data_dir: P
     import torch
 
     from models.difficulty.data import load_split
-    from models.difficulty.tracer import KnowledgeTracer
+    from models.difficulty.loader import load_tracer
 
     torch.set_num_threads(1)
     artifact = ModelRegistry().load("difficulty", difficulty_version)
-    tracer = KnowledgeTracer.from_artifact(artifact.path)
+    tracer = load_tracer(artifact.path)
     fold = int(artifact.metadata.config.get("fold", 1))
     dataset = artifact.metadata.config.get("dataset", "assist2009_pid")
     learners = load_split(data_dir, dataset, "test", fold)

@@ -61,6 +61,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def served_version(deployment: str, config: Path = DEFAULT_CONFIG) -> str:
+    """The champion ``model_version`` a deployment of the app's config serves."""
+    app = yaml.safe_load(Path(config).read_text())["applications"][0]
+    (found,) = [d for d in app["deployments"] if d["name"] == deployment]
+    return found["user_config"]["model_version"]
+
+
 def write_config(
     target: Path,
     *,

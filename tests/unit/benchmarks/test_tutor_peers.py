@@ -22,7 +22,7 @@ from benchmarks.run import _tutor_request
 from deployments.config import AppArgs
 from deployments.schemas import TutorRequest
 from store import open_store
-from tests.support.serve_process import DEFAULT_CONFIG
+from tests.support.serve_process import DEFAULT_CONFIG, served_version
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,9 @@ async def test_the_monolith_answers_a_turn_and_stores_it(monolith):
     assert turn["learner_state"]["difficulty"]["recommended"]["item_id"]
     assert turn["strategy"]["name"]
     # The served versions (serve_config.yaml), and the offline responder with no provider key.
-    assert turn["model_versions"] == {"emotion": "v4", "difficulty": "v2", "personalization": "v1"}
+    assert turn["model_versions"] == {
+        name.lower(): served_version(name) for name in ("Emotion", "Difficulty", "Personalization")
+    }
     assert turn["llm"]["provider"] == "offline"
     assert turn["degraded"] == []
     stored = store.get_turn(turn["turn_id"])

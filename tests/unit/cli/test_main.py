@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from deployments.cli import serve_client
 from deployments.cli.main import app
+from models.common.registry import ModelRegistry
 
 runner = CliRunner()
 
@@ -30,7 +32,7 @@ def _never_connect(address):
         (["canary", "emotion", "v3", "--percent", "150"], "below 100"),
         (["canary", "emotion", "v4", "--percent", "10"], "is the champion"),
         (["shadow", "emotion", "--stop"], "no shadow running"),
-        (["rollback", "difficulty"], "no champion before v2"),
+        (["rollback", "difficulty"], "no champion before v5"),
     ],
 )
 def test_refusals_exit_2_with_one_line_and_change_nothing(monkeypatch, config_path, args, message):
@@ -65,8 +67,14 @@ def test_list_json(config_path):
     )
     assert result.exit_code == 0, result.output
     (difficulty,) = json.loads(result.stdout)
-    assert [v["version"] for v in difficulty["versions"]] == ["v1", "v2"]
-    assert difficulty["versions"][1]["roles"] == ["champion"]
+    assert [v["version"] for v in difficulty["versions"]] == ModelRegistry().versions("difficulty")
+    deployments = yaml.safe_load(config_path.read_text())["applications"][0]["deployments"]
+    (served,) = [
+        d["user_config"]["model_version"] for d in deployments if d["name"] == "Difficulty"
+    ]
+    roles = {v["version"]: v["roles"] for v in difficulty["versions"]}
+    assert roles.pop(served) == ["champion"]
+    assert all(r == [] for r in roles.values())
 
 
 def test_a_missing_config_file_is_a_clear_error(tmp_path):

@@ -91,7 +91,7 @@ REFUSALS = [
     ("emotion", plan.plan_rollback, "no champion before v4"),
     ("emotion", plan.plan_end_shadow, "no shadow running"),
     ("sentiment", plan.plan_rollback, "unknown model 'sentiment'"),
-    ("difficulty", partial(plan.plan_promote, version="v2"), "already the champion"),
+    ("difficulty", partial(plan.plan_promote, version="v5"), "already the champion"),
 ]
 
 

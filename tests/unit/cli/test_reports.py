@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import partial
 
+import yaml
 from pydantic import BaseModel
 
 from deployments.cli import plan, render
@@ -47,8 +48,13 @@ def test_list_handles_a_model_with_no_versions_and_renders(config_path, store_ur
     listings = list_models(_ws(config_path, store_uri))
     by_model = {entry.model: entry for entry in listings}
     assert set(by_model) == {"emotion", "difficulty", "personalization"}
-    assert by_model["difficulty"].versions[-1].roles == ["champion"]
-    v1, v2 = by_model["difficulty"].versions
+    deployments = yaml.safe_load(config_path.read_text())["applications"][0]["deployments"]
+    (served,) = [
+        d["user_config"]["model_version"] for d in deployments if d["name"] == "Difficulty"
+    ]
+    roles = {row.version: row.roles for row in by_model["difficulty"].versions}
+    assert roles[served] == ["champion"]
+    v1, v2 = by_model["difficulty"].versions[:2]
     assert set(v2.metrics) == {"auc", "log_loss", "ece", "acc"}
     assert set(v1.metrics) == {"auc", "log_loss", "acc"}  # v1 recorded no ECE: no placeholder
     if not by_model["personalization"].versions:

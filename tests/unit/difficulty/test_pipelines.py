@@ -139,7 +139,7 @@ def test_a_registering_run_takes_its_code_version_before_training(monkeypatch) -
 
 # ------------------------------------------------------------------------------ the CV harness
 def test_cross_validation_summary_pairs_folds_against_dkt() -> None:
-    from pipelines.difficulty.cross_validate import markdown_table, summarise
+    from pipelines.difficulty.cv_report import markdown_table, summarise
 
     def run(model: str, fold: int, auc: float) -> dict:
         return {
