@@ -146,7 +146,7 @@ cv-difficulty: install
 	$(PY) -m pipelines.difficulty.cross_validate --data $(DATA_DIR)/kt --parallel 2
 
 # Difficulty v3, the one run: DKT, the tracer, the feature model (lr) and their stack, 5 folds x
-# 3 datasets (~55 min on 2 cores, estimated): reports/difficulty_cv_v3.json, .md and
+# 3 datasets (an hour or more on 2 cores): reports/difficulty_cv_v3.json, .md and
 # _reliability.png; every run's leak-free predictions in var/difficulty_cv/<dataset>/.
 cv-difficulty-v3: install
 	$(PY) -m pipelines.difficulty.cross_validate --data $(DATA_DIR)/kt \
