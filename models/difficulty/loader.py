@@ -16,8 +16,8 @@ from typing import Any
 from models.difficulty.lr_tracer import ARCHITECTURE as LR_ARCHITECTURE
 from models.difficulty.lr_tracer import LRTracer
 from models.difficulty.stack_tracer import ARCHITECTURE as STACK_ARCHITECTURE
-from models.difficulty.stack_tracer import StackedTracer
-from models.difficulty.tracer_api import CONFIG_FILE
+from models.difficulty.stack_tracer import MEMBERS_DIR, StackedTracer
+from models.difficulty.tracer_api import CONFIG_FILE, SKILL_NAMES_FILE
 
 
 def artifact_architecture(artifact_dir: Path | str) -> str:
@@ -41,3 +41,14 @@ def load_tracer(artifact_dir: Path | str, device: str = "cpu", **kwargs: Any) ->
     from models.difficulty.tracer import KnowledgeTracer
 
     return KnowledgeTracer.from_artifact(artifact_dir, device, **kwargs)
+
+
+def artifact_skill_names(artifact_dir: Path | str) -> dict[str, str]:
+    """The skill names an artifact ships, without loading its model: a stack's are its primary
+    member's (``members/<primary>/``), any other tracer's are beside its config."""
+    artifact_dir = Path(artifact_dir)
+    if artifact_architecture(artifact_dir) == STACK_ARCHITECTURE:
+        config = json.loads((artifact_dir / CONFIG_FILE).read_text())
+        primary = config.get("primary") or config["members"][0]
+        artifact_dir = artifact_dir / MEMBERS_DIR / primary
+    return json.loads((artifact_dir / SKILL_NAMES_FILE).read_text())

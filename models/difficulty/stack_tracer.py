@@ -78,6 +78,7 @@ class StackedTracer:
         # What the deployment and callers read off any tracer.
         self.vocab = self.primary.vocab
         self.priors = self.primary.priors
+        self.skill_names = self.primary.skill_names
         self.max_history = max(m.max_history for m in self.members.values())
         networks = [m for m in self.members.values() if hasattr(m, "encoding_cache")]
         # The costliest member cache to rebuild: the one the replica's metrics report.

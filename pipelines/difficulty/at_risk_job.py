@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.common.registry import ModelRegistry
+from models.difficulty.loader import artifact_skill_names
 from models.difficulty.risk import REGISTRY_NAME, RiskModel, assess, reasons_as_dicts
 from models.difficulty.risk_features import Answer, TurnObservation
-from models.difficulty.tracer import SKILL_NAMES_FILE
 from store import LearnerRiskRecord, open_store
 
 log = logging.getLogger("pipelines.difficulty.at_risk")
@@ -170,7 +170,7 @@ def default_skill_names(registry: ModelRegistry | None = None) -> dict[str, str]
     """The served difficulty model's skill names (the newest version's), for the reasons."""
     registry = registry or ModelRegistry()
     artifact = registry.load("difficulty", "latest")
-    return json.loads(artifact.file(SKILL_NAMES_FILE).read_text())
+    return artifact_skill_names(artifact.path)
 
 
 def score_export(

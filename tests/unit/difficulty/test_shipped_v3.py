@@ -96,3 +96,12 @@ def test_report_reproduces_the_registered_test_figures(version: str) -> None:
     for key in ("auc", "acc", "log_loss"):
         assert metrics[key] == pytest.approx(registered[f"test_{key}"], abs=tolerance), key
     assert metrics["calibration"]["ece"] == pytest.approx(registered["test_ece"], abs=tolerance)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_skill_names_read_without_loading_the_model(version: str) -> None:
+    """What the at-risk job reads of the served version (a stack's: its primary member's)."""
+    from models.difficulty.loader import artifact_skill_names
+
+    path = ModelRegistry().load("difficulty", version).path
+    assert artifact_skill_names(path) == load_tracer(path).skill_names
