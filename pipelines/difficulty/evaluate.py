@@ -198,6 +198,27 @@ def reliability_at_temperature(
     return reliability(probs, labels)
 
 
+def temperature_report(
+    in_artifact: float,
+    fitted: float,
+    applied: float,
+    source: str,
+    uncalibrated: dict[str, Any],
+    calibrated: dict[str, Any],
+) -> dict[str, Any]:
+    """A report's ``metrics.temperature`` block, the same keys for every kind of version."""
+    return {
+        "in_artifact": in_artifact,
+        "fitted_on_valid": fitted,
+        "applied": applied,
+        "source": source,
+        "test_ece_uncalibrated": uncalibrated["ece"],
+        "test_ece_calibrated": calibrated["ece"],
+        "uncalibrated": uncalibrated,
+        "calibrated": calibrated,
+    }
+
+
 def compare_temperatures(
     model: DKT | AKT,
     vocab: Vocabulary,
@@ -220,16 +241,7 @@ def compare_temperatures(
         applied, source = fitted, "fitted on valid here (the artifact keeps 1.0)"
         calibrated = reliability_at_temperature(model, fitted, vocab, priors, test, **kwargs)
         uncalibrated = served
-    return {
-        "in_artifact": in_artifact,
-        "fitted_on_valid": fitted,
-        "applied": applied,
-        "source": source,
-        "test_ece_uncalibrated": uncalibrated["ece"],
-        "test_ece_calibrated": calibrated["ece"],
-        "uncalibrated": uncalibrated,
-        "calibrated": calibrated,
-    }
+    return temperature_report(in_artifact, fitted, applied, source, uncalibrated, calibrated)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

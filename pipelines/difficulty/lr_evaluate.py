@@ -22,7 +22,7 @@ from models.common.calibration import fit_temperature, reliability
 from models.difficulty.data import StudentSequence
 from models.difficulty.lr_tracer import LRTracer
 from models.difficulty.tracer_api import Interaction
-from pipelines.difficulty.evaluate import binary_metrics
+from pipelines.difficulty.evaluate import binary_metrics, temperature_report
 
 
 def served_logits(
@@ -100,14 +100,7 @@ def evaluate_lr(
     )
     uncalibrated = reliability(_probs(logits, prior, 1.0), labels)
     calibrated = reliability(_probs(logits, prior, applied), labels)
-    metrics["temperature"] = {
-        "in_artifact": in_artifact,
-        "fitted_on_valid": fitted,
-        "applied": applied,
-        "source": source,
-        "test_ece_uncalibrated": uncalibrated["ece"],
-        "test_ece_calibrated": calibrated["ece"],
-        "uncalibrated": uncalibrated,
-        "calibrated": calibrated,
-    }
+    metrics["temperature"] = temperature_report(
+        in_artifact, fitted, applied, source, uncalibrated, calibrated
+    )
     return metrics

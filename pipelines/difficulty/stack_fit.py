@@ -33,7 +33,13 @@ from models.difficulty.lr_tracer import LRTracer
 from models.difficulty.stack_tracer import StackedTracer
 from models.difficulty.tracer import KnowledgeTracer
 from pipelines.common import committed_code_version, setup_logging
-from pipelines.difficulty.evaluate import DEFAULT_DATA_DIR, MODEL_NAME, binary_metrics, predict_rows
+from pipelines.difficulty.evaluate import (
+    DEFAULT_DATA_DIR,
+    MODEL_NAME,
+    binary_metrics,
+    predict_rows,
+    temperature_report,
+)
 from pipelines.difficulty.fold_predictions import (
     FoldPredictions,
     SplitPredictions,
@@ -96,16 +102,10 @@ def evaluate_stack(
         ),
         "unseen_item_rows": int(sum(not stack.vocab.has_item(i) for q in test for i in q.item_ids)),
         "skill_prior_auc": binary_metrics(labels, skill_prior)["auc"],
-        "temperature": {
-            "in_artifact": 1.0,
-            "fitted_on_valid": 1.0,
-            "applied": 1.0,
-            "source": "the stack's fit on valid (no temperature)",
-            "test_ece_uncalibrated": calibration["ece"],
-            "test_ece_calibrated": calibration["ece"],
-            "uncalibrated": calibration,
-            "calibrated": calibration,
-        },
+        # No temperature: the stack's own fit on valid is its calibration.
+        "temperature": temperature_report(
+            1.0, 1.0, 1.0, "the stack's fit on valid (no temperature)", calibration, calibration
+        ),
     }
 
 
