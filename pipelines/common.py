@@ -78,7 +78,6 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("TUTOR_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 
 
-
 def use_offline_models(torch_threads: int) -> None:
     """Never reach for a model hub (weights come from packages) and bound torch's threads."""
     import torch

@@ -1,7 +1,7 @@
 """Persistence for learners, turns, answers, feedback, the bandit's statistics, and the
 model lifecycle's records (rollout history, shadow outputs, serving counts)."""
 
-from store.base import StoreError, TutorStore
+from store.base import AnswerRow, StoreError, TutorStore
 from store.factory import DEFAULT_STORE_URI, open_store
 from store.records import (
     API_SCOPES,
@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_STORE_URI",
     "ApiKeyRecord",
     "AnswerRecord",
+    "AnswerRow",
     "ArmStats",
     "FeedbackRecord",
     "LearnerRecord",

@@ -21,6 +21,7 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from store.base import (
+    AnswerRow,
     StoreError,
     TutorStore,
     check_observation,
@@ -171,6 +172,18 @@ class MongoStore(MongoLifecycleMixin, MongoKeysMixin, MongoRiskMixin, TutorStore
                 .limit(limit)
             )
         return ANSWER_LIST.validate_python(docs[::-1])
+
+    def answer_rows(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRow]:
+        if limit <= 0:
+            return []
+        fields = {"_id": 0, "item_id": 1, "skill_id": 1, "correct": 1}
+        with self._errors():
+            docs = list(
+                self._answers.find({"learner_id": learner_id}, fields)
+                .sort([("ts", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
+                .limit(limit)
+            )
+        return [(d["item_id"], d["skill_id"], bool(d["correct"])) for d in reversed(docs)]
 
     # ---- turns ------------------------------------------------------------------------------
 

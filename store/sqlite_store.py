@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from store.base import (
+    AnswerRow,
     StoreError,
     TutorStore,
     check_observation,
@@ -179,6 +180,19 @@ class SQLiteStore(SQLiteLifecycleMixin, SQLiteKeysMixin, SQLiteRiskMixin, TutorS
         # One validation of the whole list (pydantic-core, ~1.7x faster than a model per row):
         # a turn reads up to 1000 answers. `correct` comes back as 0/1, which bool accepts.
         return ANSWER_LIST.validate_python([dict(row) for row in reversed(rows)])
+
+    def answer_rows(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRow]:
+        if limit <= 0:
+            return []
+        with self._connection() as conn:
+            cursor = conn.cursor()
+            cursor.row_factory = None  # plain tuples, not sqlite3.Row
+            rows = cursor.execute(
+                "SELECT item_id, skill_id, correct FROM answers "
+                "WHERE learner_id = ? ORDER BY ts DESC, seq DESC LIMIT ?",
+                (learner_id, limit),
+            ).fetchall()
+        return [(item, skill, bool(correct)) for item, skill, correct in reversed(rows)]
 
     # ---- turns ------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from deployments.schemas import (
     TutorRequest,
     TutorResponse,
 )
-from deployments.tutoring.history import interactions
+from deployments.tutoring.history import as_rows
 from models.common.vocab import LEARNING_STATES
 from models.difficulty.tracer import Interaction
 from models.llm.prompts import ReplyContext
@@ -114,7 +114,7 @@ async def floor_turn(handles: Any, request: TutorRequest) -> TutorResponse:
     ``handles``: ``emotion``, ``difficulty``, ``personalization``, ``router`` (Serve handles, or
     anything whose ``.method.remote(...)`` is awaitable)."""
     turn_id = request.turn_id or uuid.uuid4().hex
-    history = interactions([request.answer] if request.answer else [])
+    history = as_rows([request.answer] if request.answer else [])
     learner = request.learner_id
 
     async def no_difficulty() -> None:

@@ -23,7 +23,7 @@ from deployments.tutoring.exceptions import (
     UnavailableError,
     required,
 )
-from deployments.tutoring.history import as_rows, interactions
+from deployments.tutoring.history import as_rows
 from deployments.tutoring.records import risk_from_record
 from deployments.tutoring.turn_runner import TurnHandles
 from models.emotion.learning_states import emotion_trend
@@ -177,7 +177,7 @@ class Learners:
         mastery, strategies, version, preferred_strategy, risk = await asyncio.gather(
             optional(
                 "difficulty",
-                difficulty.mastery.remote(as_rows(interactions(answers)), learner_id=learner_id),
+                difficulty.mastery.remote(as_rows(answers), learner_id=learner_id),
                 [],
             ),
             optional("personalization", personalization.strategy_stats.remote(learner_id), {}),

@@ -10,7 +10,7 @@ from deployments.schemas import (
 )
 from deployments.tutoring.emotion_coalescing import CoalescedEmotion
 from deployments.tutoring.exceptions import required
-from deployments.tutoring.history import as_rows, learner_history
+from deployments.tutoring.history import learner_history
 from deployments.tutoring.turn_runner import TurnHandles
 from store import TutorStore
 
@@ -41,7 +41,7 @@ class Predictions:
         """P(correct) per candidate after the learner's stored answers and the posted ones."""
         history = await learner_history(self._store, body.learner_id, body.history)
         call = self._handles.difficulty.predict.remote(
-            as_rows(history),
+            history,
             body.candidates,
             body.trace,
             learner_id=body.learner_id,

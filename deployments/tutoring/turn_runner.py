@@ -28,15 +28,14 @@ from deployments.schemas import (
 from deployments.tutoring.durable import PendingWrites, StoreGuard, StoreUnavailable, store_turn
 from deployments.tutoring.exceptions import ConflictError
 from deployments.tutoring.fallbacks import offline_info, unknown_emotion
-from deployments.tutoring.history import as_rows, interactions, load_learner, posted_answer
+from deployments.tutoring.history import as_rows, load_learner, posted_answer
 from deployments.tutoring.records import record_from_response, response_from_record
 from deployments.tutoring.rewards import reward_turn
 from models.common.vocab import STRATEGIES
-from models.difficulty.tracer import Interaction
 from models.llm.offline import offline_reply
 from models.llm.prompts import ReplyContext
 from models.personalization.context import build_context
-from store import TutorStore
+from store import AnswerRow, TutorStore
 from store.records import TurnRecord
 
 logger = logging.getLogger("ray.serve")
@@ -66,7 +65,7 @@ class Turn:
     degraded: list[str] = field(default_factory=list)
     new_learner: bool = False
     answer_stored: bool = False  # the answer the request carried is in the store
-    history: list[Interaction] = field(default_factory=list)
+    history: list[AnswerRow] = field(default_factory=list)  # (item_id, skill_id, correct)
     recent: list[TurnRecord] = field(default_factory=list)
     emotion: EmotionResult | None = None
     emotion_version: str = "unavailable"
@@ -187,13 +186,13 @@ class TurnRunner:
             logger.warning("store: turn %s answered without history: %r", turn.turn_id, exc)
             turn.degraded.append("store: history unavailable, answered as a new learner")
             if request.answer is not None:  # still counts for this turn; journaled with it
-                turn.history = interactions([request.answer])
+                turn.history = as_rows([request.answer])
             return None
         finally:
             turn.timings_ms["load"] = round((time.perf_counter() - started) * 1000, 2)
         turn.new_learner, answered, answers, turn.recent = loaded
         turn.answer_stored = True
-        turn.history = interactions(answers)
+        turn.history = answers
         # The answer is to the exercise the previous turn set: it rewards that turn's strategy.
         return turn.recent[-1] if answered and turn.recent else None
 
@@ -235,7 +234,7 @@ class TurnRunner:
             turn,
             "difficulty",
             lambda: self.handles.difficulty.predict.remote(
-                as_rows(turn.history),
+                turn.history,
                 turn.request.candidates,
                 learner_id=turn.request.learner_id,
                 turn_id=turn.turn_id,
@@ -258,7 +257,7 @@ class TurnRunner:
             if turn.difficulty
             else None,
             candidate_p_correct=[p.p_correct for p in predictions],
-            answers=[step.correct for step in turn.history],
+            answers=[correct for _, _, correct in turn.history],
             session_turns=session_turns,
             seconds_since_last_turn=(turn.started - last_turn_at) if last_turn_at else None,
         ).tolist()

@@ -96,6 +96,20 @@ def test_answers_limit_keeps_newest(store: TutorStore) -> None:
     assert len(store.answers("L1", limit=100)) == 10
 
 
+def test_answer_rows_are_the_answers_as_the_difficulty_model_reads_them(store: TutorStore) -> None:
+    """The turn's fast path reads rows, the API's records: the same answers, order and limit."""
+    for i, ts in enumerate([3.0, 1.0, 2.0, 2.0, 5.0, 4.0]):
+        store.add_answer(make_answer(f"s{i}", ts, correct=i % 2 == 0, item_id=f"i{i}"))
+    store.add_answer(make_answer("other", 1.5, learner_id="L2"))
+    for limit in (0, 1, 4, 1000):
+        rows = store.answer_rows("L1", limit=limit)
+        records = store.answers("L1", limit=limit)
+        assert rows == [(a.item_id, a.skill_id, a.correct) for a in records]
+        assert all(type(correct) is bool for _, _, correct in rows)
+    assert [item for item, _, _ in store.answer_rows("L1")] == ["i1", "i2", "i3", "i0", "i5", "i4"]
+    assert store.answer_rows("L3") == []
+
+
 def test_answers_are_per_learner(store: TutorStore) -> None:
     store.add_answer(make_answer("s", 1.0, learner_id="L1"))
     # The idempotency key is scoped to the learner: the same source_id elsewhere is new.

@@ -105,7 +105,7 @@ async def test_a_failed_reward_is_named_and_the_turn_keeps_its_history(tmp_path)
     )
     turn = await runner.prepare(body, "req-2")
     assert turn.degraded == ["reward: ValueError"]
-    assert [(h.item_id, h.correct) for h in turn.history] == [("1", True)]
+    assert turn.history == [("1", "2", True)]
     assert [t.turn_id for t in turn.recent] == ["t-1"]
 
 
