@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from ray import serve
 
+from deployments.batch_wait import BatchWaitWhenBusy
 from deployments.config import EmotionUserConfig
 from deployments.lifecycle.versions import Picked, VersionedModels
 from deployments.replica_context import model_rollout
@@ -75,13 +76,16 @@ class EmotionDeployment:
             resolve=lambda v: registry.resolve_version(MODEL_NAME, v),
         )
         self._rollout = model_rollout(self._versions, store_uri=store_uri, store=store)
+        self._batch_wait = BatchWaitWhenBusy(
+            self._classify_batch.set_batch_wait_timeout_s, EmotionUserConfig().batch_wait_timeout_s
+        )
 
     def reconfigure(self, user_config: dict) -> None:
         config = EmotionUserConfig.model_validate(user_config)
         # Load first, then swap: requests in flight finish on the model they picked.
         self._rollout.apply(config)
         self._classify_batch.set_max_batch_size(config.max_batch_size)
-        self._classify_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        self._batch_wait.wait_s = config.batch_wait_timeout_s  # set per call: batch_wait.py
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _classify_batch(
@@ -112,7 +116,7 @@ class EmotionDeployment:
         """The texts' learning states from the version this learner gets (or the one named);
         with a ``turn_id``, a shadow version also scores them, after the answer is sent."""
         picked = self._versions.pick(learner_id, version)
-        with self._rollout.serving(picked):
+        with self._rollout.serving(picked), self._batch_wait.call():
             results = await asyncio.gather(
                 *(self._classify_batch((picked.model, text)) for text in texts)
             )
