@@ -31,6 +31,7 @@ from store.base import (
 from store.mongo_keys import MongoKeysMixin
 from store.mongo_lifecycle import MongoLifecycleMixin
 from store.mongo_risk import MongoRiskMixin
+from store.parsed_turns import ParsedTurns
 from store.records import (
     ANSWER_LIST,
     AnswerRecord,
@@ -64,6 +65,7 @@ class MongoStore(MongoLifecycleMixin, MongoKeysMixin, MongoRiskMixin, TutorStore
         if client is None and uri is None:
             raise ValueError("MongoStore needs a uri or a client")
         self._owns_client = client is None
+        self._parsed_turns = ParsedTurns()
         try:
             if client is None:
                 client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout_s * 1000))
@@ -227,7 +229,7 @@ class MongoStore(MongoLifecycleMixin, MongoKeysMixin, MongoRiskMixin, TutorStore
                 .sort([("ts", pymongo.DESCENDING), ("seq", pymongo.DESCENDING)])
                 .limit(limit)
             )
-        return [self._turn(doc) for doc in reversed(docs)]
+        return self._parsed_turns.records(((doc["_id"], doc) for doc in reversed(docs)), self._turn)
 
     # ---- feedback ---------------------------------------------------------------------------
 

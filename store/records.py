@@ -39,6 +39,10 @@ ANSWER_LIST = TypeAdapter(list[AnswerRecord])
 
 
 class TurnRecord(_Record):
+    # Frozen: a stored turn never changes (insert-only), so the stores hand the same parsed
+    # record to every reader (store/parsed_turns.py); its nested dicts are read-only too.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     turn_id: str
     learner_id: str
     session_id: str | None = None

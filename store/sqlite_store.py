@@ -24,6 +24,7 @@ from store.base import (
     dimension_error,
     outer_flat,
 )
+from store.parsed_turns import ParsedTurns
 from store.records import (
     ANSWER_LIST,
     AnswerRecord,
@@ -56,6 +57,7 @@ class SQLiteStore(SQLiteLifecycleMixin, SQLiteKeysMixin, SQLiteRiskMixin, TutorS
         self._conn: sqlite3.Connection | None = None
         self._timeout_s = timeout_s
         self._reopen = False
+        self._parsed_turns = ParsedTurns()
         try:
             self._conn = self._connect()
             with self._transaction() as conn:
@@ -227,10 +229,14 @@ class SQLiteStore(SQLiteLifecycleMixin, SQLiteKeysMixin, SQLiteRiskMixin, TutorS
             return []
         with self._connection() as conn:
             rows = conn.execute(
-                "SELECT record FROM turns WHERE learner_id = ? ORDER BY ts DESC, seq DESC LIMIT ?",
+                "SELECT turn_id, record FROM turns WHERE learner_id = ?"
+                " ORDER BY ts DESC, seq DESC LIMIT ?",
                 (learner_id, limit),
             ).fetchall()
-        return [TurnRecord.model_validate_json(row["record"]) for row in reversed(rows)]
+        return self._parsed_turns.records(
+            ((row["turn_id"], row["record"]) for row in reversed(rows)),
+            TurnRecord.model_validate_json,
+        )
 
     # ---- feedback ---------------------------------------------------------------------------
 
