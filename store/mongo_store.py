@@ -164,28 +164,27 @@ class MongoStore(MongoLifecycleMixin, MongoKeysMixin, MongoRiskMixin, TutorStore
                 return False
         return True
 
-    def answers(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRecord]:
+    def _newest_answers(
+        self, learner_id: str, limit: int, fields: dict[str, int]
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` answers (the ``fields`` projection), oldest first."""
         if limit <= 0:  # Mongo reads limit(0) as "no limit"
             return []
         with self._errors():
             docs = list(
-                self._answers.find({"learner_id": learner_id}, {"_id": 0})
+                self._answers.find({"learner_id": learner_id}, {"_id": 0, **fields})
                 .sort([("ts", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
                 .limit(limit)
             )
-        return ANSWER_LIST.validate_python(docs[::-1])
+        docs.reverse()
+        return docs
+
+    def answers(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRecord]:
+        return ANSWER_LIST.validate_python(self._newest_answers(learner_id, limit, {}))
 
     def answer_rows(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRow]:
-        if limit <= 0:
-            return []
-        fields = {"_id": 0, "item_id": 1, "skill_id": 1, "correct": 1}
-        with self._errors():
-            docs = list(
-                self._answers.find({"learner_id": learner_id}, fields)
-                .sort([("ts", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
-                .limit(limit)
-            )
-        return [(d["item_id"], d["skill_id"], bool(d["correct"])) for d in reversed(docs)]
+        docs = self._newest_answers(learner_id, limit, {"item_id": 1, "skill_id": 1, "correct": 1})
+        return [(d["item_id"], d["skill_id"], bool(d["correct"])) for d in docs]
 
     # ---- turns ------------------------------------------------------------------------------
 

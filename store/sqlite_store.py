@@ -170,31 +170,31 @@ class SQLiteStore(SQLiteLifecycleMixin, SQLiteKeysMixin, SQLiteRiskMixin, TutorS
             )
         return cursor.rowcount == 1
 
-    def answers(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRecord]:
-        if limit <= 0:
-            return []
-        with self._connection() as conn:
-            rows = conn.execute(
-                "SELECT learner_id, source_id, item_id, skill_id, correct, ts FROM answers "
-                "WHERE learner_id = ? ORDER BY ts DESC, seq DESC LIMIT ?",
-                (learner_id, limit),
-            ).fetchall()
-        # One validation of the whole list (pydantic-core, ~1.7x faster than a model per row):
-        # a turn reads up to 1000 answers. `correct` comes back as 0/1, which bool accepts.
-        return ANSWER_LIST.validate_python([dict(row) for row in reversed(rows)])
-
-    def answer_rows(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRow]:
+    def _newest_answers(self, columns: str, learner_id: str, limit: int) -> list[tuple]:
+        """The newest ``limit`` answers' ``columns`` as plain tuples, oldest first."""
         if limit <= 0:
             return []
         with self._connection() as conn:
             cursor = conn.cursor()
             cursor.row_factory = None  # plain tuples, not sqlite3.Row
             rows = cursor.execute(
-                "SELECT item_id, skill_id, correct FROM answers "
+                f"SELECT {columns} FROM answers "  # columns: this module's constants, never input
                 "WHERE learner_id = ? ORDER BY ts DESC, seq DESC LIMIT ?",
                 (learner_id, limit),
             ).fetchall()
-        return [(item, skill, bool(correct)) for item, skill, correct in reversed(rows)]
+        rows.reverse()
+        return rows
+
+    def answers(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRecord]:
+        fields = ("learner_id", "source_id", "item_id", "skill_id", "correct", "ts")
+        rows = self._newest_answers(", ".join(fields), learner_id, limit)
+        # One validation of the whole list (pydantic-core, ~1.7x faster than a model per row):
+        # a turn reads up to 1000 answers. `correct` comes back as 0/1, which bool accepts.
+        return ANSWER_LIST.validate_python([dict(zip(fields, row, strict=True)) for row in rows])
+
+    def answer_rows(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRow]:
+        rows = self._newest_answers("item_id, skill_id, correct", learner_id, limit)
+        return [(item, skill, bool(correct)) for item, skill, correct in rows]
 
     # ---- turns ------------------------------------------------------------------------------
 
