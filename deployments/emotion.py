@@ -18,6 +18,7 @@ from deployments.schemas import EmotionResponse, EmotionResult, GoEmotionsScores
 from models.common.registry import ModelRegistry
 from models.emotion.artifact import ARTIFACT_FORMAT_V2, detect_format
 from models.emotion.classifier import EmotionClassifier, EmotionPrediction
+from models.emotion.quantization import read_recipe
 from store import TutorStore
 
 logger = logging.getLogger("ray.serve")
@@ -34,7 +35,11 @@ def _warmed(classifier: EmotionClassifier) -> EmotionClassifier:
 def runtime_options(artifact: Path, backend: str, threads: int, device: str) -> dict:
     """``EmotionClassifier.from_artifact``'s runtime arguments for one version. ONNX Runtime
     only on CPUs and for fine-tuned (v2+) artifacts: a v1 artifact (frozen encoder + MLP head)
-    has no fine-tuned encoder to export, so it runs on torch and can still be a canary."""
+    has no fine-tuned encoder to export, so it runs on torch and can still be a canary. An int8
+    version (``models.emotion.quantization``) runs on ONNX Runtime's CPU kernels whatever the
+    setting and the device: its state head was fitted on its int8 encoder's features."""
+    if read_recipe(artifact) is not None:
+        return {"backend": "onnx", "threads": threads}
     if backend == "onnx" and device == "cpu" and detect_format(artifact) >= ARTIFACT_FORMAT_V2:
         return {"backend": "onnx", "threads": threads}
     return {}

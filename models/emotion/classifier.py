@@ -16,6 +16,7 @@ artifact's state temperature (1.0 if it has none).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -34,12 +35,14 @@ from models.emotion.artifact import (
 )
 from models.emotion.encoder import SentenceEncoder, load_tokenizer
 from models.emotion.learning_states import EKMAN_LABELS, calibrate_states, states_from_scores
+from models.emotion.quantization import read_recipe
 from models.emotion.scorers import FineTunedScorer, FrozenEncoderScorer, sigmoid
 from models.emotion.state_head import StateHead, state_features
 
 if TYPE_CHECKING:
     from models.emotion.onnx_scorer import OnnxScorer
 
+logger = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnx")
 
 
@@ -96,12 +99,18 @@ class EmotionClassifier:
         encoder_dir: Path | None = None,
         device: str = "cpu",
         onnx_cache_dir: Path | str | None = None,
+        quantization: dict | None = None,
     ) -> EmotionClassifier:
         """Load a v1 (head only) or v2 (LoRA adapter + head + temperature) artifact.
 
         ``backend="onnx"`` runs the fine-tuned encoder on ONNX Runtime (v2 and later only) with
         ``threads`` intra-op threads; with torch, ``threads`` sets torch's (process-wide)
         thread count, and None leaves both at their defaults.
+
+        An int8 version (``quantization.json``, ``models.emotion.quantization``) runs its int8
+        weights on ONNX Runtime; on torch it runs the fp32 weights it was quantized from, with
+        a warning, since its state head was fitted on the int8 encoder's features.
+        ``quantization`` runs an fp32 version with that recipe instead (how such a head is fitted).
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
@@ -115,9 +124,16 @@ class EmotionClassifier:
 
             # Raises a clear error for a v1 artifact (it has no fine-tuned encoder to export).
             scorer = OnnxScorer.from_artifact(
-                artifact_dir, threads=threads, cache_dir=onnx_cache_dir, encoder_dir=encoder_dir
-            )
+                artifact_dir, threads=threads, cache_dir=onnx_cache_dir, encoder_dir=encoder_dir,
+                quantization=quantization,
+            )  # fmt: skip
         else:
+            if quantization is not None or read_recipe(artifact_dir) is not None:
+                logger.warning(
+                    "%s: int8 weights run on ONNX Runtime only; torch runs the fp32 weights, "
+                    "whose states may differ on close calls from the version's own",
+                    artifact_dir,
+                )
             if threads is not None:
                 import torch
 

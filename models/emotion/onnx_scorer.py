@@ -12,7 +12,9 @@ file, without building the torch model. How the file is made:
   fused graph measured 5-7% *more* CPU per text than the unfused one on this machine's AMD EPYC
   (benchmarks/emotion_backends.py), so it is not the default; ORT's own ORT_ENABLE_ALL graph
   optimisations run on either at session creation.
-* fp32 only: the earlier int8 attempt (torch dynamic quantization) cost Ekman F1.
+* fp32, unless the artifact holds an int8 recipe (``models.emotion.quantization``: ONNX
+  Runtime's static quantization of the cached fp32 file, cached beside it). The earlier int8
+  attempt, torch's dynamic quantization, cost Ekman F1.
 
 The cache key hashes what the graph depends on: the artifact's model files (``adapter.pt``,
 ``head.pt``; not the thresholds or the state head, which run outside the graph), the installed
@@ -144,35 +146,72 @@ def cached_model(
     cache_dir: Path | str | None = None,
     encoder_dir: Path | None = None,
     fuse: bool = False,
+    quantization: dict | None = None,
 ) -> tuple[Path, dict[str, float]]:
-    """The cached ONNX file of this artifact, exported first if missing; (path, timings)."""
+    """The cached ONNX file of this artifact, exported first if missing; (path, timings).
+
+    With a ``quantization`` recipe (``models.emotion.quantization``), the int8 file made from
+    the cached fp32 one, made first if missing."""
     if detect_format(artifact_dir) < 2:
         raise ValueError(
             f"{artifact_dir}: the ONNX backend runs fine-tuned (v2 and later) artifacts only; "
             "this one is v1 (frozen encoder + MLP head): load it with backend='torch'"
         )
-    from filelock import FileLock
-
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     path = cache_dir / f"emotion-{cache_key(artifact_dir, encoder_dir, fuse=fuse)}.onnx"
     timings = {"key_s": time.perf_counter() - started}
-    if path.is_file():
+    timings |= _made_once(
+        path, lambda tmp: export_model(artifact_dir, tmp, encoder_dir=encoder_dir, fuse=fuse)
+    )
+    if quantization is None:
         return path, timings
+    from models.emotion.quantization import quantize, recipe_key
+
+    fp32 = path
+    path = cache_dir / f"{fp32.stem}-int8-{recipe_key(quantization)}.onnx"
+    tokenizer, max_length = load_tokenizer(encoder_dir), artifact_max_length(artifact_dir)
+
+    def padded_inputs(texts: list[str]) -> dict[str, np.ndarray]:
+        encoded = tokenizer(texts, padding="max_length", truncation=True,
+                            max_length=max_length, return_tensors="np")  # fmt: skip
+        return {k: encoded[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+
+    started = time.perf_counter()
+    _made_once(path, lambda tmp: quantize(fp32, tmp, quantization, padded_inputs))
+    timings["quantize_s"] = time.perf_counter() - started
+    return path, timings
+
+
+def artifact_max_length(artifact_dir: Path | str) -> int:
+    """The token length the version was trained with (its adapter's config)."""
+    import torch
+
+    blob = torch.load(Path(artifact_dir) / ADAPTER_FILE, map_location="cpu", weights_only=True)
+    return int(blob["config"]["max_length"])
+
+
+def _made_once(path: Path, make) -> dict[str, float]:
+    """Run ``make(tmp)`` unless ``path`` exists, then rename ``tmp`` into place, under a file
+    lock: replicas that load at once make it once and never read a half-written file."""
+    from filelock import FileLock
+
+    if path.is_file():
+        return {}
     with FileLock(str(path) + ".lock"):
-        if path.is_file():  # another replica exported it while this one waited
-            return path, timings
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=path.stem, suffix=".tmp")
+        if path.is_file():  # another replica made it while this one waited
+            return {}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
         os.close(fd)
         try:
-            timings |= export_model(artifact_dir, tmp, encoder_dir=encoder_dir, fuse=fuse)
+            timings = make(tmp) or {}
             os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from replicas of another user
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
-    logger.info("exported %s to %s in %.1f s", artifact_dir, path, sum(timings.values()))
-    return path, timings
+    logger.info("made %s in %.1f s", path, sum(timings.values()))
+    return timings
 
 
 def session_options(threads: int | None = None, *, spinning: bool = False):
@@ -233,15 +272,18 @@ class OnnxScorer:
         cache_dir: Path | str | None = None,
         encoder_dir: Path | None = None,
         fuse: bool = False,
+        quantization: dict | None = None,
         **kwargs,
     ) -> OnnxScorer:
-        import torch
+        """``quantization``: the recipe to run with; None runs the artifact's own
+        (``quantization.json``, an int8 version), else fp32."""
+        from models.emotion.quantization import read_recipe
 
         path, _ = cached_model(
-            artifact_dir, cache_dir=cache_dir, encoder_dir=encoder_dir, fuse=fuse
-        )
-        blob = torch.load(Path(artifact_dir) / ADAPTER_FILE, map_location="cpu", weights_only=True)
-        max_length = int(blob["config"]["max_length"])
+            artifact_dir, cache_dir=cache_dir, encoder_dir=encoder_dir, fuse=fuse,
+            quantization=quantization if quantization is not None else read_recipe(artifact_dir),
+        )  # fmt: skip
+        max_length = artifact_max_length(artifact_dir)
         return cls(
             path, load_tokenizer(encoder_dir), max_length=max_length, threads=threads, **kwargs
         )

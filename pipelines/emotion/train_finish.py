@@ -71,41 +71,13 @@ def finish(
         raise ValueError("checkpoint logits do not match the data (different --limit-eval?)")
 
     temperature = fit_temperature(dev_logits, y_dev)
-    raw_dev, raw_test = sigmoid(dev_logits), sigmoid(test_logits)
-    dev_scores, test_scores = sigmoid(dev_logits / temperature), sigmoid(test_logits / temperature)
+    dev_scores = sigmoid(dev_logits / temperature)
     thresholds = tune_thresholds(dev_scores, y_dev)
     ekman_thresholds = tune_thresholds(ekman_scores(dev_scores), ekman_targets(y_dev))
-    dev_metrics = evaluate_scores(dev_scores, y_dev, thresholds, ekman_thresholds)
-    test_metrics = evaluate_scores(test_scores, y_te, thresholds, ekman_thresholds)
-    head_rows = evaluate_scores(
-        test_scores[:FINGERPRINT_ROWS], y_te[:FINGERPRINT_ROWS], thresholds, ekman_thresholds
-    )
-    calibration = {
-        "temperature": round(temperature, 4),
-        "ece_method": ECE_METHOD,
-        "test_ece_before": round(expected_calibration_error(raw_test, y_te), 4),
-        "test_ece_after": round(test_metrics["ece"], 4),
-        "dev_ece_before": round(expected_calibration_error(raw_dev, y_dev), 4),
-        "dev_ece_after": round(dev_metrics["ece"], 4),
-    }
-    metrics = {
-        "test_macro_f1": round(test_metrics["macro_f1"], 4),
-        "test_ekman_macro_f1": round(test_metrics["ekman_macro_f1"], 4),
-        "test_micro_f1": round(test_metrics["micro_f1"], 4),
-        "dev_macro_f1": round(dev_metrics["macro_f1"], 4),
-        "dev_ekman_macro_f1": round(dev_metrics["ekman_macro_f1"], 4),
-        **calibration,
-        "ekman_method": EKMAN_METHOD,
-        "threshold_selection": (
-            "per label, grid 0.05..0.95 step 0.05, max F1 on dev, on temperature-scaled scores"
-        ),
-        "test": _rounded(test_metrics),
-        "dev": _rounded(dev_metrics),
-        "test_per_label_summary": summarize_per_label(test_metrics["per_label_f1"]),
-        f"test_first{FINGERPRINT_ROWS}": {
-            k: round(head_rows[k], 6) for k in ("macro_f1", "micro_f1", "ekman_macro_f1")
-        },
-    }
+    metrics, calibration, dev_metrics, test_metrics = goemotions_metrics(
+        dev_logits, y_dev, test_logits, y_te,
+        temperature=temperature, thresholds=thresholds, ekman_thresholds=ekman_thresholds,
+    )  # fmt: skip
     config = {
         **train_config,
         "encoder": ENCODER_NAME,
@@ -167,3 +139,51 @@ def check_merged_artifact(
 
 def _rounded(m: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
+
+
+def goemotions_metrics(
+    dev_logits: np.ndarray,
+    y_dev: np.ndarray,
+    test_logits: np.ndarray,
+    y_te: np.ndarray,
+    *,
+    temperature: float,
+    thresholds: np.ndarray,
+    ekman_thresholds: np.ndarray,
+) -> tuple[dict, dict, dict, dict]:
+    """A version's registered GoEmotions figures from its dev and test logits:
+    (metrics, calibration, dev figures, test figures)."""
+    raw_dev, raw_test = sigmoid(dev_logits), sigmoid(test_logits)
+    dev_scores, test_scores = sigmoid(dev_logits / temperature), sigmoid(test_logits / temperature)
+    dev_metrics = evaluate_scores(dev_scores, y_dev, thresholds, ekman_thresholds)
+    test_metrics = evaluate_scores(test_scores, y_te, thresholds, ekman_thresholds)
+    head_rows = evaluate_scores(
+        test_scores[:FINGERPRINT_ROWS], y_te[:FINGERPRINT_ROWS], thresholds, ekman_thresholds
+    )
+    calibration = {
+        "temperature": round(temperature, 4),
+        "ece_method": ECE_METHOD,
+        "test_ece_before": round(expected_calibration_error(raw_test, y_te), 4),
+        "test_ece_after": round(test_metrics["ece"], 4),
+        "dev_ece_before": round(expected_calibration_error(raw_dev, y_dev), 4),
+        "dev_ece_after": round(dev_metrics["ece"], 4),
+    }
+    metrics = {
+        "test_macro_f1": round(test_metrics["macro_f1"], 4),
+        "test_ekman_macro_f1": round(test_metrics["ekman_macro_f1"], 4),
+        "test_micro_f1": round(test_metrics["micro_f1"], 4),
+        "dev_macro_f1": round(dev_metrics["macro_f1"], 4),
+        "dev_ekman_macro_f1": round(dev_metrics["ekman_macro_f1"], 4),
+        **calibration,
+        "ekman_method": EKMAN_METHOD,
+        "threshold_selection": (
+            "per label, grid 0.05..0.95 step 0.05, max F1 on dev, on temperature-scaled scores"
+        ),
+        "test": _rounded(test_metrics),
+        "dev": _rounded(dev_metrics),
+        "test_per_label_summary": summarize_per_label(test_metrics["per_label_f1"]),
+        f"test_first{FINGERPRINT_ROWS}": {
+            k: round(head_rows[k], 6) for k in ("macro_f1", "micro_f1", "ekman_macro_f1")
+        },
+    }
+    return metrics, calibration, dev_metrics, test_metrics

@@ -30,6 +30,7 @@ import difflib
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,6 @@ from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 from models.common.vocab import LEARNING_STATES
 from models.emotion.artifact import STATE_CALIBRATION_FILE
 from models.emotion.classifier import EmotionClassifier
-from models.emotion.scorers import FineTunedScorer
 from models.emotion.state_head import FEATURES, STATE_HEAD_FILE, StateHead, state_features
 from pipelines.common import (
     REPO_ROOT,
@@ -102,7 +102,7 @@ def learner_features(
     classifier: EmotionClassifier, texts: list[str], states: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(features [n, d], gold state indices [n]) of labelled learner messages."""
-    if not isinstance(classifier.scorer, FineTunedScorer):
+    if not hasattr(classifier.scorer, "outputs"):
         raise SystemExit("a state head needs a fine-tuned (v2 format) emotion version")
     logits, pooled = classifier.scorer.outputs(texts)
     return state_features(pooled, logits), np.array([LEARNING_STATES.index(s) for s in states])
@@ -180,9 +180,11 @@ def nested_cv(features: np.ndarray, gold: np.ndarray) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--version", default="v3", help="source emotion version (fine-tuned)")
+def head_arguments(parser: argparse.ArgumentParser, *, default_version: str) -> None:
+    """The flags of a run that fits a state head: the source version and the learner sets."""
+    parser.add_argument(
+        "--version", default=default_version, help="source emotion version (fine-tuned)"
+    )
     parser.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_ROOT)
     parser.add_argument("--train-set", type=Path, default=DATA / "learner_messages_train.jsonl")
     parser.add_argument("--dev-set", type=Path, default=DATA / "learner_messages_dev.jsonl")
@@ -195,6 +197,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="drop training messages at least this similar to a dev/test message",
     )
     add_registration_flags(parser)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    head_arguments(parser, default_version="v3")
     parser.add_argument(
         "--out", type=Path, default=None, help="default: reports/learner_state_head_<version>.json"
     )
@@ -209,6 +216,22 @@ def main(argv: list[str] | None = None) -> dict:
     registry = ModelRegistry(args.registry)
     source = registry.load("emotion", args.version)
     classifier = EmotionClassifier.from_artifact(source.path)
+    head, calibration, report = fit_and_report(classifier, args)
+    logger.info("state head on emotion %s: %s", source.metadata.version, report)
+    out = args.out or REPO_ROOT / "reports" / f"learner_state_head_{source.metadata.version}.json"
+    if code_version is None:
+        _write_report(out, source.metadata.version, None, report)
+        return report
+    metadata = register_with_head(registry, source, head, calibration, report, code_version)
+    _write_report(out, source.metadata.version, metadata.version, report)
+    return {"version": metadata.version, **report}
+
+
+def fit_and_report(
+    classifier: EmotionClassifier, args: argparse.Namespace
+) -> tuple[StateHead, dict, dict]:
+    """(head, state calibration, report) on the classifier's features of the learner sets:
+    fitted on train, temperature on dev, measured on test, the recipe by nested CV on train."""
     dev, test = read_set(args.dev_set), read_set(args.test_set)
     train_texts, train_states, dropped = decontaminate(
         *read_set(args.train_set), dev[0] + test[0], max_similarity=args.max_similarity
@@ -228,21 +251,35 @@ def main(argv: list[str] | None = None) -> dict:
         "dev_accuracy": round(float((dev_states.argmax(1) == dev_y).mean()), 4),
         "calibration": calibration,
     }
-    logger.info("state head on emotion %s: %s", source.metadata.version, report)
     report["nested_cv"] = cv = nested_cv(train_x, train_y)
     logger.info(
         "nested %d-fold CV accuracy %.4f (C chosen inside each fold); best of the grid on the "
         "folds that chose it: %.4f",
         CV_FOLDS, cv["accuracy"], max(selection["cv_accuracy"].values()),
     )  # fmt: skip
-    out = args.out or REPO_ROOT / "reports" / f"learner_state_head_{source.metadata.version}.json"
-    if code_version is None:
-        _write_report(out, source.metadata.version, None, report)
-        return report
+    return head, calibration, report
+
+
+def register_with_head(
+    registry: ModelRegistry,
+    source,
+    head: StateHead,
+    calibration: dict,
+    report: dict,
+    code_version: str,
+    *,
+    extra_files: Callable[[Path], None] = lambda directory: None,
+    metrics: dict | None = None,
+    config: dict | None = None,
+):
+    """Register the source's files with this head and its calibration as a new version.
+    ``extra_files`` writes more files into it; ``metrics`` and ``config`` replace or add to the
+    source's."""
 
     def add_files(directory: Path) -> None:
         head.save(directory)
         (directory / STATE_CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
+        extra_files(directory)
 
     metadata = registry.register_derived(
         source,
@@ -253,15 +290,19 @@ def main(argv: list[str] | None = None) -> dict:
         code_version=code_version,
         metrics={
             **{k: v for k, v in source.metadata.metrics.items() if "state" not in k},
+            **(metrics or {}),
             "learner_state_head": report,
         },
-        config={**source.metadata.config, "state_head_from": source.metadata.version},
+        config={
+            **source.metadata.config,
+            "state_head_from": source.metadata.version,
+            **(config or {}),
+        },
     )
     logger.info(
         "registered emotion %s (%s + state head)", metadata.version, source.metadata.version
     )
-    _write_report(out, source.metadata.version, metadata.version, report)
-    return {"version": metadata.version, **report}
+    return metadata
 
 
 def _write_report(path: Path, source: str, registered: str | None, report: dict) -> None:

@@ -90,3 +90,18 @@ def test_emotion_runs_onnx_only_for_fine_tuned_versions_on_cpus():
     assert runtime_options(v1, "onnx", 1, "cpu") == {}  # a frozen-encoder version: torch
     assert runtime_options(v4, "onnx", 1, "cuda") == {}  # a GPU replica: torch
     assert runtime_options(v4, "torch", 2, "cpu") == {}
+
+
+def test_an_int8_emotion_version_runs_on_onnx_runtime_on_any_device(tmp_path):
+    """Its state head was fitted on its int8 encoder's features, so torch's fp32 is not it."""
+    import shutil
+
+    from deployments.emotion import runtime_options
+    from models.common.registry import ModelRegistry
+    from models.emotion.quantization import INT8_STATIC, write_recipe
+
+    int8 = tmp_path / "v9"
+    shutil.copytree(ModelRegistry().load("emotion", "v4").path, int8)
+    write_recipe(int8, {**INT8_STATIC, "calibration_texts": ["a calibration sentence"]})
+    for backend, device in (("onnx", "cpu"), ("onnx", "cuda"), ("torch", "cpu")):
+        assert runtime_options(int8, backend, 1, device) == {"backend": "onnx", "threads": 1}

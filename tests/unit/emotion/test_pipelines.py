@@ -9,7 +9,14 @@ import pytest
 
 import pipelines.common
 from pipelines.common import DirtyTreeError
-from pipelines.emotion import calibrate_states, compare_int8, train, train_state_head, train_worker
+from pipelines.emotion import (
+    calibrate_states,
+    compare_int8,
+    quantize,
+    train,
+    train_state_head,
+    train_worker,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SERVED = REPO_ROOT / "models" / "artifacts" / "emotion" / "v2" / "metadata.json"
@@ -43,6 +50,7 @@ REGISTERING = [
     pytest.param(train.main, ["--data", "/nonexistent"], id="train"),
     pytest.param(calibrate_states.main, ["--version", "v2"], id="calibrate_states"),
     pytest.param(train_state_head.main, ["--version", "v3"], id="train_state_head"),
+    pytest.param(quantize.main, ["--version", "v4"], id="quantize"),
 ]
 
 
