@@ -45,6 +45,7 @@ from models.emotion.metrics import (
     expected_calibration_error,
     summarize_per_label,
 )
+from models.emotion.quantization import read_recipe
 from pipelines.common import REPO_ROOT, setup_logging, use_offline_models
 from pipelines.emotion.evaluate_learning_states import DEFAULT_SET, plot_confusion, read_set
 from pipelines.emotion.evaluate_learning_states import evaluate as evaluate_learner_states
@@ -88,8 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--backend",
         choices=("torch", "onnx", "both"),
-        default="torch",
-        help="both: compare torch with ONNX Runtime (reports/emotion_<v>_onnx.json)",
+        default=None,
+        help="default: onnx for an int8 version (it runs there only), else torch; "
+        "both: compare torch with ONNX Runtime (reports/emotion_<v>_onnx.json)",
     )
     return p.parse_args(argv)
 
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     artifact = ModelRegistry(args.registry).load(MODEL_NAME, args.version)
     version = artifact.metadata.version
+    if args.backend is None:
+        args.backend = "onnx" if read_recipe(artifact.path) is not None else "torch"
     texts, targets = read_split(args.data, args.split)
     if args.limit is not None:
         texts, targets = texts[: args.limit], targets[: args.limit]
