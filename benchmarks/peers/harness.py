@@ -265,11 +265,15 @@ def main(argv: list[str] | None = None) -> dict:
     artifact = ModelRegistry().load("emotion", version).path
     bench_texts = texts.benchmark_texts()
     from models.emotion.encoder import load_tokenizer
+    from models.emotion.quantization import read_recipe
 
     results: dict = {
         "machine": machine(),
         "config": str(args.config),
         "emotion_version": artifact.name,
+        # An int8 version runs int8 wherever ONNX Runtime runs it (the project and the _onnx
+        # peers, like with like); the torch peers run the fp32 weights it was quantized from.
+        "emotion_int8": read_recipe(artifact) is not None,
         "peer_backends": args.backends,
         "project_backend": _project_backend(args.config),
         "seconds_per_measurement": args.seconds,

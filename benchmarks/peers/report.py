@@ -166,7 +166,12 @@ def tutor_rows(tutor: dict) -> list[list[str]]:
 def table(results: dict) -> str:
     n_texts = results.get("texts", {}).get("n", "?")
     lines = [f"load generator: {results.get('generator', '?')}; texts: {n_texts}"]
-    lines += ["", "emotion, one text per request"]
+    version = results.get("emotion_version", "?")
+    if results.get("emotion_int8"):
+        version += (
+            " (int8 on ONNX Runtime: the project and the onnx peers; torch: its fp32 weights)"
+        )
+    lines += ["", f"emotion {version}, one text per request"]
     lines += _format(
         [
             "contender",
