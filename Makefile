@@ -109,10 +109,16 @@ train-emotion: install
 evaluate-emotion: install
 	$(PY) -m pipelines.emotion.evaluate --data $(DATA_DIR)/goemotions
 
-# The ONNX Runtime backend against torch, same rows, one run: reports/emotion_<v>_onnx.json.
-.PHONY: evaluate-emotion-onnx bench-emotion-backends
+# The ONNX Runtime backend against torch, same rows, one run: reports/emotion_<v>_onnx.json
+# (an fp32 version: v4, the one the int8 v5 was made from).
+.PHONY: evaluate-emotion-onnx bench-emotion-backends quantize-emotion
 evaluate-emotion-onnx: install
-	$(PY) -m pipelines.emotion.evaluate --data $(DATA_DIR)/goemotions --backend both
+	$(PY) -m pipelines.emotion.evaluate --data $(DATA_DIR)/goemotions --backend both --version v4
+
+# int8 on ONNX Runtime, measured against fp32 in one run; registers the next version when the
+# quality holds: reports/emotion_v4_int8.json (~2 min).
+quantize-emotion: install
+	$(PY) -m pipelines.emotion.quantize --version v4 --data $(DATA_DIR)/goemotions
 
 # torch vs ONNX Runtime in-process (threads, spinning, fusion, length grouping, load times).
 bench-emotion-backends: install

@@ -110,6 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
         texts, targets = texts[: args.limit], targets[: args.limit]
     logger.info("evaluating %s %s on %d %s rows", MODEL_NAME, version, len(texts), args.split)
     if args.backend == "both":
+        if read_recipe(artifact.path) is not None:
+            raise SystemExit(
+                f"{MODEL_NAME} {version} is int8 (ONNX Runtime only): its comparison with the "
+                "fp32 version it was made from is python -m pipelines.emotion.quantize"
+            )
         return compare_backends(args, artifact, texts, targets)
 
     started = time.perf_counter()
