@@ -3,8 +3,10 @@
 ``EmotionClassifier.from_artifact`` loads either artifact format (``models.emotion.artifact``):
 v1, a frozen encoder + MLP head, or v2, MiniLM with LoRA adapters (merged into the encoder at
 load time, so serving runs a plain BERT forward) + a linear head. A fine-tuned artifact runs on
-torch (``backend="torch"``, the default) or on ONNX Runtime (``backend="onnx"``,
-``models.emotion.onnx_scorer``: the same outputs within float noise, exported once and cached).
+torch (``backend="torch"``, the default for fp32 versions) or on ONNX Runtime
+(``backend="onnx"``, ``models.emotion.onnx_scorer``: the same outputs within float noise,
+exported once and cached); an int8 version (``models.emotion.quantization``) runs on ONNX
+Runtime by default.
 
 Scores are ``sigmoid(logits / temperature)`` (temperature fitted on dev; 1.0 for v1), and a label
 is predicted when its score reaches its threshold (tuned on dev on those same scores). The eight
@@ -94,7 +96,7 @@ class EmotionClassifier:
         cls,
         artifact_dir: Path | str,
         *,
-        backend: Literal["torch", "onnx"] = "torch",
+        backend: Literal["torch", "onnx"] | None = None,
         threads: int | None = None,
         encoder_dir: Path | None = None,
         device: str = "cpu",
@@ -107,14 +109,17 @@ class EmotionClassifier:
         ``threads`` intra-op threads; with torch, ``threads`` sets torch's (process-wide)
         thread count, and None leaves both at their defaults.
 
-        An int8 version (``quantization.json``, ``models.emotion.quantization``) runs its int8
-        weights on ONNX Runtime; on torch it runs the fp32 weights it was quantized from, with
-        a warning, since its state head was fitted on the int8 encoder's features.
+        ``backend=None`` runs the version on its own runtime: ONNX Runtime for an int8 version
+        (``quantization.json``, ``models.emotion.quantization``), torch for the others. An int8
+        version asked for on torch runs the fp32 weights it was quantized from, with a
+        warning, since its state head was fitted on the int8 encoder's features.
         ``quantization`` runs an fp32 version with that recipe instead (how such a head is fitted).
         """
+        artifact_dir = Path(artifact_dir)
+        if backend is None:
+            backend = "onnx" if read_recipe(artifact_dir) is not None else "torch"
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
-        artifact_dir = Path(artifact_dir)
         head = load_head(artifact_dir)
         thresholds = load_thresholds(artifact_dir)
         fmt = detect_format(artifact_dir)

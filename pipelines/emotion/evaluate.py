@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     artifact = ModelRegistry(args.registry).load(MODEL_NAME, args.version)
     version = artifact.metadata.version
-    if args.backend is None:
+    if args.backend is None:  # the version's own runtime (EmotionClassifier's default)
         args.backend = "onnx" if read_recipe(artifact.path) is not None else "torch"
     texts, targets = read_split(args.data, args.split)
     if args.limit is not None:

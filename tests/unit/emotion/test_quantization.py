@@ -114,6 +114,8 @@ def test_an_int8_version_runs_its_recipe_and_torch_warns(loaded, tmp_path, caplo
         version, backend="onnx", threads=1, onnx_cache_dir=loaded["cache"]
     )
     assert served.scorer.model_path.name == loaded["int8"].scorer.model_path.name
+    by_default = EmotionClassifier.from_artifact(version, onnx_cache_dir=loaded["cache"])
+    assert by_default.scorer.model_path == served.scorer.model_path  # its own runtime
     with caplog.at_level(logging.WARNING, logger="models.emotion.classifier"):
-        EmotionClassifier.from_artifact(version)
+        EmotionClassifier.from_artifact(version, backend="torch")
     assert "int8 weights run on ONNX Runtime only" in caplog.text
