@@ -171,11 +171,12 @@ def cached_model(
 
     fp32 = path
     path = cache_dir / f"{fp32.stem}-int8-{recipe_key(quantization)}.onnx"
-    tokenizer, max_length = load_tokenizer(encoder_dir), artifact_max_length(artifact_dir)
+    tokenizer = load_tokenizer(encoder_dir)
+    tokens = min(int(quantization["calibration_tokens"]), artifact_max_length(artifact_dir))
 
     def padded_inputs(texts: list[str]) -> dict[str, np.ndarray]:
         encoded = tokenizer(texts, padding="max_length", truncation=True,
-                            max_length=max_length, return_tensors="np")  # fmt: skip
+                            max_length=tokens, return_tensors="np")  # fmt: skip
         return {k: encoded[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
 
     started = time.perf_counter()
