@@ -63,7 +63,7 @@ def bench_emotion_in_process(version: str, threads: int, seconds: float, backend
     # backend: the runtime the Emotion replicas run (placement), so the limit is theirs.
     torch.set_num_threads(threads)
     artifact = ModelRegistry().load("emotion", version)
-    runtime = {"backend": backend, "threads": threads} if backend != "torch" else {}
+    runtime = {"backend": backend} | ({"threads": threads} if backend != "torch" else {})
     classifier = EmotionClassifier.from_artifact(artifact.path, **runtime)
     batch = _texts(32)
     classifier.predict(batch)  # warm-up

@@ -90,9 +90,9 @@ class EmotionModel:
 
     def __init__(self, registry: ModelRegistry, config: EmotionUserConfig, backend: str) -> None:
         artifact = registry.load("emotion", config.model_version)
-        # Only the ONNX backend needs naming (EmotionClassifier's default is torch).
-        kwargs = {} if backend == "torch" else {"backend": backend}
-        self.classifier = EmotionClassifier.from_artifact(artifact.path, **kwargs)
+        # Named always: EmotionClassifier's default is the version's own runtime (an int8
+        # version runs on ONNX Runtime), and the torch lane must run torch.
+        self.classifier = EmotionClassifier.from_artifact(artifact.path, backend=backend)
         self.classifier.predict(["warming up the encoder before it serves"])
         self.version = artifact.metadata.version
 

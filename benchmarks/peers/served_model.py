@@ -49,7 +49,7 @@ def info() -> dict:
 
     return {
         "torch_threads": torch.get_num_threads(),
-        "backend": os.environ.get("PEER_BACKEND") or "torch (default)",
+        "backend": os.environ.get("PEER_BACKEND") or "the version's own (default)",
         "env": {
             k: os.environ[k]
             for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PEER_THREADS")
