@@ -29,7 +29,6 @@ import statistics
 import time
 from pathlib import Path
 
-from models.common.registry import ModelRegistry
 from models.emotion.classifier import EmotionClassifier
 from models.emotion.quantization import (
     CALIBRATION_TEXTS,
@@ -37,13 +36,18 @@ from models.emotion.quantization import (
     read_recipe,
     write_recipe,
 )
-from pipelines.common import REPO_ROOT, committed_code_version, setup_logging, use_offline_models
+from pipelines.common import REPO_ROOT
 from pipelines.emotion.evaluate import ONNX_MAX_F1_DIFF, predict_logits
 from pipelines.emotion.evaluate_learning_states import evaluate as evaluate_learner_states
 from pipelines.emotion.evaluate_learning_states import read_set
-from pipelines.emotion.goemotions import DEFAULT_DATA, MODEL_NAME, read_split
+from pipelines.emotion.goemotions import DEFAULT_DATA, read_split
 from pipelines.emotion.train_finish import goemotions_metrics
-from pipelines.emotion.train_state_head import fit_and_report, head_arguments, register_with_head
+from pipelines.emotion.train_state_head import (
+    begin_run,
+    fit_and_report,
+    head_arguments,
+    register_with_head,
+)
 
 logger = logging.getLogger("quantize_emotion")
 TIMED_TEXTS = 200
@@ -100,14 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--out", type=Path, default=None, help="default: reports/emotion_<version>_int8.json"
     )
     args = parser.parse_args(argv)
-    setup_logging()
-    code_version = (
-        None if args.no_register else committed_code_version(allow_dirty=args.allow_dirty)
-    )
-    use_offline_models(args.threads)
-
-    registry = ModelRegistry(args.registry)
-    source = registry.load(MODEL_NAME, args.version)
+    code_version, registry, source = begin_run(args)
     version = source.metadata.version
     if read_recipe(source.path) is not None:
         raise SystemExit(f"emotion {version} is already int8")

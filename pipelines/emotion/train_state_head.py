@@ -39,7 +39,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from models.common.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
+from models.common.registry import DEFAULT_REGISTRY_ROOT, Artifact, ModelRegistry
 from models.common.vocab import LEARNING_STATES
 from models.emotion.artifact import STATE_CALIBRATION_FILE
 from models.emotion.classifier import EmotionClassifier
@@ -206,15 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--out", type=Path, default=None, help="default: reports/learner_state_head_<version>.json"
     )
     args = parser.parse_args(argv)
-    setup_logging()
-    # Before any work: a run that could not be registered fails now.
-    code_version = (
-        None if args.no_register else committed_code_version(allow_dirty=args.allow_dirty)
-    )
-    use_offline_models(args.threads)
-
-    registry = ModelRegistry(args.registry)
-    source = registry.load("emotion", args.version)
+    code_version, registry, source = begin_run(args)
     classifier = EmotionClassifier.from_artifact(source.path)
     head, calibration, report = fit_and_report(classifier, args)
     logger.info("state head on emotion %s: %s", source.metadata.version, report)
@@ -225,6 +217,18 @@ def main(argv: list[str] | None = None) -> dict:
     metadata = register_with_head(registry, source, head, calibration, report, code_version)
     _write_report(out, source.metadata.version, metadata.version, report)
     return {"version": metadata.version, **report}
+
+
+def begin_run(args: argparse.Namespace) -> tuple[str | None, ModelRegistry, Artifact]:
+    """(the commit to register under or None, the registry, the source version) of a run that
+    fits a head. Before any work, a run that could not be registered fails."""
+    setup_logging()
+    code_version = (
+        None if args.no_register else committed_code_version(allow_dirty=args.allow_dirty)
+    )
+    use_offline_models(args.threads)
+    registry = ModelRegistry(args.registry)
+    return code_version, registry, registry.load("emotion", args.version)
 
 
 def fit_and_report(
@@ -262,7 +266,7 @@ def fit_and_report(
 
 def register_with_head(
     registry: ModelRegistry,
-    source,
+    source: Artifact,
     head: StateHead,
     calibration: dict,
     report: dict,
