@@ -13,9 +13,12 @@ import pytest
 
 from deployments.cli.operations import Workspace
 from deployments.config import TutorSettings
+from tests.support.serve_process import served_version
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 REAL_CONFIG = REPO_ROOT / "serve_config.yaml"
+# The emotion champion the real config serves (the tests promote, canary and roll back around it).
+SERVED_EMOTION = served_version("Emotion", REAL_CONFIG)
 
 
 class FakeServe:

@@ -14,6 +14,7 @@ from deployments.cli.config_file import ServeConfigFile
 from deployments.cli.errors import RefusedError
 from deployments.cli.plan import rollout_of
 from deployments.lifecycle.rollout import CanarySplit, ShadowRun
+from tests.unit.cli.conftest import SERVED_EMOTION
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
@@ -58,7 +59,7 @@ def test_a_promotion_changes_one_line(config_path):
     original = config_path.read_text()
     _edit(config_path, model_version="v3").write()
     assert _changed_lines(original, config_path.read_text()) == (
-        ["          model_version: v4"],
+        [f"          model_version: {SERVED_EMOTION}"],
         ["          model_version: v3"],
     )
 

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from deployments.cli import serve_client
 from deployments.cli.main import app
 from models.common.registry import ModelRegistry
+from tests.unit.cli.conftest import SERVED_EMOTION
 
 runner = CliRunner()
 
@@ -30,7 +31,7 @@ def _never_connect(address):
         (["promote", "sentiment", "v1"], "unknown model 'sentiment'"),
         (["promote", "emotion", "v9"], "no version 'v9'"),
         (["canary", "emotion", "v3", "--percent", "150"], "below 100"),
-        (["canary", "emotion", "v4", "--percent", "10"], "is the champion"),
+        (["canary", "emotion", SERVED_EMOTION, "--percent", "10"], "is the champion"),
         (["shadow", "emotion", "--stop"], "no shadow running"),
         (["rollback", "difficulty"], "no champion before v5"),
     ],

@@ -19,7 +19,7 @@ from deployments.cli.errors import (
 from deployments.cli.operations import apply_change, validate_user_config
 from deployments.cli.serve_client import wait_applied
 from store.factory import open_store
-from tests.unit.cli.conftest import FakeServe, make_workspace
+from tests.unit.cli.conftest import SERVED_EMOTION, FakeServe, make_workspace
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
@@ -65,7 +65,11 @@ def test_a_canary_is_deployed_then_written_then_recorded(ws, serve, config_path,
     assert _emotion(written) == _emotion(serve.deployed[0])
     # The history has the event.
     (recorded,) = _history(store_uri)
-    assert (recorded.action, recorded.from_version, recorded.to_version) == ("canary", "v4", "v3")
+    assert (recorded.action, recorded.from_version, recorded.to_version) == (
+        "canary",
+        SERVED_EMOTION,
+        "v3",
+    )
     assert (recorded.percent, recorded.reason, recorded.actor) == (50, "try v3", "cli:test")
     assert result.event == recorded and result.waited
 
@@ -77,18 +81,22 @@ def test_promote_then_rollback_walks_the_history(ws, serve, config_path, store_u
     assert uc["model_version"] == "v3" and "canary" not in uc
     apply_change(ws, "emotion", plan.plan_rollback)
     uc = _emotion(ServeConfigFile.load(config_path).deploy_config())
-    assert uc["model_version"] == "v4"
+    assert uc["model_version"] == SERVED_EMOTION
     assert _emotion(serve.running) == uc
     assert [e.action for e in _history(store_uri)] == ["canary", "promote", "rollback"]
-    with pytest.raises(RefusedError, match="no champion before v4"):
+    with pytest.raises(RefusedError, match=f"no champion before {SERVED_EMOTION}"):
         apply_change(ws, "emotion", plan.plan_rollback)
 
 
 REFUSALS = [
     ("emotion", partial(plan.plan_promote, version="v9"), "no version 'v9'"),
-    ("emotion", partial(plan.plan_canary, version="v4", percent=10, now=T0), "is the champion"),
+    (
+        "emotion",
+        partial(plan.plan_canary, version=SERVED_EMOTION, percent=10, now=T0),
+        "is the champion",
+    ),
     ("emotion", partial(plan.plan_canary, version="v3", percent=100, now=T0), "below 100"),
-    ("emotion", plan.plan_rollback, "no champion before v4"),
+    ("emotion", plan.plan_rollback, f"no champion before {SERVED_EMOTION}"),
     ("emotion", plan.plan_end_shadow, "no shadow running"),
     ("sentiment", plan.plan_rollback, "unknown model 'sentiment'"),
     ("difficulty", partial(plan.plan_promote, version="v5"), "already the champion"),

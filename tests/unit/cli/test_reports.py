@@ -16,7 +16,7 @@ from deployments.cli.reports import list_models, model_status
 from deployments.lifecycle.rollout import guardrail_event_id
 from store.factory import open_store
 from store.records import RolloutEventRecord
-from tests.unit.cli.conftest import FakeServe, make_workspace
+from tests.unit.cli.conftest import SERVED_EMOTION, FakeServe, make_workspace
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
@@ -34,12 +34,10 @@ def test_list_shows_versions_metrics_and_roles(config_path, store_uri):
 
     (emotion,) = list_models(_ws(config_path, store_uri), "emotion")  # no Serve needed
     roles = {row.version: row.roles for row in emotion.versions}
-    assert roles == {
-        "v1": [],
-        "v2": ["shadow"],
-        "v3": ["champion"],
-        "v4": ["canary 25%", "previous champion"],
-    }
+    expected = {row.version: [] for row in emotion.versions}
+    expected |= {"v2": ["shadow"], "v3": ["champion"], "v4": ["canary 25%"]}
+    expected[SERVED_EMOTION] = expected[SERVED_EMOTION] + ["previous champion"]
+    assert roles == expected
     v4 = next(row for row in emotion.versions if row.version == "v4")
     assert v4.metrics["macro_f1"] == 0.53 and v4.metrics["state_acc"] == 0.9167
 
@@ -78,15 +76,15 @@ def test_status_reads_the_live_rollout_and_adds_the_comparison(config_path, stor
 
     def report_fn(store, model, since, *, champion):
         calls.append((model, since, champion))
-        return _Report(versions={"v4": {"serving": {"requests": 10}}, "v3": {}})
+        return _Report(versions={SERVED_EMOTION: {"serving": {"requests": 10}}, "v3": {}})
 
     def compare_fn(report, champion, candidate):
         return _Comparison(deltas=[{"metric": "errors", "champion": 0, "candidate": 1}])
 
     (status,) = model_status(ws, "emotion", report_fns=(report_fn, compare_fn))
-    assert status.live.champion == "v4" and status.live.canary == "v3"
+    assert status.live.champion == SERVED_EMOTION and status.live.canary == "v3"
     assert status.live.percent == 50 and status.file_agrees
-    assert calls == [("emotion", T0.timestamp(), "v4")]  # since the canary started
+    assert calls == [("emotion", T0.timestamp(), SERVED_EMOTION)]  # since the canary started
     assert set(status.comparisons) == {"v3"}
     assert [e.action for e in status.history] == ["canary"]
     render.status([status])
