@@ -38,9 +38,8 @@ def runtime_options(artifact: Path, backend: str, threads: int, device: str) -> 
     has no fine-tuned encoder to export, so it runs on torch and can still be a canary. An int8
     version (``models.emotion.quantization``) runs on ONNX Runtime's CPU kernels whatever the
     setting and the device: its state head was fitted on its int8 encoder's features."""
-    if read_recipe(artifact) is not None:
-        return {"backend": "onnx", "threads": threads}
-    if backend == "onnx" and device == "cpu" and detect_format(artifact) >= ARTIFACT_FORMAT_V2:
+    fine_tuned_on_cpu = device == "cpu" and detect_format(artifact) >= ARTIFACT_FORMAT_V2
+    if read_recipe(artifact) is not None or (backend == "onnx" and fine_tuned_on_cpu):
         return {"backend": "onnx", "threads": threads}
     return {}
 

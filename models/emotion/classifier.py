@@ -116,8 +116,9 @@ class EmotionClassifier:
         ``quantization`` runs an fp32 version with that recipe instead (how such a head is fitted).
         """
         artifact_dir = Path(artifact_dir)
+        recipe = quantization if quantization is not None else read_recipe(artifact_dir)
         if backend is None:
-            backend = "onnx" if read_recipe(artifact_dir) is not None else "torch"
+            backend = "onnx" if recipe is not None else "torch"
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
         head = load_head(artifact_dir)
@@ -130,10 +131,10 @@ class EmotionClassifier:
             # Raises a clear error for a v1 artifact (it has no fine-tuned encoder to export).
             scorer = OnnxScorer.from_artifact(
                 artifact_dir, threads=threads, cache_dir=onnx_cache_dir, encoder_dir=encoder_dir,
-                quantization=quantization,
+                quantization=recipe,
             )  # fmt: skip
         else:
-            if quantization is not None or read_recipe(artifact_dir) is not None:
+            if recipe is not None:
                 logger.warning(
                     "%s: int8 weights run on ONNX Runtime only; torch runs the fp32 weights, "
                     "whose states may differ on close calls from the version's own",
