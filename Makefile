@@ -120,6 +120,13 @@ evaluate-emotion-onnx: install
 quantize-emotion: install
 	$(PY) -m pipelines.emotion.quantize --version v4 --data $(DATA_DIR)/goemotions
 
+# The int8 version on a CPU without AVX-512 VNNI (an AMD EPYC Rome under qemu user-mode
+# emulation), against this machine, same token batches; a control with 8-bit weights shows the
+# emulated kernels differ: reports/emotion_v5_portability.json (~30 min; needs qemu-user).
+.PHONY: check-emotion-portability
+check-emotion-portability: install
+	$(PY) -m pipelines.emotion.portability --version v5 --data $(DATA_DIR)/goemotions
+
 # torch vs ONNX Runtime in-process (threads, spinning, fusion, length grouping, load times).
 bench-emotion-backends: install
 	$(PY) -m benchmarks.emotion_backends --out benchmarks/results/emotion_backends.json
