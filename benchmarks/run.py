@@ -3,7 +3,8 @@
 Figures (all on this machine, in this run):
 - emotion: raw in-process throughput at batch 32 on the replicas' runtime (the limit) vs
   `/v1/emotion` at 32 concurrent clients sending one text each. Also single-text latency.
-- tutor turn: latency p50/p99 and throughput at 1 and 16 concurrent clients.
+- tutor turn: latency p50/p99 and throughput at 1 and 16 concurrent clients; at 1 client, each
+  stage as the Ingress timed it beside its work in-process (turn_stages.py).
 - difficulty: 20 candidates for a learner with a 200-step history, in-process, fresh and on the
   next turn (the encoding cache extended), the served version and the DKT v1 baseline.
 - shadow: `/v1/tutor` at 1 client without and with shadows on every model (shadow_cost.py).
@@ -29,12 +30,14 @@ from benchmarks.difficulty import bench_difficulty_in_process, percentiles
 from benchmarks.load import closed_loop
 from benchmarks.shadow_cost import bench_shadow_cost, shadow_cost_rows
 from benchmarks.streaming import openai_token, timed_streams, tutor_token
+from benchmarks.turn_stages import served_stages, small_stages_in_process, stage_overheads
 from models.common.registry import ModelRegistry
 from models.emotion.classifier import EmotionClassifier
 from tests.support.llm_stub import stub_process
 from tests.support.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
 
 DIFFICULTY_BASELINE = "v1"  # DKT, benched beside the served tracer when that is another version
+TURNS_BY_STAGE = 300
 LEARNER_TEXTS = [
     "I don't understand why we flip the fraction when dividing.",
     "This is so frustrating, I keep getting the wrong answer!",
@@ -115,6 +118,7 @@ def bench_served(base_url: str, seconds: float) -> dict:
     closed_loop(base_url, 32, 3, _emotion_request)
     return {
         "tutor_1_client": closed_loop(base_url, 1, seconds, _tutor_request),
+        "tutor_stages_1_client": served_stages(base_url, TURNS_BY_STAGE, _tutor_request),
         "tutor_16_clients": closed_loop(base_url, 16, seconds, _tutor_request),
         "emotion_1_client": closed_loop(base_url, 1, seconds, _emotion_request),
         "emotion_32_clients": closed_loop(base_url, 32, seconds, _emotion_request),
@@ -205,6 +209,19 @@ def _streaming_rows(streaming: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _stage_rows(results: dict) -> list[tuple[str, str, str]]:
+    stages = results["served"].get("tutor_stages_1_client", {}).get("stages", {})
+    overheads = results.get("tutor_stage_overheads_ms", {})
+    return [
+        (
+            f"/v1/tutor, 1 client, stage {stage}",
+            f"p50 {timing['p50_ms']} ms",
+            f"{overheads[stage]} ms more than in-process" if stage in overheads else "",
+        )
+        for stage, timing in stages.items()
+    ]
+
+
 def _table(results: dict) -> str:
     raw, served = results["in_process"], results["served"]
     e32 = served["emotion_32_clients"]
@@ -262,6 +279,7 @@ def _table(results: dict) -> str:
                 f"{d['next_turn_speedup_p50']}x faster than fresh (encoding cache)",
             )
         )
+    rows += _stage_rows(results)
     if "streaming" in results:
         rows += _streaming_rows(results["streaming"])
     if "shadow_cost" in results:
@@ -306,6 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
             ),
         },
     }
+    results["in_process"] |= small_stages_in_process()
     if results["in_process"]["difficulty"]["version"] != DIFFICULTY_BASELINE:
         results["in_process"]["difficulty_baseline"] = bench_difficulty_in_process(
             DIFFICULTY_BASELINE, difficulty_threads
@@ -322,6 +341,14 @@ def main(argv: list[str] | None = None) -> dict:
             results["served"] = bench_served(url, args.seconds)
     results["streaming"] = bench_streaming(args.config, args.seconds)
     results["shadow_cost"] = bench_shadow_cost(args.config, args.seconds, _tutor_request)
+    # Difficulty has no like-for-like in-process figure (the served learner's history grows
+    # over the run), so its stage is reported without one.
+    raw = results["in_process"]
+    results["tutor_stage_overheads_ms"] = stage_overheads(
+        results["served"]["tutor_stages_1_client"],
+        {"emotion": raw["emotion"]["single_text"]}
+        | {k: raw[k] for k in ("personalization", "reply")},
+    )
     results["emotion_served_over_raw_all_cores"] = round(
         results["served"]["emotion_32_clients"]["requests_per_s"]
         / results["in_process"]["emotion_all_cores"]["texts_per_s"],
