@@ -122,7 +122,7 @@ quantize-emotion: install
 
 # The int8 version on a CPU without AVX-512 VNNI (an AMD EPYC Rome under qemu user-mode
 # emulation), against this machine, same token batches; a control with 8-bit weights shows the
-# emulated kernels differ: reports/emotion_v5_portability.json (~30 min; needs qemu-user).
+# emulated kernels differ: reports/emotion_v5_portability.json (~50 min; needs qemu-user).
 .PHONY: check-emotion-portability
 check-emotion-portability: install
 	$(PY) -m pipelines.emotion.portability --version v5 --data $(DATA_DIR)/goemotions

@@ -113,6 +113,10 @@ def _emotion_request(client_index: int, i: int):
     return "POST", "/v1/emotion", {"texts": [f"{LEARNER_TEXTS[(client_index + i) % 8]} {i}"]}
 
 
+def _models_request(client_index: int, i: int):
+    return "GET", "/v1/models", None
+
+
 def bench_served(base_url: str, seconds: float) -> dict:
     closed_loop(base_url, 4, 3, _tutor_request)  # warm-up
     closed_loop(base_url, 32, 3, _emotion_request)
@@ -121,6 +125,8 @@ def bench_served(base_url: str, seconds: float) -> dict:
         "tutor_stages_1_client": served_stages(base_url, TURNS_BY_STAGE, _tutor_request),
         "tutor_16_clients": closed_loop(base_url, 16, seconds, _tutor_request),
         "emotion_1_client": closed_loop(base_url, 1, seconds, _emotion_request),
+        # The Ingress answering alone (no store, no model): what any request pays to get in.
+        "models_list_1_client": closed_loop(base_url, 1, seconds / 3, _models_request),
         "emotion_32_clients": closed_loop(base_url, 32, seconds, _emotion_request),
     }
 
@@ -277,6 +283,14 @@ def _table(results: dict) -> str:
                 f"{label}, next turn",
                 f"p50 {d['next_turn']['p50_ms']} ms / p99 {d['next_turn']['p99_ms']} ms",
                 f"{d['next_turn_speedup_p50']}x faster than fresh (encoding cache)",
+            )
+        )
+    if "models_list_1_client" in served:
+        rows.append(
+            (
+                "GET /v1/models, 1 client (the Ingress alone)",
+                f"p50 {served['models_list_1_client']['p50_ms']} ms",
+                "",
             )
         )
     rows += _stage_rows(results)

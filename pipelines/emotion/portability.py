@@ -11,8 +11,8 @@ classifier makes of them: learning states and GoEmotions label sets.
 
     make check-emotion-portability      # needs qemu-user (apt-get install qemu-user)
 
-Emulation is slow (~4 min for 100 short texts): the default set is the 96 learner messages of
-the state test set plus the first 64 GoEmotions test sentences. Writes
+Emulation is slow (~23 min a model on one core for the default set: the 96 learner messages of
+the state test set plus the first 64 GoEmotions test sentences; the control doubles it). Writes
 reports/emotion_<version>_portability.json.
 """
 
