@@ -28,10 +28,11 @@ local bodies = {}
 local n = 0
 for line in io.lines("%(bodies)s") do n = n + 1; bodies[n] = line end
 local i = 0
-wrk.method = "POST"
+wrk.method = "%(method)s"
 wrk.headers["Content-Type"] = "application/json"
 request = function()
   i = i %% n + 1
+  if wrk.method == "GET" then return wrk.format(nil, "%(path)s") end
   return wrk.format(nil, "%(path)s", nil, bodies[i])
 end
 done = function(summary, latency, requests)
@@ -64,14 +65,14 @@ def _summary(
 
 
 def run_wrk(base_url: str, clients: int, seconds: float, make_request: RequestMaker) -> dict:
-    _, path, _ = make_request(0, 0)
+    method, path, _ = make_request(0, 0)
     with tempfile.TemporaryDirectory() as tmp:
         bodies = Path(tmp) / "bodies.jsonl"
         bodies.write_text(
             "\n".join(json.dumps(make_request(i % clients, i)[2]) for i in range(512)) + "\n"
         )
         script = Path(tmp) / "load.lua"
-        script.write_text(_WRK_SCRIPT % {"bodies": bodies, "path": path})
+        script.write_text(_WRK_SCRIPT % {"bodies": bodies, "path": path, "method": method})
         completed = subprocess.run(
             [
                 "wrk",
