@@ -101,8 +101,12 @@ def read_outputs(batches: list, path: Path, n_texts: int) -> tuple[np.ndarray, n
 
 def answers(classifier: EmotionClassifier, texts: list[str], logits, pooled) -> list:
     """The classifier's predictions from these raw outputs (its head, thresholds, temperatures)."""
+    own = classifier.scorer
     classifier.scorer = ReplayScorer(logits, pooled)
-    return classifier.predict(texts)
+    try:
+        return classifier.predict(texts)
+    finally:
+        classifier.scorer = own
 
 
 def compare(native: tuple, other: tuple, native_answers: list, other_answers: list) -> dict:
