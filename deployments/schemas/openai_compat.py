@@ -3,6 +3,7 @@ tutor uses OpenAI's wire format."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -12,6 +13,15 @@ from deployments.schemas.v1 import MAX_MESSAGE_CHARS, Identifier
 # ---- OpenAI-compatible: /v1/chat/completions, /v1/models ----------------------------------
 
 TUTOR_MODEL_ID = "tutor"
+# A character that is whitespace neither to JSON Schema's regexes (ECMA-262's \s, without
+# U+001C-U+001F and U+0085) nor to Python's str.isspace() (without U+FEFF, or U+180E, which
+# older ECMA-262 counted): the schema's "a user message with text" and the server's are then
+# one test, whatever the client's validator. Spelled out, as \S means two different things.
+TEXT_CHARACTER = (
+    "[^\\t\\n\\v\\f\\r \\u001c-\\u001f\\u0085\\u00a0\\u1680\\u180e\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
+)
+_HAS_TEXT = re.compile(TEXT_CHARACTER)
 MAX_CHAT_MESSAGES = 200
 
 
@@ -43,7 +53,7 @@ class ChatCompletionRequest(BaseModel):
                 "required": ["role", "content"],
                 "properties": {
                     "role": {"const": "user"},
-                    "content": {"type": "string", "pattern": "\\S"},
+                    "content": {"type": "string", "pattern": TEXT_CHARACTER},
                 },
             }
         },
@@ -54,7 +64,7 @@ class ChatCompletionRequest(BaseModel):
 
     def learner_message(self) -> str:
         for message in reversed(self.messages):
-            if message.role == "user" and message.content and message.content.strip():
+            if message.role == "user" and message.content and _HAS_TEXT.search(message.content):
                 return message.content
         raise ValueError("messages: no user message with text to answer")
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -15,6 +18,7 @@ from deployments.schemas import (
     StrategyChoice,
     TutorResponse,
 )
+from deployments.schemas.openai_compat import TEXT_CHARACTER
 from deployments.tutoring.fallbacks import unknown_emotion
 from deployments.tutoring.openai_chat import ChunkWriter, tutor_request
 from deployments.tutoring.openai_chat import completion as completion_of
@@ -64,6 +68,31 @@ def test_the_learner_message_is_the_last_user_message_with_text():
     )
     request = tutor_request(body)
     assert (request.learner_id, request.message, request.stream) == ("l1", "second", False)
+
+
+# Blank to one side only: Python strips U+001C-U+001F and U+0085, JSON Schema's \s does not;
+# JSON Schema's \s holds U+FEFF, Python's str.isspace() does not. Then plain cases.
+@pytest.mark.parametrize(
+    "content", ["\x1e", "\x1c\x1f", "\x85", "\ufeff", "\u180e", " \u3000\t", "\x1ea", "x"]
+)
+def test_the_schema_and_the_server_agree_on_what_is_text(content):
+    """A request the published schema calls valid is answered, one it does not is refused:
+    the schema's pattern and the server's test are the same (schemathesis found "\x1e"
+    schema-valid yet refused when the server used str.strip())."""
+    # No shorthand class (\s, \S, \w, ...): each regex dialect reads those its own way.
+    assert not re.search(r"\\[sSwWdD]", TEXT_CHARACTER)
+    body = {"model": "tutor", "user": "l1", "messages": [{"role": "user", "content": content}]}
+    schema = ChatCompletionRequest.model_json_schema()
+    schema_valid = jsonschema.Draft202012Validator(schema).is_valid(body)
+    try:
+        tutor_request(ChatCompletionRequest.model_validate(body))
+        answered = True
+    except ValueError:
+        answered = False
+    assert schema_valid == answered, (content, schema_valid, answered)
+    assert answered == any(
+        not c.isspace() for c in content.replace("\ufeff", " ").replace("\u180e", " ")
+    )
 
 
 def _response(provider: str, outcomes: list[str], usage: LLMUsage | None = None):
