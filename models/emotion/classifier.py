@@ -181,17 +181,30 @@ class EmotionClassifier:
         rule (``states_from_scores`` with the tuned thresholds).
         """
         if self.state_head is None:
-            scores = self.predict_scores(texts)
-            return scores, states_from_scores(scores, self.thresholds)
+            return self._scores_and_states(self.predict_logits(texts), None)
         if not texts:
             return np.zeros((0, len(GOEMOTIONS_LABELS))), np.zeros((0, len(LEARNING_STATES)))
-        logits, pooled = self.scorer.outputs(texts)
-        states = self.state_head.probabilities(state_features(pooled, logits))
-        return self.calibrate(logits), states
+        return self._scores_and_states(*self.scorer.outputs(texts))
+
+    def _scores_and_states(
+        self, logits: np.ndarray, pooled: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        scores = self.calibrate(logits)
+        if self.state_head is None:
+            return scores, states_from_scores(scores, self.thresholds)
+        return scores, self.state_head.probabilities(state_features(pooled, logits))
 
     def predict(self, texts: list[str]) -> list[EmotionPrediction]:
         """One prediction per text, in order; a text scores the same alone or in a batch."""
-        scores, raw_states = self.predict_states(texts)
+        return self._predictions(*self.predict_states(texts))
+
+    def predict_outputs(self, logits: np.ndarray, pooled: np.ndarray) -> list[EmotionPrediction]:
+        """``predict`` from the encoder's raw outputs (logits [n, 28], pooled [n, 384]) computed
+        elsewhere, e.g. by the same file on another CPU: this version's head, thresholds and
+        temperatures."""
+        return self._predictions(*self._scores_and_states(logits, pooled))
+
+    def _predictions(self, scores: np.ndarray, raw_states: np.ndarray) -> list[EmotionPrediction]:
         if len(scores) == 0:
             return []
         states = calibrate_states(raw_states, self.state_temperature)

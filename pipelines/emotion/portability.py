@@ -51,20 +51,6 @@ CONTROL = "control_8bit_weights"
 CONTROL_CHANGE = {"reduce_range": False}
 
 
-class ReplayScorer:
-    """Hands the classifier outputs computed elsewhere, for the texts they were computed for."""
-
-    def __init__(self, logits: np.ndarray, pooled: np.ndarray) -> None:
-        self._logits, self._pooled = logits, pooled
-
-    def outputs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        assert len(texts) == len(self._logits), "replay covers exactly the texts it was run on"
-        return self._logits, self._pooled
-
-    def logits(self, texts: list[str]) -> np.ndarray:
-        return self.outputs(texts)[0]
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", default="v5", help="an int8 emotion version")
@@ -97,16 +83,6 @@ def read_outputs(batches: list, path: Path, n_texts: int) -> tuple[np.ndarray, n
         logits[idx], pooled[idx] = saved[f"logits_{k}"], saved[f"pooled_{k}"]
     assert not np.isnan(logits).any(), "every text was scored"
     return logits, pooled
-
-
-def answers(classifier: EmotionClassifier, texts: list[str], logits, pooled) -> list:
-    """The classifier's predictions from these raw outputs (its head, thresholds, temperatures)."""
-    own = classifier.scorer
-    classifier.scorer = ReplayScorer(logits, pooled)
-    try:
-        return classifier.predict(texts)
-    finally:
-        classifier.scorer = own
 
 
 def compare(native: tuple, other: tuple, native_answers: list, other_answers: list) -> dict:
@@ -192,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
             native["cpu_features"] = here.pop("cpu_features")
             native[name] = here
             outputs = read_outputs(batches, out, len(texts))
-            native_answers = answers(classifier, texts, *outputs)
+            native_answers = classifier.predict_outputs(*outputs)
             for entry in emulated:
                 cpu = entry["qemu_cpu"]
                 logger.info("%s: %d texts under %s -cpu %s", name, len(texts), args.qemu, cpu)
@@ -201,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
                 seen = run_worker(command, model, batches_path, out)
                 entry["cpu_features"] = seen.pop("cpu_features")
                 other = read_outputs(batches, out, len(texts))
-                other_answers = answers(classifier, texts, *other)
+                other_answers = classifier.predict_outputs(*other)
                 entry[name] = seen | compare(outputs, other, native_answers, other_answers)
                 logger.info("%s on %s: %s", name, cpu, entry[name])
 
