@@ -156,7 +156,11 @@ class Admission:
         place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[place] = self._clock()
         try:
-            await asyncio.wait_for(asyncio.shield(place), timeout=limits.max_wait_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the place when a
+            # cancellation (the request's own deadline, the client gone) comes in the step the
+            # place is given, and the request would then run on past its time limit.
+            async with asyncio.timeout(limits.max_wait_s):
+                await asyncio.shield(place)
         except TimeoutError:
             if place.done():  # let in at the deadline: keep the place
                 self.counts["admitted"] += 1

@@ -50,7 +50,8 @@ class StoreUnavailableError(UnavailableError):
 async def required(dependency: str, call: Awaitable[T], *, timeout_s: float) -> T:
     """Await a deployment call whose failure leaves nothing to answer with."""
     try:
-        return await asyncio.wait_for(call, timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):  # not wait_for: see admission._enter
+            return await call
     except UnknownVersionError as exc:
         # A well-formed request for a version not in service now (it may be loaded later,
         # as a canary or shadow): a conflict with the app's state, not a malformed body.

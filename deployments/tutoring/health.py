@@ -18,7 +18,8 @@ PROBE_TIMEOUT_S = 5.0
 async def _probe(name: str, handle: Any) -> tuple[str, ComponentHealth, RolloutState | None]:
     """A model deployment answers with its rollout (versions in service), or is reported down."""
     try:
-        rollout = await asyncio.wait_for(handle.rollout.remote(), timeout=PROBE_TIMEOUT_S)
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            rollout = await handle.rollout.remote()
         return name, ComponentHealth(ok=True), RolloutState.model_validate(rollout)
     except Exception as exc:
         logger.warning("health: %s did not answer: %r", name, exc)
@@ -53,7 +54,8 @@ class HealthCheck:
         providers = {}
         try:
             call = self._handles.router.provider_states.remote()
-            providers = await asyncio.wait_for(call, timeout=PROBE_TIMEOUT_S)
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                providers = await call
             usable = sum(p.configured and p.breaker != "open" for p in providers.values())
             detail = f"{usable} of {len(providers)} providers usable, then the offline responder"
             deployments["LLMRouter"] = ComponentHealth(ok=True, detail=detail)
@@ -79,7 +81,8 @@ class HealthCheck:
             self._pending.ensure_started()  # a restarted app replays dead replicas' journals
         problem = "writes are failing" if self._guard.away else None
         try:  # not through the guard: a ping that works says nothing about writes
-            await asyncio.wait_for(asyncio.to_thread(self._store.ping), timeout=PROBE_TIMEOUT_S)
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                await asyncio.to_thread(self._store.ping)
         except Exception as exc:
             logger.warning("health: the store did not answer: %r", exc)
             problem = str(exc) or type(exc).__name__

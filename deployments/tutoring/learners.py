@@ -158,7 +158,8 @@ class Learners:
 
         async def optional(name: str, call: Awaitable[T], fallback: T) -> T:
             try:
-                return await asyncio.wait_for(call, timeout=self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    return await call
             except Exception as exc:  # the rest of the profile is still worth answering
                 logger.warning("profile: %s failed: %r", name, exc)
                 degraded.append(f"{name}: {type(exc).__name__}")

@@ -359,7 +359,11 @@ class ProviderRouter:
         iterator = aiter(self._local_model(messages, provider.max_tokens, provider.temperature))
         while True:
             try:
-                text = await asyncio.wait_for(anext(iterator), timeout=provider.timeout_s)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow the
+                # request's cancellation when a piece arrives in the same step, and the local
+                # model would then go on generating for a client that is gone.
+                async with asyncio.timeout(provider.timeout_s):
+                    text = await anext(iterator)
             except StopAsyncIteration:
                 return
             except TimeoutError as exc:

@@ -207,3 +207,23 @@ async def test_while_the_first_in_line_has_waited_long_newcomers_are_refused_at_
         await admit(admission, held.make(3))
     held.release.set()
     assert await asyncio.gather(*calls) == [0, 1, 2]
+
+
+async def test_a_waiter_cancelled_as_its_place_comes_is_cancelled_and_gives_the_place_back():
+    """The deadline and the place can come in the same loop step (every request of a burst has
+    the same time limit, so the holders time out as the waiters' deadlines fire). The
+    cancellation must win: Python 3.11's ``asyncio.wait_for`` returned the place instead, and a
+    request ran on past its time limit to the end of its work."""
+    admission = Admission(_limits(max_in_flight=1, request_timeout_s=5.0))
+    holder = admission.admitted()
+    await holder.__aenter__()
+    held = HeldWork()
+    waiter = asyncio.create_task(admit(admission, held.make(1)))
+    await _settle()
+    assert admission.waiting == 1
+
+    await holder.__aexit__(None, None, None)  # the place goes to the waiter...
+    waiter.cancel()  # ...in the step its deadline cancels it
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert held.started == [] and (admission.in_flight, admission.waiting) == (0, 0)
