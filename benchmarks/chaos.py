@@ -44,6 +44,7 @@ import yaml
 from benchmarks import chaos_faults as faults_mod
 from benchmarks.chaos_load import LoadControl, LoadSpec, TurnOutcome, run_clients
 from benchmarks.chaos_report import markdown_table, summarise_run, verify_writes
+from deployments.config import config_deployments
 from store import open_store
 from tests.support.serve_process import DEFAULT_CONFIG, write_config
 
@@ -94,7 +95,7 @@ QUICK = Durations(
 def chaos_config(base: dict, *, port: int, store_uri: str, workdir: Path) -> Path:
     """``base`` with two Ingress replicas and no LLM provider, on ``port`` and ``store_uri``."""
     config = copy.deepcopy(base)
-    for deployment in config["applications"][0]["deployments"]:
+    for deployment in config_deployments(config).values():
         if deployment["name"] == "Ingress":
             scaling = deployment.get("autoscaling_config")
             if scaling:

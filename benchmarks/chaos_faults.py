@@ -38,8 +38,6 @@ import psutil
 from benchmarks.replica_watch import ServeWatch
 from tests.support.serve_process import dashboard_address, serve_running
 
-APP = "tutor"
-
 
 def serve_session(config: Path) -> int:
     """The pid of the ``serve run <config>`` process, which leads its own session."""
@@ -52,13 +50,12 @@ def serve_session(config: Path) -> int:
     raise LookupError(f"no `serve run {config}` process")
 
 
-def replica_pids(session: int, deployment: str, app: str = APP) -> list[int]:
-    """Pids of the deployment's replica processes in this session, oldest first."""
-    # Titles seen: ray::ServeReplica:tutor:Emotion, at work with the method after a dot, and
-    # ray::SERVE_REPLICA::tutor#Emotion#<id>:ServeReplica:tutor:Emotion.__init__ while starting.
-    title = re.compile(
-        rf"(?:^ray::|:)ServeReplica:{re.escape(app)}:{re.escape(deployment)}(?:\.|$)"
-    )
+def replica_pids(session: int, deployment: str) -> list[int]:
+    """Pids of the deployment's replica processes in this session, oldest first, whichever
+    application holds it (deployment names are unique across the tutor's and emotion's)."""
+    # Titles seen: ray::ServeReplica:emotion:Emotion, at work with the method after a dot, and
+    # ray::SERVE_REPLICA::tutor#Ingress#<id>:ServeReplica:tutor:Ingress.__init__ while starting.
+    title = re.compile(rf"(?:^ray::|:)ServeReplica:[^:#]+:{re.escape(deployment)}(?:\.|$)")
     found = []
     for process in psutil.process_iter(["pid", "cmdline", "create_time"]):
         cmdline = process.info["cmdline"] or []

@@ -4,7 +4,7 @@ answered in between is each part's CPU per turn: what a replica would serve with
 own, the figure a cluster with more cores is sized from.
 
 Processes are found by the titles Ray gives them (``ray::SERVE_REPLICA::tutor#Emotion#...``,
-``ray::ServeReplica:tutor:Emotion``). Read it on a machine running one application: another
+``ray::ServeReplica:emotion:Emotion``). Read it on a machine running one tutor: another
 Ray's processes would be counted with these. A replica that exits between two readings takes
 its CPU time with it, so only a window with constant replicas gives a fair difference.
 """
@@ -18,7 +18,7 @@ from collections import defaultdict
 import psutil
 
 _DEPLOYMENT = re.compile(
-    r"tutor[#:](Ingress|Emotion|Difficulty|Personalization|LLMRouter|LocalLM)\b"
+    r"(?:tutor|emotion)[#:](Ingress|Emotion|Difficulty|Personalization|LLMRouter|LocalLM)\b"
 )
 
 

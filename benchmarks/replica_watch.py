@@ -20,13 +20,17 @@ from typing import Any
 
 from deployments.cli.serve_client import connect
 
-APP = "tutor"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def replica_counts(details: dict[str, Any], app: str = APP) -> dict[str, dict[str, int]]:
-    """``running``: replicas in state RUNNING; ``target``: what the autoscaler asks for."""
-    deployments = ((details.get("applications") or {}).get(app) or {}).get("deployments") or {}
+def replica_counts(details: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """``running``: replicas in state RUNNING; ``target``: what the autoscaler asks for; per
+    deployment of every application (the tutor's and emotion's names do not overlap)."""
+    deployments = {
+        name: deployment
+        for app in (details.get("applications") or {}).values()
+        for name, deployment in ((app or {}).get("deployments") or {}).items()
+    }
     running, target = {}, {}
     for name, deployment in deployments.items():
         replicas = deployment.get("replicas") or []
@@ -38,12 +42,11 @@ def replica_counts(details: dict[str, Any], app: str = APP) -> dict[str, dict[st
 class ReplicaWatcher:
     """Reads Serve's status through the dashboard (one HTTP call a reading)."""
 
-    def __init__(self, address: str, app: str = APP) -> None:
+    def __init__(self, address: str) -> None:
         self._client = connect(address)
-        self._app = app
 
     def read(self) -> dict[str, dict[str, int]]:
-        return replica_counts(self._client.get_serve_details(), self._app)
+        return replica_counts(self._client.get_serve_details())
 
 
 class ServeWatch:

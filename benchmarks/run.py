@@ -31,6 +31,7 @@ from benchmarks.load import closed_loop
 from benchmarks.shadow_cost import bench_shadow_cost, shadow_cost_rows
 from benchmarks.streaming import openai_token, timed_streams, tutor_token
 from benchmarks.turn_stages import served_stages, small_stages_in_process, stage_overheads
+from deployments.config import config_deployments, config_placement
 from models.common.registry import ModelRegistry
 from models.emotion.classifier import EmotionClassifier
 from tests.support.llm_stub import stub_process
@@ -55,8 +56,7 @@ def _texts(n: int) -> list[str]:
 
 
 def _user_config(config: dict, name: str) -> dict:
-    deployments = config["applications"][0]["deployments"]
-    return next(d for d in deployments if d["name"] == name).get("user_config", {})
+    return config_deployments(config)[name].get("user_config", {})
 
 
 # ---- in-process baselines -----------------------------------------------------------------
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     config = yaml.safe_load(args.config.read_text())
-    placement = config["applications"][0]["args"].get("placement", {})
+    placement = config_placement(config)
     threads = placement.get("Emotion", {}).get("torch_threads", 1)
     backend = placement.get("Emotion", {}).get("backend", "torch")
     emotion_version = _user_config(config, "Emotion").get("model_version", "latest")

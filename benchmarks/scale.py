@@ -40,6 +40,7 @@ from benchmarks.scale_report import (
     scaling_times,
 )
 from benchmarks.step_load import MESSAGES, Phase, Run, run_phases
+from deployments.config import config_deployments
 from tests.support.serve_process import (
     DEFAULT_CONFIG,
     dashboard_address,
@@ -77,20 +78,20 @@ def step_phases(low: int, high: int, seconds: dict[str, float]) -> list[Phase]:
 
 def mode_config(base: dict, mode: str) -> dict:
     config = copy.deepcopy(base)
-    app = config["applications"][0]
     if mode == "fixed":
-        for deployment in app["deployments"]:
+        for deployment in config_deployments(config).values():
             autoscaling = deployment.pop("autoscaling_config", None)
             if autoscaling:
                 deployment["num_replicas"] = autoscaling.get("min_replicas", 1)
-    elif mode == "app_policy":
-        app["autoscaling_policy"] = {"policy_function": APP_POLICY}
+    elif mode == "app_policy":  # each application's deployments, by its own policy call
+        for app in config["applications"]:
+            app["autoscaling_policy"] = {"policy_function": APP_POLICY}
     return config
 
 
 def minimum_replicas(config: dict) -> dict[str, int]:
     found = {}
-    for deployment in config["applications"][0]["deployments"]:
+    for deployment in config_deployments(config).values():
         autoscaling = deployment.get("autoscaling_config") or {}
         found[deployment["name"]] = autoscaling.get(
             "min_replicas", deployment.get("num_replicas", 1)

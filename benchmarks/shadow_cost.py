@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.load import closed_loop
+from deployments.config import config_deployments
 from models.common.registry import ModelRegistry
 from store.sqlite_store import SQLiteStore
 from tests.support.serve_process import (
@@ -38,7 +39,7 @@ def shadow_versions(config: dict) -> dict[str, str]:
     app = config["applications"][0]
     registry = ModelRegistry(app["args"].get("registry_dir") or ModelRegistry().root)
     chosen = {}
-    for deployment in app["deployments"]:
+    for deployment in config_deployments(config).values():
         model = MODELS.get(deployment["name"])
         if model is None:
             continue

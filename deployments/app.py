@@ -9,9 +9,9 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from deployments.config import AppArgs, TutorSettings, absolute_store_uri
+from deployments.config import EMOTION_APP, TUTOR_APP, AppArgs, TutorSettings, absolute_store_uri
 from deployments.difficulty import DifficultyDeployment
-from deployments.emotion import EmotionDeployment
+from deployments.emotion_ingress import EmotionIngress
 from deployments.ingress import Ingress
 from deployments.llm_router import LLMRouterDeployment
 from deployments.local_llm import LocalLMDeployment
@@ -66,54 +66,74 @@ def _deployment(cls: type, name: str, args: AppArgs, use_gpu: bool) -> serve.Dep
     return serve.deployment(cls, name=name).options(**options)
 
 
-def build_app(raw_args: dict[str, Any]) -> Application:
-    """Validate the application's args and bind the graph (options and user_config come from
-    the ``deployments`` section of the config, which Serve applies on top of these)."""
-    args = AppArgs.model_validate(raw_args or {})
-    settings = TutorSettings()
-    store_uri = absolute_store_uri(args.resolved_store_uri(settings))
-    use_gpu = _use_gpu(args)
-    host = proxy_host()
-    auth = auth_enabled(settings.auth, host)  # refuses TUTOR_AUTH=off off loopback
-    logger.info(
-        "building tutor app: store=%s gpu=%s auth=%s (TUTOR_AUTH=%s, proxy host %s)",
-        store_uri.split("@")[-1],
-        use_gpu,
-        "on" if auth else "off",
-        settings.auth,
-        host,
-    )
-    registry = str(args.registry_dir)
+class _Built:
+    """What both applications take from their args and the environment."""
+
+    def __init__(self, raw_args: dict[str, Any] | None, app: str) -> None:
+        self.args = AppArgs.model_validate(raw_args or {})
+        settings = TutorSettings()
+        self.settings = settings
+        self.store_uri = absolute_store_uri(self.args.resolved_store_uri(settings))
+        self.use_gpu = _use_gpu(self.args)
+        host = proxy_host()
+        self.auth = auth_enabled(settings.auth, host)  # refuses TUTOR_AUTH=off off loopback
+        self.registry = str(self.args.registry_dir)
+        logger.info(
+            "building %s app: store=%s gpu=%s auth=%s (TUTOR_AUTH=%s, proxy host %s)",
+            app,
+            self.store_uri.split("@")[-1],
+            self.use_gpu,
+            "on" if self.auth else "off",
+            settings.auth,
+            host,
+        )
+
+    def deployment(self, cls: type, name: str) -> serve.Deployment:
+        return _deployment(cls, name, self.args, self.use_gpu)
+
+
+def build_emotion_app(raw_args: dict[str, Any]) -> Application:
+    """The emotion application (route /v1/emotion): the Emotion deployment is its ingress, and
+    the tutor's Emotion stage by a handle (deployments/emotion_ingress.py)."""
+    built = _Built(raw_args, EMOTION_APP)
     # The model deployments write their lifecycle records (serving stats, shadow outputs,
     # guardrail rollbacks) to the store.
-    emotion = _deployment(EmotionDeployment, "Emotion", args, use_gpu).bind(
-        registry_dir=registry,
-        store_uri=store_uri,
-        torch_threads=args.placement["Emotion"].torch_threads,
-        backend=args.placement["Emotion"].backend,
+    return built.deployment(EmotionIngress, "Emotion").bind(
+        registry_dir=built.registry,
+        store_uri=built.store_uri,
+        torch_threads=built.args.placement["Emotion"].torch_threads,
+        backend=built.args.placement["Emotion"].backend,
+        auth_enabled=built.auth,
     )
-    difficulty = _deployment(DifficultyDeployment, "Difficulty", args, use_gpu).bind(
+
+
+def build_app(raw_args: dict[str, Any]) -> Application:
+    """Validate the application's args and bind the graph (options and user_config come from
+    the ``deployments`` section of the config, which Serve applies on top of these). Emotion
+    is the emotion application's (build_emotion_app); the Ingress reaches it by name."""
+    built = _Built(raw_args, TUTOR_APP)
+    args, registry, store_uri = built.args, built.registry, built.store_uri
+    difficulty = built.deployment(DifficultyDeployment, "Difficulty").bind(
         registry_dir=registry,
         store_uri=store_uri,
         torch_threads=args.placement["Difficulty"].torch_threads,
     )
-    personalization = _deployment(PersonalizationDeployment, "Personalization", args, use_gpu).bind(
+    personalization = built.deployment(PersonalizationDeployment, "Personalization").bind(
         registry_dir=registry, store_uri=store_uri
     )
     local_lm = None
     if args.local_llm_path is not None:
-        local_lm = _deployment(LocalLMDeployment, "LocalLM", args, use_gpu).bind(
+        local_lm = built.deployment(LocalLMDeployment, "LocalLM").bind(
             model_path=str(args.local_llm_path),
             torch_threads=args.placement["LocalLM"].torch_threads,
         )
-    router = _deployment(LLMRouterDeployment, "LLMRouter", args, use_gpu).bind(local_lm=local_lm)
-    return _deployment(Ingress, "Ingress", args, use_gpu).bind(
-        emotion,
+    router = built.deployment(LLMRouterDeployment, "LLMRouter").bind(local_lm=local_lm)
+    return built.deployment(Ingress, "Ingress").bind(
         difficulty,
         personalization,
         router,
         store_uri=store_uri,
         registry_dir=registry,
-        auth_enabled=auth,
-        outbox_dir=str(settings.resolved_outbox_dir(store_uri)),
+        auth_enabled=built.auth,
+        outbox_dir=str(built.settings.resolved_outbox_dir(store_uri)),
     )

@@ -24,6 +24,12 @@ from models.common.registry import DEFAULT_REGISTRY_ROOT
 from models.llm.config import RouterConfig
 
 NEURAL_DEPLOYMENTS = ("Emotion", "Difficulty", "LocalLM")
+# Two Serve applications: the tutor (route /, its Ingress calls the models) and emotion (route
+# /v1/emotion): the Emotion deployment answers /v1/emotion itself, with no hop through the
+# Ingress, and is the tutor's Emotion stage by a handle across applications.
+TUTOR_APP = "tutor"
+EMOTION_APP = "emotion"
+EMOTION_ROUTE = "/v1/emotion"
 ALL_DEPLOYMENTS = ("Ingress", "Emotion", "Difficulty", "Personalization", "LLMRouter", "LocalLM")
 
 
@@ -65,11 +71,6 @@ class TutorSettings(BaseSettings):
 
 # The model deployments' user_config: the rollout (model_version = the champion, canary, shadow,
 # guardrail; deployments/lifecycle/rollout.py) plus each model's serving tunables.
-
-
-class EmotionUserConfig(RolloutConfig):
-    max_batch_size: int = Field(default=32, ge=1, le=256)
-    batch_wait_timeout_s: float = Field(default=0.002, ge=0, le=1)
 
 
 class DifficultyUserConfig(RolloutConfig):
@@ -123,32 +124,11 @@ def router_config(user_config: dict[str, Any]) -> RouterConfig:
     return RouterConfig.model_validate({**user_config, "providers": loaded["providers"]})
 
 
-class IngressUserConfig(_Strict):
-    stage_timeout_s: float = Field(default=10.0, gt=0, description="Per model stage.")
-    store_timeout_s: float = Field(
-        default=1.0,
-        gt=0,
-        le=30,
-        description="A turn's store call not answered in this is given up: the learner's "
-        "history is skipped, the turn journaled in the outbox (named in `degraded`).",
-    )
-    reply_timeout_s: float = Field(default=60.0, gt=0)
-    emotion_batch_max_texts: int = Field(
-        default=64, ge=1, le=1024, description="/v1/emotion: texts per coalesced Emotion call."
-    )
-    emotion_calls_in_flight: int = Field(
-        default=2, ge=1, le=64, description="/v1/emotion: concurrent coalesced Emotion calls."
-    )
-    # Load shedding (deployments/tutoring/admission.py), per Ingress replica, in two pools:
-    # turns (/v1/tutor, /v1/chat/completions: every model plus a reply) and predictions
-    # (/v1/emotion, /v1/difficulty: one model, coalesced or cheap). Each pool has its places at
-    # work and its own line.
-    max_turns_in_flight: int = Field(
-        default=16, ge=1, le=10_000, description="Turns at work at once."
-    )
-    max_predictions_in_flight: int = Field(
-        default=64, ge=1, le=10_000, description="/v1/emotion and /v1/difficulty at work."
-    )
+class HttpEdgeConfig(_Strict):
+    """What every application that answers HTTP itself sets per replica: its line for places at
+    work (deployments/tutoring/admission.py) and its gate (deployments/security/). The tutor's
+    Ingress and the emotion application's Emotion both take these in their user_config."""
+
     max_waiting: int = Field(
         default=64,
         ge=0,
@@ -188,8 +168,9 @@ class IngressUserConfig(_Strict):
     rate_limit_storage_uri: str = Field(
         default="memory://",
         description="Where per-key request counts live (a `limits` storage URI). memory:// "
-        "counts per Ingress replica (N replicas allow N x rpm); redis://host:6379 or "
-        "mongodb://host/db shares one bound across replicas.",
+        "counts per replica (N replicas allow N x rpm, and the tutor's and the emotion "
+        "application's replicas count apart); redis://host:6379 or mongodb://host/db shares "
+        "one bound across replicas and applications.",
     )
 
     def gate_settings(self) -> GateSettings:
@@ -199,19 +180,61 @@ class IngressUserConfig(_Strict):
             rate_limit_storage_uri=self.rate_limit_storage_uri,
         )
 
+    def _limits(self, max_in_flight: int) -> AdmissionLimits:
+        return AdmissionLimits(
+            max_in_flight=max_in_flight,
+            max_waiting=self.max_waiting,
+            max_wait_s=self.max_wait_s,
+            request_timeout_s=self.request_timeout_s,
+            retry_after_s=self.shed_retry_after_s,
+        )
+
+
+class EmotionUserConfig(RolloutConfig, HttpEdgeConfig):
+    """The Emotion deployment is the ingress of the `emotion` application (POST /v1/emotion
+    straight to its replicas) and the tutor's Emotion stage (called by handle)."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(default=0.002, ge=0, le=1)
+    max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="/v1/emotion requests at work per replica (the tutor's calls by handle "
+        "are admitted by the Ingress, not here).",
+    )
+
+    def admission_limits(self) -> AdmissionLimits:
+        return self._limits(self.max_in_flight)
+
+
+class IngressUserConfig(HttpEdgeConfig):
+    stage_timeout_s: float = Field(default=10.0, gt=0, description="Per model stage.")
+    store_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="A turn's store call not answered in this is given up: the learner's "
+        "history is skipped, the turn journaled in the outbox (named in `degraded`).",
+    )
+    reply_timeout_s: float = Field(default=60.0, gt=0)
+    # Load shedding (deployments/tutoring/admission.py), per Ingress replica, in two pools:
+    # turns (/v1/tutor, /v1/chat/completions: every model plus a reply) and predictions
+    # (/v1/difficulty: one model). Each pool has its places at work and its own line.
+    max_turns_in_flight: int = Field(
+        default=16, ge=1, le=10_000, description="Turns at work at once."
+    )
+    max_predictions_in_flight: int = Field(
+        default=64, ge=1, le=10_000, description="/v1/difficulty at work."
+    )
+
     def admission_limits(self, pool: str) -> AdmissionLimits:
         """``pool``: ``turns`` or ``predictions``."""
         in_flight = {
             "turns": self.max_turns_in_flight,
             "predictions": self.max_predictions_in_flight,
         }[pool]
-        return AdmissionLimits(
-            max_in_flight=in_flight,
-            max_waiting=self.max_waiting,
-            max_wait_s=self.max_wait_s,
-            request_timeout_s=self.request_timeout_s,
-            retry_after_s=self.shed_retry_after_s,
-        )
+        return self._limits(in_flight)
 
 
 USER_CONFIG_MODELS: dict[str, type[BaseModel]] = {
@@ -303,6 +326,25 @@ class AppArgs(_Strict):
         if use_gpu and deployment in NEURAL_DEPLOYMENTS and placement.gpu_ray_actor_options:
             return dict(placement.gpu_ray_actor_options)
         return dict(placement.ray_actor_options)
+
+
+def config_deployments(serve_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each deployment's entry in a parsed Serve config, by name, whichever application holds
+    it (the tutor's or the emotion application)."""
+    return {
+        d["name"]: d
+        for app in serve_config.get("applications") or []
+        for d in app.get("deployments") or []
+    }
+
+
+def config_placement(serve_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each deployment's placement, from the ``args`` of the application that holds it."""
+    return {
+        name: placement
+        for app in serve_config.get("applications") or []
+        for name, placement in ((app.get("args") or {}).get("placement") or {}).items()
+    }
 
 
 def absolute_store_uri(uri: str) -> str:

@@ -9,24 +9,21 @@ error shape.
 # No `from __future__ import annotations` here: Serve re-wraps the route methods, and FastAPI
 # must see the real annotation objects to know a pydantic body from a query parameter.
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
-from ray.serve.context import _get_serve_request_context
 
-from deployments.config import IngressUserConfig
+from deployments.config import EMOTION_APP, IngressUserConfig
 from deployments.errors import ERROR_RESPONSES, error_response, install_error_handlers
+from deployments.replica_context import current_request_id
 from deployments.schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     DifficultyRequest,
     DifficultyResponse,
-    EmotionRequest,
-    EmotionResponse,
     FeedbackRequest,
     FeedbackResponse,
     HealthResponse,
@@ -42,7 +39,6 @@ from deployments.telemetry import AdmissionMetrics, OutboxMetrics, TurnMetrics
 from deployments.tutoring import openai_chat
 from deployments.tutoring.admission import Admission, admit
 from deployments.tutoring.durable import PendingWrites, StoreGuard
-from deployments.tutoring.emotion_coalescing import CoalescedEmotion
 from deployments.tutoring.health import HealthCheck
 from deployments.tutoring.learners import Learners
 from deployments.tutoring.predictions import Predictions
@@ -54,12 +50,6 @@ from store import TutorStore, open_store
 from store.outbox import Outbox
 
 LearnerId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
-
-
-def current_request_id() -> str:
-    """The id Serve's proxy gave this request (the client's ``X-Request-ID``, or a new one); it
-    is on every replica log line of the request. Outside a request (tests), a fresh id."""
-    return _get_serve_request_context().request_id or uuid.uuid4().hex
 
 
 api = FastAPI(
@@ -119,23 +109,26 @@ def _shown(principal: tenancy.Principal | None, result):
 class Ingress:
     def __init__(
         self,
-        emotion,
         difficulty,
         personalization,
         router,
         *,
+        emotion=None,
         store_uri: str,
         registry_dir: str = str(DEFAULT_REGISTRY_ROOT),
         store: TutorStore | None = None,
         auth_enabled: bool = True,
         outbox_dir: str | None = None,
     ) -> None:
-        """``auth_enabled``: decided by build_app (TUTOR_AUTH and the proxy's host);
+        """``emotion``: a handle to Emotion (default: the emotion application's deployment);
+        ``auth_enabled``: decided by build_app (TUTOR_AUTH and the proxy's host);
         ``outbox_dir``: where writes the store cannot take are journaled."""
         config = IngressUserConfig()
         # A store call waits on the backend about as long as a turn waits for it, so a call
         # given up on frees its thread soon after (SQLite's default busy wait is 10 s).
         store = store or open_store(store_uri, timeout_s=config.store_timeout_s)
+        if emotion is None:  # the emotion application's ingress (deployments/emotion_ingress.py)
+            emotion = serve.get_deployment_handle("Emotion", app_name=EMOTION_APP)
         handles = TurnHandles(emotion, difficulty, personalization, router)
         statistics = PolicyStatistics(ModelRegistry(registry_dir))
         self._guard = guard = StoreGuard(store, timeout_s=config.store_timeout_s)
@@ -153,17 +146,11 @@ class Ingress:
             pending=pending,
         )
         self._turns = TutorService(runner, observer=TurnMetrics())
-        coalesced = CoalescedEmotion(
-            emotion,
-            max_texts=config.emotion_batch_max_texts,
-            calls_in_flight=config.emotion_calls_in_flight,
-        )
-        self._predictions = Predictions(handles, store, coalesced, timeout_s=config.stage_timeout_s)
+        self._predictions = Predictions(handles, store, timeout_s=config.stage_timeout_s)
         self._learners = Learners(
             handles, store, timeout_s=config.stage_timeout_s, guard=guard, pending=pending
         )
         self._health = HealthCheck(handles, store, guard=guard, pending=pending)
-        self._coalesced = coalesced
         shed = AdmissionMetrics()
         self._admission = {
             pool: Admission(config.admission_limits(pool), on_refused=shed.observer(pool))
@@ -178,10 +165,6 @@ class Ingress:
         self._turns.runner.reply_timeout_s = config.reply_timeout_s
         self._guard.timeout_s = config.store_timeout_s
         self._predictions.timeout_s = self._learners.timeout_s = config.stage_timeout_s
-        self._coalesced.configure(
-            max_texts=config.emotion_batch_max_texts,
-            calls_in_flight=config.emotion_calls_in_flight,
-        )
         for pool, admission in self._admission.items():
             admission.configure(config.admission_limits(pool))
         self._gate.configure(config.gate_settings())
@@ -225,10 +208,6 @@ class Ingress:
                 lambda: self._turns.chat(body, request_id, learner_id=learner_id),
             )
         )
-
-    @api.post("/v1/emotion", response_model=EmotionResponse)
-    async def emotion(self, body: EmotionRequest):
-        return await admit(self._admission["predictions"], lambda: self._predictions.emotion(body))
 
     @api.post("/v1/difficulty", response_model=DifficultyResponse)
     async def difficulty(self, body: DifficultyRequest, request: Request):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 
 from ray import serve
+from ray.serve.context import _get_serve_request_context
 
 from deployments.lifecycle.replica import ReplicaRollout
 from deployments.lifecycle.versions import VersionedModels
@@ -20,6 +22,12 @@ def replica_name() -> str:
         return serve.get_replica_context().replica_id.unique_id
     except Exception:  # not inside a replica
         return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def current_request_id() -> str:
+    """The id Serve's proxy gave this request (the client's ``X-Request-ID``, or a new one); it
+    is on every replica log line of the request. Outside a request (tests), a fresh id."""
+    return _get_serve_request_context().request_id or uuid.uuid4().hex
 
 
 def in_replica() -> bool:

@@ -34,6 +34,7 @@ from benchmarks.peers import raw, report, servers, texts, venvs
 from benchmarks.peers.monolith import monolith_running
 from benchmarks.peers.tutor_floor import tutor_floor_running
 from benchmarks.run import _tutor_request
+from deployments.config import config_deployments, config_placement
 from models.common.registry import ModelRegistry
 from tests.support.serve_process import DEFAULT_CONFIG, free_port, serve_running, write_config
 
@@ -123,9 +124,8 @@ def project_app(config: Path, tmp: Path, env: dict[str, str]):
 
 def offline_env(config: Path) -> dict[str, str]:
     """Provider keys named in the config (and TUTOR_PROVIDERS) blanked: the offline responder."""
-    app = yaml.safe_load(config.read_text())["applications"][0]
     names = {"TUTOR_PROVIDERS"}
-    for d in app["deployments"]:
+    for d in config_deployments(yaml.safe_load(config.read_text())).values():
         for p in d.get("user_config", {}).get("providers", []) or []:
             if p.get("api_key_env"):
                 names.add(p["api_key_env"])
@@ -135,7 +135,7 @@ def offline_env(config: Path) -> dict[str, str]:
 
 
 def _project_backend(config: Path) -> str:
-    placement = yaml.safe_load(config.read_text())["applications"][0]["args"].get("placement", {})
+    placement = config_placement(yaml.safe_load(config.read_text()))
     return placement.get("Emotion", {}).get("backend", "torch")
 
 
@@ -259,8 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     started = time.monotonic()
 
-    app = yaml.safe_load(args.config.read_text())["applications"][0]
-    emotion_cfg = next(d for d in app["deployments"] if d["name"] == "Emotion")
+    emotion_cfg = config_deployments(yaml.safe_load(args.config.read_text()))["Emotion"]
     version = emotion_cfg.get("user_config", {}).get("model_version", "latest")
     artifact = ModelRegistry().load("emotion", version).path
     bench_texts = texts.benchmark_texts()

@@ -32,6 +32,7 @@ from deployments.config import (
     EmotionUserConfig,
     IngressUserConfig,
     PersonalizationUserConfig,
+    config_deployments,
     router_config,
 )
 from deployments.errors import install_error_handlers
@@ -204,8 +205,8 @@ class RouterModel:
 
 def user_configs(config_path: Path) -> dict[str, dict]:
     """Each deployment's ``user_config`` in a Serve config file, by deployment name."""
-    app = yaml.safe_load(config_path.read_text())["applications"][0]
-    return {d["name"]: d.get("user_config") or {} for d in app.get("deployments", [])}
+    entries = config_deployments(yaml.safe_load(config_path.read_text()))
+    return {name: d.get("user_config") or {} for name, d in entries.items()}
 
 
 def build_runner(

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from deployments.config import config_deployments, config_placement
 from tests.support.serve_process import (
     DEFAULT_CONFIG,
     REPO_ROOT,
@@ -49,16 +50,19 @@ def floor_config(base: dict, *, port: int) -> dict:
     deployments have nothing to configure) and no store or registry."""
     config = yaml.safe_load(yaml.safe_dump(base))  # a deep copy
     config["http_options"]["port"] = port
-    app = config["applications"][0]
+    placement = config_placement(config)
+    entries = config_deployments(config)
+    app = config["applications"][0]  # the tutor's; the emotion application's Emotion joins it
+    config["applications"] = [app]
     args = app.get("args") or {}
-    placement = args.get("placement") or {}
     app["name"] = "tutor_floor"
+    app["route_prefix"] = "/"
     app["import_path"] = FLOOR_IMPORT_PATH
     app["args"] = {
         "accelerator": args.get("accelerator", "auto"),
         "placement": {name: placement[name] for name in FLOOR_DEPLOYMENTS if name in placement},
     }
-    deployments = [d for d in app.get("deployments", []) if d["name"] in FLOOR_DEPLOYMENTS]
+    deployments = [entries[name] for name in FLOOR_DEPLOYMENTS if name in entries]
     for deployment in deployments:
         deployment.pop("user_config", None)
     app["deployments"] = deployments

@@ -17,7 +17,14 @@ import yaml
 from pydantic import ValidationError
 
 from deployments.cli.errors import RefusedError
-from deployments.config import ALL_DEPLOYMENTS, AppArgs
+from deployments.config import (
+    ALL_DEPLOYMENTS,
+    EMOTION_APP,
+    TUTOR_APP,
+    AppArgs,
+    config_deployments,
+    config_placement,
+)
 from models.llm.config import RouterConfig
 
 RAY_VERSION = "2.60.0"
@@ -209,14 +216,21 @@ def render_rayservice(
 ) -> dict[str, Any]:
     """The RayService for a Serve config. The GPU workers run `gpu_image` (default
     ``<image>-gpu``): the same project with torch's CUDA build (deploy/kuberay/Dockerfile)."""
-    if len(serve_config.get("applications", [])) != 1:
-        raise RefusedError("the Serve config must hold exactly one application, the tutor")
+    names = sorted(a.get("name", "default") for a in serve_config.get("applications", []))
+    if names != sorted((TUTOR_APP, EMOTION_APP)):
+        raise RefusedError(
+            f"the Serve config must hold the {TUTOR_APP} and {EMOTION_APP} applications, "
+            f"not {names}"
+        )
     config = serve_config_for_kubernetes(serve_config)
-    app = config["applications"][0]
+    # One cluster runs both applications: sized as one graph, every deployment from the
+    # application that holds it (its entry and its placement).
+    tutor = next(a for a in config["applications"] if a["name"] == TUTOR_APP)
+    graph = {"deployments": list(config_deployments(config).values())}
     try:
-        args = AppArgs.model_validate(app["args"])
-        sizes = size_groups(app, args)
-        key_envs = provider_key_envs(app)
+        args = AppArgs.model_validate({**tutor["args"], "placement": config_placement(config)})
+        sizes = size_groups(graph, args)
+        key_envs = provider_key_envs(graph)
     except ValidationError as exc:  # one line, as every `tutor` refusal
         errors = "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)

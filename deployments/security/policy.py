@@ -11,7 +11,9 @@ AuthMode = Literal["auto", "required", "off"]
 # Open without a key: liveness/readiness probes (Kubernetes, HAProxy, a load balancer) cannot
 # carry a key, and the API's description holds no data. /healthz shows versions and health,
 # never learners.
-OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+_DOCS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+# The emotion application (route prefix /v1/emotion) has its own API description.
+OPEN_PATHS = frozenset({"/healthz", *_DOCS, *(f"/v1/emotion{path}" for path in _DOCS)})
 
 # (path pattern, scope). Anything not here and not open needs `admin`: a route added later is
 # denied by default until someone decides who may call it.

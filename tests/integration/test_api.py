@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 
+from deployments.config import config_deployments
 from models.common.vocab import LEARNING_STATES, STRATEGIES
 from tests.support import listening
 from tests.support.api_properties import check_generated_requests
@@ -33,8 +34,7 @@ pytestmark = pytest.mark.integration
 
 def _configured_version(deployment: str) -> str:
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    deployments = config["applications"][0]["deployments"]
-    return next(d for d in deployments if d["name"] == deployment)["user_config"]["model_version"]
+    return config_deployments(config)[deployment]["user_config"]["model_version"]
 
 
 EMOTION_VERSION = _configured_version("Emotion")
@@ -239,6 +239,20 @@ def test_emotion_endpoint_batches_texts(client):
         assert set(result["goemotions"]["predicted"]) <= set(result["goemotions"]["scores"])
 
 
+def test_emotion_is_answered_by_the_emotion_application_at_both_spellings(client):
+    """POST /v1/emotion reaches the Emotion replicas straight (the emotion application), as
+    /v1/emotion/ does (the path its OpenAPI document names); a version not in service is 409."""
+    for path in ("/v1/emotion", "/v1/emotion/"):
+        response = client.post(path, json={"texts": ["I give up"]}, follow_redirects=False)
+        assert response.status_code == 200, response.text
+        assert response.json()["model_version"] == EMOTION_VERSION
+    unknown = client.post("/v1/emotion", json={"texts": ["hi"], "model_version": "v999"})
+    assert unknown.status_code == 409, unknown.text
+    assert unknown.json()["error"]["code"] == "conflict" and unknown.json()["error"]["request_id"]
+    spec = client.get("/v1/emotion/openapi.json").json()
+    assert list(spec["paths"]) == ["/"] and spec["servers"] == [{"url": "/v1/emotion"}]
+
+
 def test_difficulty_with_history_and_trace(client):
     history = [
         {"item_id": "1366", "skill_id": "9", "correct": True},
@@ -394,7 +408,8 @@ def test_request_id_is_on_the_log_lines_of_every_stage(client, ray_dir):
     time.sleep(1.0)  # replica logs are flushed asynchronously
     lines = [
         (path.name, line)
-        for path in logs.glob("replica_tutor_*.log")
+        for app in ("tutor", "emotion")  # Emotion's replicas are the emotion application's
+        for path in logs.glob(f"replica_{app}_*.log")
         for line in path.read_text(errors="replace").splitlines()
         if request_id in line
     ]

@@ -57,7 +57,8 @@ def served(tmp_path_factory, ray_dir):
     # Debug level for Serve's components and the application's logger ("ray.serve").
     raw = yaml.safe_load(config.read_text())
     raw["logging_config"] = {"log_level": "DEBUG"}
-    raw["applications"][0]["logging_config"] = {"log_level": "DEBUG"}
+    for app in raw["applications"]:  # the tutor and the emotion application
+        app["logging_config"] = {"log_level": "DEBUG"}
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
     env = {
         "TUTOR_AUTH": "required",
@@ -109,8 +110,12 @@ def test_no_key_or_a_bad_key_is_401_and_health_is_open(served):
         assert response.headers["www-authenticate"] == "Bearer"
         assert anonymous.get("/healthz").status_code == 200
         assert anonymous.get("/openapi.json").status_code == 200
+        # The emotion application answers /v1/emotion itself, behind the same gate.
+        _error(anonymous.post("/v1/emotion", json={"texts": ["hi"]}), 401, "unauthorized")
+        assert anonymous.get("/v1/emotion/openapi.json").status_code == 200
     with client(served, "tutor_not-a-key") as bad:
         _error(bad.get("/v1/models"), 401, "unauthorized")
+        _error(bad.post("/v1/emotion", json={"texts": ["hi"]}), 401, "unauthorized")
 
 
 def test_a_key_without_the_scope_is_403_and_with_it_200(served):
@@ -118,6 +123,7 @@ def test_a_key_without_the_scope_is_403_and_with_it_200(served):
     both = new_key(served, "scopes-both", "tutor,learners:read")
     with client(served, tutor_only) as http:
         turn(http, "sam")
+        assert http.post("/v1/emotion", json={"texts": ["hi"]}).status_code == 200
         error = _error(http.get("/v1/learners/sam"), 403, "forbidden")
         assert "learners:read" in error["message"]
     with client(served, both) as http:
@@ -228,7 +234,8 @@ def test_debug_logs_hold_no_key_no_provider_key_and_no_learner_message(served, r
             },
         )
         assert chat.status_code == 200
-        http.post("/v1/emotion", json={"texts": [MARKER]})
+        # Straight to the Emotion replica (the emotion application): its gate admits the key.
+        assert http.post("/v1/emotion", json={"texts": [MARKER]}).status_code == 200
     time.sleep(2.0)  # replica logs are flushed asynchronously
     sessions = (ray_dir / "ray").glob("session_2*")  # session_latest links to one of them
     logs = [path for session in sessions for path in (session / "logs").rglob("*")]

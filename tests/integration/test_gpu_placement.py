@@ -14,8 +14,8 @@ from ray import serve
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
-from deployments.app import build_app
-from deployments.config import PROVIDERS_FILE_ENV
+from deployments.app import build_app, build_emotion_app
+from deployments.config import EMOTION_APP, EMOTION_ROUTE, PROVIDERS_FILE_ENV, TUTOR_APP
 from models.llm.prompts import ReplyContext
 from tests.support.serve_process import free_port
 
@@ -46,9 +46,14 @@ def gpu_cluster(tmp_path_factory):
         cluster.shutdown()
 
 
+def _app_of(deployment: str) -> str:
+    return EMOTION_APP if deployment == "Emotion" else TUTOR_APP
+
+
 def _replica_nodes(deployment: str) -> set[str]:
     actors = list_actors(
-        filters=[("class_name", "=", f"ServeReplica:tutor:{deployment}"), ("state", "=", "ALIVE")]
+        filters=[("class_name", "=", f"ServeReplica:{_app_of(deployment)}:{deployment}")]
+        + [("state", "=", "ALIVE")]
     )
     return {actor.node_id for actor in actors}
 
@@ -62,15 +67,14 @@ def test_neural_deployments_are_placed_on_the_gpu_node(gpu_cluster, tiny_lm, tmp
             "ray_actor_options": SMALL,
             "gpu_ray_actor_options": {"num_cpus": 0.1, "num_gpus": 0.25},
         }
-    app = build_app(
-        {
-            "store_uri": f"sqlite:///{tmp_path}/tutor.db",
-            "accelerator": "auto",
-            "placement": placement,
-            "local_llm_path": str(tiny_lm),
-        }
-    )
-    serve.run(app, name="tutor", route_prefix="/")
+    args = {
+        "store_uri": f"sqlite:///{tmp_path}/tutor.db",
+        "accelerator": "auto",
+        "placement": placement,
+        "local_llm_path": str(tiny_lm),
+    }
+    serve.run(build_emotion_app(args), name=EMOTION_APP, route_prefix=EMOTION_ROUTE)
+    serve.run(build_app(args), name=TUTOR_APP, route_prefix="/")
     for neural in ("Emotion", "Difficulty", "LocalLM"):
         assert _replica_nodes(neural) == {gpu_cluster}, neural
     assert ray.available_resources().get("GPU", 0) == pytest.approx(0.25)

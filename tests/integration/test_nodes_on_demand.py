@@ -20,7 +20,8 @@ import ray
 from ray import serve
 from ray.util.state import list_actors
 
-from deployments.app import build_app
+from deployments.app import build_app, build_emotion_app
+from deployments.config import EMOTION_APP, EMOTION_ROUTE, TUTOR_APP
 from tests.support.fake_cluster import FakeCluster, cluster_processes, fake_autoscaling_cluster
 from tests.support.serve_process import free_port
 
@@ -74,19 +75,26 @@ def _gpu_nodes() -> list[str]:
     ]
 
 
+def _app_of(deployment: str) -> str:
+    return EMOTION_APP if deployment == "Emotion" else TUTOR_APP
+
+
 def _replica_nodes(cluster: FakeCluster, deployment: str) -> set[str]:
     # The dashboard's address, explicitly: without it the state API looks for "the" local Ray,
     # and finds every other one on this machine too.
     actors = list_actors(
         address=cluster.dashboard_url,
-        filters=[("class_name", "=", f"ServeReplica:tutor:{deployment}"), ("state", "=", "ALIVE")],
+        filters=[
+            ("class_name", "=", f"ServeReplica:{_app_of(deployment)}:{deployment}"),
+            ("state", "=", "ALIVE"),
+        ],
     )
     return {actor.node_id for actor in actors}
 
 
-def _app_status() -> str | None:
-    app = serve.status().applications.get("tutor")
-    return app.status if app else None
+def _apps_status() -> set[str | None]:
+    apps = serve.status().applications
+    return {apps[name].status if name in apps else None for name in (TUTOR_APP, EMOTION_APP)}
 
 
 @pytest.mark.timeout(420)  # the waits below add up to 390 s; a pass takes ~50 s
@@ -104,16 +112,19 @@ def test_a_gpu_worker_is_launched_for_the_neural_replicas_and_removed_when_idle(
     }
     for name in ("Emotion", "Difficulty"):
         placement[name] = {"ray_actor_options": SMALL, "gpu_ray_actor_options": GPU_PROFILE}
-    app = build_app(
-        {
-            "store_uri": f"sqlite:///{tmp_path}/tutor.db",
-            "accelerator": "gpu",  # GPUs though the cluster has none yet: that is the demand
-            "placement": placement,
-        }
-    )
+    args = {
+        "store_uri": f"sqlite:///{tmp_path}/tutor.db",
+        "accelerator": "gpu",  # GPUs though the cluster has none yet: that is the demand
+        "placement": placement,
+    }
     started = time.monotonic()
     serve.run_many(
-        [serve.RunTarget(target=app, name="tutor", route_prefix="/")],
+        [
+            serve.RunTarget(target=build_app(args), name=TUTOR_APP, route_prefix="/"),
+            serve.RunTarget(
+                target=build_emotion_app(args), name=EMOTION_APP, route_prefix=EMOTION_ROUTE
+            ),
+        ],
         wait_for_applications_running=False,
     )
 
@@ -132,12 +143,13 @@ def test_a_gpu_worker_is_launched_for_the_neural_replicas_and_removed_when_idle(
     _wait_for(
         "Emotion and Difficulty run on the GPU worker", neural_replicas_on_gpu_node, 120, cluster
     )
-    _wait_for("the app is RUNNING", lambda: _app_status() == "RUNNING", 60, cluster)
+    _wait_for("the apps are RUNNING", lambda: _apps_status() == {"RUNNING"}, 60, cluster)
     for name in ("Ingress", "Personalization", "LLMRouter"):
         assert _replica_nodes(cluster, name) == {head}, name  # CPU-only work stays off the GPU node
     assert ray.available_resources().get("GPU", 0) == pytest.approx(0.5)
 
-    # The request path reaches Emotion on the launched node (through the head's proxy).
+    # The request path reaches Emotion on the launched node (through the head's proxy, to the
+    # emotion application's ingress there).
     response = httpx.post(
         f"http://127.0.0.1:{port}/v1/emotion",
         json={"texts": ["I'm stuck on fractions"]},
@@ -147,7 +159,8 @@ def test_a_gpu_worker_is_launched_for_the_neural_replicas_and_removed_when_idle(
     assert len(response.json()["results"]) == 1
 
     # Without the app the worker is idle, and the autoscaler removes it.
-    serve.delete("tutor")
+    serve.delete(TUTOR_APP)
+    serve.delete(EMOTION_APP)
     deleted = time.monotonic()
     _wait_for("the idle GPU worker is removed", lambda: not _gpu_nodes(), 90, cluster)
     assert ray.cluster_resources().get("GPU", 0) == 0

@@ -63,8 +63,8 @@ def free_port() -> int:
 
 def served_version(deployment: str, config: Path = DEFAULT_CONFIG) -> str:
     """The champion ``model_version`` a deployment of the app's config serves."""
-    app = yaml.safe_load(Path(config).read_text())["applications"][0]
-    (found,) = [d for d in app["deployments"] if d["name"] == deployment]
+    apps = yaml.safe_load(Path(config).read_text())["applications"]
+    (found,) = [d for app in apps for d in app["deployments"] if d["name"] == deployment]
     return found["user_config"]["model_version"]
 
 
@@ -76,15 +76,16 @@ def write_config(
     base: Path = DEFAULT_CONFIG,
     deployment_overrides: dict[str, dict] | None = None,
 ) -> Path:
-    """A copy of ``base`` on another port and store, with per-deployment user_config overrides."""
+    """A copy of ``base`` on another port and store (every application's), with per-deployment
+    user_config overrides."""
     config = yaml.safe_load(base.read_text())
     config["http_options"]["port"] = port
-    app = config["applications"][0]
-    app["args"]["store_uri"] = store_uri
-    for deployment in app["deployments"]:
-        override = (deployment_overrides or {}).get(deployment["name"])
-        if override:
-            deployment.setdefault("user_config", {}).update(override)
+    for app in config["applications"]:
+        app.setdefault("args", {})["store_uri"] = store_uri
+        for deployment in app["deployments"]:
+            override = (deployment_overrides or {}).get(deployment["name"])
+            if override:
+                deployment.setdefault("user_config", {}).update(override)
     target.write_text(yaml.safe_dump(config, sort_keys=False))
     return target
 

@@ -35,5 +35,13 @@ def test_auth_off_on_a_public_address_refuses_to_build(monkeypatch, tmp_path):
         _ingress_auth(monkeypatch, tmp_path, "off", "0.0.0.0")
 
 
-def test_without_a_cluster_the_proxy_host_is_unknown():
-    assert app_module.proxy_host() is None  # ray is not initialised in unit tests
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_the_emotion_application_gets_the_same_auth_as_the_tutor(monkeypatch, tmp_path, host):
+    """/v1/emotion is answered by the emotion application's own ingress: the same decision."""
+    tutor = _ingress_auth(monkeypatch, tmp_path, "auto", host)
+    built = app_module.build_emotion_app({"store_uri": f"sqlite:///{tmp_path}/tutor.db"})
+    assert built._bound_deployment.init_kwargs["auth_enabled"] is tutor is (host == "0.0.0.0")
+    monkeypatch.setenv("TUTOR_AUTH", "off")
+    if host == "0.0.0.0":
+        with pytest.raises(AuthConfigError, match="0.0.0.0"):
+            app_module.build_emotion_app({"store_uri": f"sqlite:///{tmp_path}/tutor.db"})

@@ -15,6 +15,7 @@ SERVE_EDGE = {
     "deployments/app.py",
     "deployments/ingress.py",
     "deployments/emotion.py",
+    "deployments/emotion_ingress.py",
     "deployments/difficulty.py",
     "deployments/personalization.py",
     "deployments/llm_router.py",

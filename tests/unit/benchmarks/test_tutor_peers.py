@@ -19,7 +19,7 @@ from benchmarks.peers.tutor_floor_app import (
     floor_turn,
 )
 from benchmarks.run import _tutor_request
-from deployments.config import AppArgs
+from deployments.config import AppArgs, config_deployments, config_placement
 from deployments.schemas import TutorRequest
 from store import open_store
 from tests.support.serve_process import DEFAULT_CONFIG, served_version
@@ -68,12 +68,12 @@ def test_the_floor_config_keeps_the_apps_deployments_placement_and_limits():
     assert floor["http_options"]["port"] == 18123
     (app,) = floor["applications"]
     assert app["import_path"] == FLOOR_IMPORT_PATH
-    real = {d["name"]: d for d in base["applications"][0]["deployments"]}
+    real = config_deployments(base)  # the tutor's and the emotion application's
     assert [d["name"] for d in app["deployments"]] == list(FLOOR_DEPLOYMENTS)
     for deployment in app["deployments"]:
         expected = {k: v for k, v in real[deployment["name"]].items() if k != "user_config"}
         assert deployment == expected
-    placement = base["applications"][0]["args"]["placement"]
+    placement = config_placement(base)
     args = AppArgs.model_validate(app["args"])
     for name in FLOOR_DEPLOYMENTS:
         options = args.actor_options(name, use_gpu=False)

@@ -13,6 +13,7 @@ import yaml
 from deployments.cli.config_file import ServeConfigFile
 from deployments.cli.errors import RefusedError
 from deployments.cli.plan import rollout_of
+from deployments.config import config_deployments
 from deployments.lifecycle.rollout import CanarySplit, ShadowRun
 from tests.unit.cli.conftest import SERVED_EMOTION
 
@@ -76,7 +77,7 @@ def test_serve_gets_what_the_file_will_say(config_path):
     config = _edit(config_path, canary=CanarySplit(version="v3", percent=12.5, started_at=T0))
     deployed = config.deploy_config()
     assert deployed == yaml.safe_load(config.text())
-    emotion = next(d for d in deployed["applications"][0]["deployments"] if d["name"] == "Emotion")
+    emotion = config_deployments(deployed)["Emotion"]
     # A string, not a YAML timestamp: it goes to Serve as JSON and back into RolloutConfig.
     assert emotion["user_config"]["canary"] == {
         "version": "v3",

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from deployments.cli import kuberay
 from deployments.cli.errors import RefusedError
 from deployments.cli.main import app
-from deployments.config import AppArgs
+from deployments.config import AppArgs, config_deployments, config_placement
 from tests.unit.cli.conftest import REAL_CONFIG, REPO_ROOT
 
 MANIFEST = REPO_ROOT / kuberay.DEFAULT_OUT
@@ -57,16 +57,18 @@ def _cpus(quantity: str) -> float:
 
 
 def _app(serve_config: dict[str, Any]) -> dict[str, Any]:
+    """The tutor's application (the first)."""
     return serve_config["applications"][0]
 
 
 def _sum_at_max(serve_config: dict[str, Any], names: list[str], key: str) -> float:
-    """Σ over deployments of a GPU profile's `key` x max_replicas, read straight from the file."""
-    app = _app(serve_config)
-    entries = {d["name"]: d for d in app["deployments"]}
+    """Σ over deployments of a GPU profile's `key` x max_replicas, read straight from the file
+    (each deployment from the application that holds it: Emotion from the emotion one)."""
+    entries = config_deployments(serve_config)
+    placement = config_placement(serve_config)
     total = 0.0
     for name in names:
-        profile = app["args"]["placement"][name]["gpu_ray_actor_options"]
+        profile = placement[name]["gpu_ray_actor_options"]
         autoscaling = entries.get(name, {}).get("autoscaling_config", {})
         total += profile[key] * autoscaling.get("max_replicas", 1)
     return total
@@ -100,18 +102,20 @@ def test_serve_config_v2_is_a_string_that_serve_accepts(manifest, serve_config):
     )
 
 
-def test_the_application_is_the_files_asking_for_gpus_without_a_store(serve_config):
+def test_the_applications_are_the_files_asking_for_gpus_without_a_store(serve_config):
     with_store = copy.deepcopy(serve_config)
-    _app(with_store)["args"]["store_uri"] = "sqlite:///var/tutor.db"
+    for application in with_store["applications"]:
+        application["args"]["store_uri"] = "sqlite:///var/tutor.db"
     rendered = kuberay.render_rayservice(with_store)
-    served = _app(yaml.safe_load(rendered["spec"]["serveConfigV2"]))
-    original = _app(serve_config)
-    assert served["deployments"] == original["deployments"]  # autoscaling, user_config
-    assert served["args"] == {**original["args"], "accelerator": "gpu"}  # placement kept
-    assert "store_uri" not in served["args"]
-    assert {k: served[k] for k in ("name", "route_prefix", "import_path")} == {
-        k: original[k] for k in ("name", "route_prefix", "import_path")
-    }
+    served_apps = yaml.safe_load(rendered["spec"]["serveConfigV2"])["applications"]
+    assert len(served_apps) == len(serve_config["applications"]) == 2  # tutor, emotion
+    for served, original in zip(served_apps, serve_config["applications"], strict=True):
+        assert served["deployments"] == original["deployments"]  # autoscaling, user_config
+        assert served["args"] == {**original["args"], "accelerator": "gpu"}  # placement kept
+        assert "store_uri" not in served["args"]
+        assert {k: served[k] for k in ("name", "route_prefix", "import_path")} == {
+            k: original[k] for k in ("name", "route_prefix", "import_path")
+        }
 
 
 def test_the_cluster_has_what_kuberay_requires(manifest):
@@ -220,7 +224,7 @@ def test_provider_keys_are_the_ones_the_router_names(serve_config):
 
 def test_a_deployment_without_a_maximum_is_refused(serve_config):
     config = copy.deepcopy(serve_config)
-    emotion = next(d for d in _app(config)["deployments"] if d["name"] == "Emotion")
+    emotion = config_deployments(config)["Emotion"]
     del emotion["autoscaling_config"]
     emotion["num_replicas"] = "auto"
     with pytest.raises(RefusedError, match="max_replicas"):
@@ -244,8 +248,15 @@ def test_the_command_writes_checks_and_reports_drift(tmp_path: Path, config_path
     assert "make kuberay" in stale.stderr
     assert out.read_bytes() == before  # --check writes nothing
 
-    config_path.write_text("applications: [{name: tutor, args: {placement: {Sentiment: {}}}}]\n")
+    config_path.write_text(
+        "applications: [{name: tutor, args: {placement: {Sentiment: {}}}}, {name: emotion}]\n"
+    )
     refused = runner.invoke(app, args)
     assert refused.exit_code == 2
     assert "unknown deployments in placement: ['Sentiment']" in refused.stderr
+
+    config_path.write_text("applications: [{name: tutor, args: {}}]\n")
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2
+    assert "must hold the tutor and emotion applications" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1

@@ -18,6 +18,7 @@ from deployments.cli.errors import (
 )
 from deployments.cli.operations import apply_change, validate_user_config
 from deployments.cli.serve_client import wait_applied
+from deployments.config import config_deployments
 from store.factory import open_store
 from tests.unit.cli.conftest import SERVED_EMOTION, FakeServe, make_workspace
 
@@ -25,8 +26,7 @@ T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
 
 def _emotion(config: dict) -> dict:
-    app = config["applications"][0]
-    return next(d for d in app["deployments"] if d["name"] == "Emotion")["user_config"]
+    return config_deployments(config)["Emotion"]["user_config"]
 
 
 def _history(store_uri: str) -> list:
@@ -59,7 +59,8 @@ def test_a_canary_is_deployed_then_written_then_recorded(ws, serve, config_path,
     # Serve got the whole config, with the canary.
     assert len(serve.deployed) == 1
     assert _emotion(serve.deployed[0])["canary"]["version"] == "v3"
-    assert serve.deployed[0]["applications"][0]["name"] == "tutor"
+    # Both applications, as a `serve deploy` of the file would send them.
+    assert [a["name"] for a in serve.deployed[0]["applications"]] == ["tutor", "emotion"]
     # The file says the same.
     written = ServeConfigFile.load(config_path).deploy_config()
     assert _emotion(written) == _emotion(serve.deployed[0])
@@ -188,13 +189,13 @@ def test_waiting_looks_for_the_new_user_config_not_just_running():
             deployment = {"status": "HEALTHY", "deployment_config": {"user_config": uc}}
             return {
                 "applications": {
-                    "tutor": {"status": "RUNNING", "deployments": {"Emotion": deployment}}
+                    "emotion": {"status": "RUNNING", "deployments": {"Emotion": deployment}}
                 }
             }
 
     wait_applied(
         Client(),
-        app="tutor",
+        app="emotion",
         deployment="Emotion",
         user_config=new,
         timeout_s=5,

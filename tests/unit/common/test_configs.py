@@ -7,30 +7,50 @@ import yaml
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
-from deployments.config import USER_CONFIG_MODELS, AppArgs, DifficultyUserConfig, Placement
+from deployments.config import (
+    EMOTION_APP,
+    EMOTION_ROUTE,
+    TUTOR_APP,
+    USER_CONFIG_MODELS,
+    AppArgs,
+    DifficultyUserConfig,
+    Placement,
+    config_deployments,
+    config_placement,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _app() -> dict:
-    config = ServeDeploySchema.model_validate(
-        yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    )
+def _config() -> dict:
+    raw = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    config = ServeDeploySchema.model_validate(raw)
     assert config.http_options.host == "127.0.0.1", "bind to loopback by default"
-    return yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]
+    return raw
 
 
 def test_serve_config_args_and_user_configs_validate():
-    app = _app()
-    args = AppArgs.model_validate(app["args"])
-    assert {d["name"] for d in app["deployments"]} == set(USER_CONFIG_MODELS)
-    for deployment in app["deployments"]:
+    config = _config()
+    apps = {app["name"]: app for app in config["applications"]}
+    assert set(apps) == {TUTOR_APP, EMOTION_APP}
+    assert apps[EMOTION_APP]["route_prefix"] == EMOTION_ROUTE
+    assert [d["name"] for d in apps[EMOTION_APP]["deployments"]] == ["Emotion"]
+    entries = config_deployments(config)
+    assert set(entries) == set(USER_CONFIG_MODELS)
+    assert sum(len(app["deployments"]) for app in apps.values()) == len(entries)  # no repeats
+    for deployment in entries.values():
         USER_CONFIG_MODELS[deployment["name"]].model_validate(deployment["user_config"])
         assert {"autoscaling_config", "max_ongoing_requests", "max_queued_requests"} <= set(
             deployment
         )
-    emotion = next(d for d in app["deployments"] if d["name"] == "Emotion")
+    emotion = entries["Emotion"]
     assert emotion["max_ongoing_requests"] >= emotion["user_config"]["max_batch_size"]
+    for app in apps.values():
+        AppArgs.model_validate(app["args"])
+    # Every deployment's placement is in the args of the application that builds it.
+    args = AppArgs.model_validate({"placement": config_placement(config)})
+    assert set(apps[EMOTION_APP]["args"]["placement"]) == {"Emotion"}
+    assert "Emotion" not in apps[TUTOR_APP]["args"]["placement"]
     # The neural deployments ask for GPUs only when the cluster has them.
     assert args.actor_options("Emotion", use_gpu=True)["num_gpus"] > 0
     assert "num_gpus" not in args.actor_options("Emotion", use_gpu=False)
@@ -38,16 +58,23 @@ def test_serve_config_args_and_user_configs_validate():
     assert args.actor_options("LocalLM", use_gpu=True)["num_gpus"] > 0
 
 
-def test_the_ingress_sheds_before_serve_does_and_times_out_before_the_proxy():
-    """Serve's own rejections and timeouts are plain text: the ingress's admission (the one
-    error shape) must act first, with Serve's limits as the backstop above it."""
-    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    ingress = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Ingress")
+def test_the_ingresses_shed_before_serve_does_and_time_out_before_the_proxy():
+    """Serve's own rejections and timeouts are plain text: the admission of each application's
+    ingress (the one error shape) must act first, with Serve's limits as the backstop above."""
+    config = _config()
+    entries = config_deployments(config)
+    ingress, emotion = entries["Ingress"], entries["Emotion"]
     limits = USER_CONFIG_MODELS["Ingress"].model_validate(ingress["user_config"])
     pools = limits.max_turns_in_flight + limits.max_predictions_in_flight
     assert ingress["max_ongoing_requests"] >= pools + 2 * limits.max_waiting
     assert limits.request_timeout_s < config["http_options"]["request_timeout_s"]
     assert ingress["backpressure_config"]["retry_after_s"] > 0
+    # Emotion: its own /v1/emotion places and line, plus the turns the Ingress lets in.
+    own = USER_CONFIG_MODELS["Emotion"].model_validate(emotion["user_config"])
+    needed = own.max_in_flight + own.max_waiting + limits.max_turns_in_flight
+    assert emotion["max_ongoing_requests"] >= needed
+    assert own.request_timeout_s < config["http_options"]["request_timeout_s"]
+    assert emotion["backpressure_config"]["retry_after_s"] > 0
 
 
 def test_config_errors_name_the_bad_value():

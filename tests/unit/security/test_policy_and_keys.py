@@ -49,6 +49,10 @@ def test_scopes_parse_from_a_comma_list():
         ("/v1/chat/completions", "tutor"),
         ("/v1/models", "tutor"),
         ("/v1/emotion", "tutor"),
+        ("/v1/emotion/", "tutor"),  # the emotion application's documented path
+        ("/v1/emotion/openapi.json", None),
+        ("/v1/emotion/docs", None),
+        ("/v1/emotion/anything", "admin"),
         ("/v1/difficulty", "tutor"),
         ("/v1/feedback", "tutor"),
         ("/v1/learners/bob", "learners:read"),

@@ -9,7 +9,6 @@ from deployments.schemas import (
     ChatCompletionRequest,
     ComponentHealth,
     DifficultyRequest,
-    EmotionRequest,
     FeedbackRequest,
     ProviderState,
     TutorRequest,
@@ -150,7 +149,7 @@ async def test_difficulty_reads_the_stored_answers_then_the_posted_ones(store):
         )
     )
     handles = _handles(difficulty=FakeHandle(predict=predict))
-    predictions = Predictions(handles, store, emotion=None, timeout_s=0.5)
+    predictions = Predictions(handles, store, timeout_s=0.5)
     body = DifficultyRequest.model_validate(
         {
             "learner_id": "l1",
@@ -163,21 +162,23 @@ async def test_difficulty_reads_the_stored_answers_then_the_posted_ones(store):
 
 
 async def test_a_failing_model_makes_its_endpoint_unavailable(store):
-    predictions = Predictions(_handles(), store, emotion=None, timeout_s=0.5)
+    predictions = Predictions(_handles(), store, timeout_s=0.5)
     body = DifficultyRequest.model_validate({"candidates": [{"item_id": "c", "skill_id": "1"}]})
     with pytest.raises(UnavailableError, match="difficulty model is unavailable"):
         await predictions.difficulty(body)
 
 
 async def test_naming_a_version_not_in_service_is_a_conflict(store):
-    async def classify(texts, version=None, **routing):
-        raise UnknownVersionError(f"emotion {version} is not loaded; loaded: v4")
+    async def predict(history, candidates, trace, version=None, **routing):
+        raise UnknownVersionError(f"difficulty {version} is not loaded; loaded: v5")
 
-    handles = _handles(emotion=FakeHandle(classify=classify))
-    predictions = Predictions(handles, store, emotion=None, timeout_s=0.5)
-    body = EmotionRequest.model_validate({"texts": ["hi"], "model_version": "v1"})
-    with pytest.raises(ConflictError, match="emotion v1 is not loaded"):
-        await predictions.emotion(body)
+    handles = _handles(difficulty=FakeHandle(predict=predict))
+    predictions = Predictions(handles, store, timeout_s=0.5)
+    body = DifficultyRequest.model_validate(
+        {"candidates": [{"item_id": "c", "skill_id": "1"}], "model_version": "v1"}
+    )
+    with pytest.raises(ConflictError, match="difficulty v1 is not loaded"):
+        await predictions.difficulty(body)
 
 
 async def test_unknown_learners_and_turns_are_not_found(store):
