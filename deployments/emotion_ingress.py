@@ -13,39 +13,19 @@ limit), the same error shape, and a line of its own for places at work (admissio
 
 # No `from __future__ import annotations`: FastAPI must see the real annotation objects.
 
-from fastapi import FastAPI
 from ray import serve
 
 from deployments.config import EmotionUserConfig
 from deployments.emotion import EmotionDeployment
-from deployments.errors import ERROR_RESPONSES, error_response, install_error_handlers
+from deployments.http_edge import guarded_api
 from deployments.lifecycle.rollout import UnknownVersionError
-from deployments.replica_context import current_request_id
 from deployments.schemas import EmotionRequest, EmotionResponse
-from deployments.security.gate import Gate, Refusal
-from deployments.security.middleware import SecurityMiddleware, install_gate
+from deployments.security.gate import Gate
+from deployments.security.middleware import install_gate
 from deployments.telemetry import AdmissionMetrics
 from deployments.tutoring.admission import Admission, admit
 from deployments.tutoring.exceptions import ConflictError
 from store import TutorStore, open_store
-
-api = FastAPI(
-    title="Adaptive tutor: emotion",
-    version="1",
-    description="The learner's state and GoEmotions labels for each text.",
-    responses=ERROR_RESPONSES,
-)
-install_error_handlers(api, request_id=current_request_id)
-
-
-def _refused(refusal: Refusal):
-    return error_response(
-        refusal.status,
-        refusal.message,
-        request_id=current_request_id(),
-        headers=refusal.headers,
-        code=refusal.code,
-    )
 
 
 class _PrefixAlone:
@@ -64,9 +44,11 @@ class _PrefixAlone:
         await self.app(scope, receive, send)
 
 
-# Starlette runs the middleware added last first: the gate, then the path.
-api.add_middleware(_PrefixAlone)
-api.add_middleware(SecurityMiddleware, respond=_refused)
+api = guarded_api(
+    title="Adaptive tutor: emotion",
+    description="The learner's state and GoEmotions labels for each text.",
+    inner_middleware=(_PrefixAlone,),
+)
 
 
 @serve.ingress(api)

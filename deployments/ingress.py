@@ -12,12 +12,12 @@ error shape.
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import FastAPI, Path, Request
+from fastapi import Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
 from deployments.config import EMOTION_APP, IngressUserConfig
-from deployments.errors import ERROR_RESPONSES, error_response, install_error_handlers
+from deployments.http_edge import guarded_api
 from deployments.replica_context import current_request_id
 from deployments.schemas import (
     ChatCompletionRequest,
@@ -33,8 +33,8 @@ from deployments.schemas import (
     TutorResponse,
 )
 from deployments.security import tenancy
-from deployments.security.gate import Gate, Refusal
-from deployments.security.middleware import SecurityMiddleware, install_gate, principal_of
+from deployments.security.gate import Gate
+from deployments.security.middleware import install_gate, principal_of
 from deployments.telemetry import AdmissionMetrics, OutboxMetrics, TurnMetrics
 from deployments.tutoring import openai_chat
 from deployments.tutoring.admission import Admission, admit
@@ -52,28 +52,10 @@ from store.outbox import Outbox
 LearnerId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
-api = FastAPI(
+api = guarded_api(
     title="Adaptive tutor",
-    version="1",
     description="Four models per learner message: emotion, difficulty, strategy, reply.",
-    responses=ERROR_RESPONSES,
 )
-install_error_handlers(api, request_id=current_request_id)
-
-
-def _refused(refusal: Refusal):
-    return error_response(
-        refusal.status,
-        refusal.message,
-        request_id=current_request_id(),
-        headers=refusal.headers,
-        code=refusal.code,
-    )
-
-
-# Keys, scopes, rate limits and the body limit, before any route or body parsing (the gate is
-# the replica's, installed by Ingress.__init__).
-api.add_middleware(SecurityMiddleware, respond=_refused)
 
 
 def _event_stream_doc(description: str, events: list[str]) -> dict:

@@ -16,6 +16,7 @@ SERVE_EDGE = {
     "deployments/ingress.py",
     "deployments/emotion.py",
     "deployments/emotion_ingress.py",
+    "deployments/http_edge.py",
     "deployments/difficulty.py",
     "deployments/personalization.py",
     "deployments/llm_router.py",
