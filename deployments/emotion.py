@@ -85,7 +85,10 @@ class EmotionDeployment:
         )
 
     def reconfigure(self, user_config: dict) -> None:
-        config = EmotionUserConfig.model_validate(user_config)
+        self.configure(EmotionUserConfig.model_validate(user_config))
+
+    def configure(self, config: EmotionUserConfig) -> None:
+        """The validated user_config applied (the emotion application's ingress adds its own)."""
         # Load first, then swap: requests in flight finish on the model they picked.
         self._rollout.apply(config)
         self._classify_batch.set_max_batch_size(config.max_batch_size)

@@ -81,9 +81,8 @@ class EmotionIngress(EmotionDeployment):
         self._gate = Gate(store, enabled=auth_enabled, settings=config.gate_settings())
         install_gate(self._gate)
 
-    def reconfigure(self, user_config: dict) -> None:
-        super().reconfigure(user_config)
-        config = EmotionUserConfig.model_validate(user_config)
+    def configure(self, config: EmotionUserConfig) -> None:
+        super().configure(config)
         self._admission.configure(config.admission_limits())
         self._gate.configure(config.gate_settings())
 

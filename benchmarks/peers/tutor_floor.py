@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from deployments.config import config_deployments, config_placement
+from deployments.config import TUTOR_APP, config_deployments, config_placement
 from tests.support.serve_process import (
     DEFAULT_CONFIG,
     REPO_ROOT,
@@ -52,7 +52,8 @@ def floor_config(base: dict, *, port: int) -> dict:
     config["http_options"]["port"] = port
     placement = config_placement(config)
     entries = config_deployments(config)
-    app = config["applications"][0]  # the tutor's; the emotion application's Emotion joins it
+    # The tutor's application; the emotion application's Emotion joins it.
+    app = next(a for a in config["applications"] if a["name"] == TUTOR_APP)
     config["applications"] = [app]
     args = app.get("args") or {}
     app["name"] = "tutor_floor"
