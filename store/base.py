@@ -70,6 +70,10 @@ class TutorStore(abc.ABC):
     def answers(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRecord]:
         """The newest `limit` answers, oldest first (ties by insertion order)."""
 
+    @abc.abstractmethod
+    def answer_count(self, learner_id: str) -> int:
+        """How many answers the learner has: where the newest ``limit`` of them start."""
+
     def answer_rows(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRow]:
         """``answers`` as ``(item_id, skill_id, correct)`` rows, the difficulty model's input.
 

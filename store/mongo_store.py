@@ -182,6 +182,10 @@ class MongoStore(MongoLifecycleMixin, MongoKeysMixin, MongoRiskMixin, TutorStore
     def answers(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRecord]:
         return ANSWER_LIST.validate_python(self._newest_answers(learner_id, limit, {}))
 
+    def answer_count(self, learner_id: str) -> int:
+        with self._errors():
+            return self._answers.count_documents({"learner_id": learner_id})
+
     def answer_rows(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRow]:
         docs = self._newest_answers(learner_id, limit, {"item_id": 1, "skill_id": 1, "correct": 1})
         return [(d["item_id"], d["skill_id"], bool(d["correct"])) for d in docs]

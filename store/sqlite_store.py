@@ -192,6 +192,13 @@ class SQLiteStore(SQLiteLifecycleMixin, SQLiteKeysMixin, SQLiteRiskMixin, TutorS
         # a turn reads up to 1000 answers. `correct` comes back as 0/1, which bool accepts.
         return ANSWER_LIST.validate_python([dict(zip(fields, row, strict=True)) for row in rows])
 
+    def answer_count(self, learner_id: str) -> int:
+        with self._connection() as conn:  # answers_by_learner covers it: no table rows read
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM answers WHERE learner_id = ?", (learner_id,)
+            ).fetchone()
+        return int(count)
+
     def answer_rows(self, learner_id: str, *, limit: int = 1000) -> list[AnswerRow]:
         rows = self._newest_answers("item_id, skill_id, correct", learner_id, limit)
         return [(item, skill, bool(correct)) for item, skill, correct in rows]

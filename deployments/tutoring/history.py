@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from deployments.schemas import MAX_HISTORY, TutorRequest
+from models.difficulty.tracer_api import window_start
 from store import AnswerRecord, AnswerRow, TurnRecord, TutorStore
 
 RECENT_TURNS = 20
@@ -26,15 +27,40 @@ def as_rows(answers: Iterable[AnswerLike]) -> list[AnswerRow]:
     return [(a.item_id, a.skill_id, a.correct) for a in answers]
 
 
+def history_window(rows: Sequence[AnswerRow], total: int) -> list[AnswerRow]:
+    """Of a learner's ``total`` answers, the rows the difficulty model is sent: those from
+    ``window_start(total, MAX_HISTORY)`` on, given ``rows``, the newest (at least that many).
+
+    The start moves only every ``MAX_HISTORY // 2`` answers, as a tracer's own window does
+    (``models.difficulty.tracer_api``), so past 1,000 answers a turn's history is still the
+    previous turn's plus the new answer, and the Difficulty replica extends its cached
+    encoding instead of encoding the window again. "The newest 1,000" shifted by one row every
+    turn and missed that cache on every turn (the served v5 stack on 4 candidates: ~6 ms a
+    turn against ~0.7). Every stride divides 500 for the shipped tracers' windows (200, 1000),
+    so each reads exactly the rows it would read of the whole history."""
+    start = window_start(total, MAX_HISTORY) - (total - len(rows))
+    return list(rows[max(0, start) :])
+
+
 async def learner_history(
     store: TutorStore, learner_id: str | None, posted: Sequence[AnswerLike] = ()
 ) -> list[AnswerRow]:
-    """The learner's stored answers (none without a learner id) followed by ``posted``; the
-    newest ``MAX_HISTORY`` of them, as rows."""
-    stored = []
+    """The learner's stored answers (none without a learner id) followed by ``posted``, as
+    rows: the window of them ``history_window`` keeps."""
+    stored, count = [], 0
     if learner_id is not None:
-        stored = await asyncio.to_thread(store.answer_rows, learner_id, limit=MAX_HISTORY)
-    return (stored + as_rows(posted))[-MAX_HISTORY:]
+        stored, count = await asyncio.to_thread(stored_history, store, learner_id)
+    return history_window(stored + as_rows(posted), count + len(posted))
+
+
+def stored_history(store: TutorStore, learner_id: str) -> tuple[list[AnswerRow], int]:
+    """The learner's newest ``MAX_HISTORY`` answers, as rows, and how many answers they have
+    (counted only when there may be more: one query for most learners)."""
+    rows = store.answer_rows(learner_id, limit=MAX_HISTORY)
+    # An answer stored between the two reads makes the count one ahead of the rows: that
+    # turn's window starts a row late (a cache miss at worst), never holds a wrong row.
+    count = store.answer_count(learner_id) if len(rows) == MAX_HISTORY else len(rows)
+    return rows, count
 
 
 def posted_answer(request: TutorRequest, turn_id: str, ts: float) -> AnswerRecord | None:
@@ -56,5 +82,5 @@ def load_learner(
     answer, then the learner's answers (as rows) and recent turns."""
     _, created = store.get_or_create_learner(learner_id, now=now)
     answered = answer is not None and store.add_answer(answer)
-    answers = store.answer_rows(learner_id, limit=MAX_HISTORY)
+    answers = history_window(*stored_history(store, learner_id))
     return created, answered, answers, store.recent_turns(learner_id, limit=RECENT_TURNS)

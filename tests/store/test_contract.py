@@ -110,6 +110,18 @@ def test_answer_rows_are_the_answers_as_the_difficulty_model_reads_them(store: T
     assert store.answer_rows("L3") == []
 
 
+def test_answer_count_counts_every_answer_of_the_learner_once(store: TutorStore) -> None:
+    """A turn reads the newest answers and this count: where in the learner's history they
+    start (``deployments.tutoring.history.history_window``)."""
+    assert store.answer_count("L1") == 0
+    for i in range(5):
+        store.add_answer(make_answer(f"s{i}", float(i)))
+    store.add_answer(make_answer("s0", 9.0))  # the same source again: not a new answer
+    store.add_answer(make_answer("s0", 1.0, learner_id="L2"))
+    assert store.answer_count("L1") == 5
+    assert store.answer_count("L2") == 1
+
+
 def test_answers_are_per_learner(store: TutorStore) -> None:
     store.add_answer(make_answer("s", 1.0, learner_id="L1"))
     # The idempotency key is scoped to the learner: the same source_id elsewhere is new.
