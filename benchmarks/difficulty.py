@@ -6,7 +6,9 @@
 Two figures per version, each over 100 different learners: a **fresh** request (nothing
 cached: the whole window encoded, or the learner's feature counts built from every row) and the
 **next turn** after one new answer (the cached window or counts extended by that answer, which
-is what a served learner's next turn costs). Versions run one after another in one process, so
+is what a served learner's next turn costs), and the next turn of a learner past the 1,000
+stored answers a turn reads (the history the Ingress sends beside the plain newest 1,000 rows).
+Versions run one after another in one process, so
 their ratios are the comparable figures. ``make bench`` runs the same function for the served
 version and the DKT baseline.
 """
@@ -23,10 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deployments.schemas import MAX_HISTORY
+from deployments.tutoring.history import history_window
 from models.common.registry import ModelRegistry
 from models.difficulty.loader import load_tracer
 from models.difficulty.tracer_api import Interaction
 
+# Past the 1,000 stored answers a turn reads, away from a 200-row window's moves (every 100).
+PAST_LIMIT_ROWS = 1650
 SKILLS = ("9", "15", "7", "34", "68")  # real assist2009_pid skill ids (in every shipped vocab)
 
 
@@ -73,6 +79,7 @@ def bench_difficulty_in_process(
         next_turn_ms.append(_timed_ms(lambda h=history: cached.predict(h, candidates)))
     next_turn = percentiles(next_turn_ms)
     fresh_stats = percentiles(fresh_ms)
+    past_limit = _past_limit(cached, rng, candidates, learners)
     return {
         "version": version,
         "architecture": fresh.architecture,
@@ -81,6 +88,30 @@ def bench_difficulty_in_process(
         "fresh": fresh_stats,
         "next_turn": next_turn,
         "next_turn_speedup_p50": round(fresh_stats["p50_ms"] / next_turn["p50_ms"], 2),
+        "past_limit": past_limit,
+    }
+
+
+def _past_limit(tracer, rng: np.random.Generator, candidates, learners: int) -> dict:
+    """The next turn of learners past the stored limit (``PAST_LIMIT_ROWS`` answers), with the
+    history a turn sends (``history_window``: the start moves every 500 answers) beside the
+    plain newest ``MAX_HISTORY`` rows, which shift by one row every turn."""
+    histories = [learner_history(rng, PAST_LIMIT_ROWS) for _ in range(learners)]
+
+    def next_turn(sent) -> dict:
+        samples = []
+        for history in histories:
+            tracer.predict(sent(history[:-1]), candidates)  # the turn before
+            samples.append(_timed_ms(lambda h=history: tracer.predict(sent(h), candidates)))
+        return percentiles(samples)
+
+    windowed = next_turn(lambda rows: history_window(rows[-MAX_HISTORY:], len(rows)))
+    newest = next_turn(lambda rows: rows[-MAX_HISTORY:])
+    return {
+        "answers": PAST_LIMIT_ROWS,
+        "windowed": windowed,
+        "newest_rows": newest,
+        "windowed_speedup_p50": round(newest["p50_ms"] / windowed["p50_ms"], 2),
     }
 
 
@@ -95,7 +126,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"{r['version']} ({r['architecture']}): fresh p50 {r['fresh']['p50_ms']} ms "
             f"p99 {r['fresh']['p99_ms']} ms | next turn p50 {r['next_turn']['p50_ms']} ms "
-            f"p99 {r['next_turn']['p99_ms']} ms"
+            f"p99 {r['next_turn']['p99_ms']} ms | past {r['past_limit']['answers']} answers: "
+            f"next turn p50 {r['past_limit']['windowed']['p50_ms']} ms "
+            f"({r['past_limit']['windowed_speedup_p50']}x the newest rows')"
         )
     results = {
         "machine": {"platform": platform.platform(), "threads": args.threads},

@@ -285,6 +285,15 @@ def _table(results: dict) -> str:
                 f"{d['next_turn_speedup_p50']}x faster than fresh (encoding cache)",
             )
         )
+        past = d.get("past_limit")
+        if past:
+            rows.append(
+                (
+                    f"difficulty {d['version']}, next turn past {past['answers']} answers",
+                    f"p50 {past['windowed']['p50_ms']} ms / p99 {past['windowed']['p99_ms']} ms",
+                    f"{past['windowed_speedup_p50']}x faster than the newest 1,000 rows",
+                )
+            )
     if "models_list_1_client" in served:
         rows.append(
             (
