@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from deployments.schemas import (
-    MAX_HISTORY,
     FeedbackRequest,
     FeedbackResponse,
     LearnerProfile,
@@ -23,7 +22,7 @@ from deployments.tutoring.exceptions import (
     UnavailableError,
     required,
 )
-from deployments.tutoring.history import as_rows
+from deployments.tutoring.history import history_window, stored_history
 from deployments.tutoring.records import risk_from_record
 from deployments.tutoring.turn_runner import TurnHandles
 from models.emotion.learning_states import emotion_trend
@@ -152,7 +151,9 @@ class Learners:
         learner = await asyncio.to_thread(self._store.get_learner, learner_id)
         if learner is None:
             raise NotFoundError(f"unknown learner_id {learner_id!r}")
-        answers = await asyncio.to_thread(self._store.answers, learner_id, limit=MAX_HISTORY)
+        # The rows a turn would send (mastery from the model's own window) and the true count.
+        stored, answer_count = await asyncio.to_thread(stored_history, self._store, learner_id)
+        answers = history_window(stored, answer_count)
         turns = await asyncio.to_thread(self._store.recent_turns, learner_id, limit=PROFILE_TURNS)
         degraded: list[str] = []
 
@@ -178,7 +179,7 @@ class Learners:
         mastery, strategies, version, preferred_strategy, risk = await asyncio.gather(
             optional(
                 "difficulty",
-                difficulty.mastery.remote(as_rows(answers), learner_id=learner_id),
+                difficulty.mastery.remote(answers, learner_id=learner_id),
                 [],
             ),
             optional("personalization", personalization.strategy_stats.remote(learner_id), {}),
@@ -190,7 +191,7 @@ class Learners:
         return LearnerProfile(
             learner_id=learner_id,
             turn_count=learner.turn_count,
-            answer_count=len(answers),
+            answer_count=answer_count,
             created_at=learner.created_at,
             last_turn_at=learner.last_turn_at,
             mastery=mastery,

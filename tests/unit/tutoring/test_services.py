@@ -224,3 +224,34 @@ async def test_health_is_degraded_when_a_deployment_is_down(store):
     assert down.status == "degraded"
     assert down.deployments["Difficulty"] == ComponentHealth(ok=False, detail="RuntimeError")
     assert "difficulty" not in down.model_versions
+
+
+async def test_a_profile_counts_every_answer_and_reads_mastery_from_a_turns_window(store):
+    """Past the 1,000 answers a turn reads, the count is still the learner's and mastery comes
+    from the rows a turn would send (``deployments.tutoring.history.history_window``)."""
+    await _service(store).tutor(TutorRequest(learner_id="l1", message="why?"), "req-1")
+    for i in range(1200):
+        store.add_answer(AnswerRecord(learner_id="l1", source_id=f"s{i}", item_id=str(i),
+                                      skill_id="9", correct=True, ts=float(i)))  # fmt: skip
+    read = []
+
+    async def mastery(history, **routing):
+        read.append(history)
+        return []
+
+    async def stats(learner_id):
+        return {}
+
+    async def version(learner_id=None):
+        return "v1"
+
+    async def preferred(context, **routing):
+        return "quiz"
+
+    handles = _handles(
+        difficulty=FakeHandle(mastery=mastery, model_version=version),
+        personalization=FakeHandle(strategy_stats=stats, preferred=preferred),
+    )
+    profile = await Learners(handles, store, timeout_s=0.5).profile("l1")
+    assert profile.answer_count == 1200
+    assert [item for item, _, _ in read[0]] == [str(i) for i in range(500, 1200)]
