@@ -168,9 +168,13 @@ cv-difficulty-v3: install
 
 # Thompson sampling vs uniform, fixed strategies, an oracle and Vowpal Wabbit on simulated
 # learners, 20k turns (~5 min on 2 cores); the uniform run's log feeds the off-policy check.
+# The simulated learners answer through difficulty v2, the model the committed reports used
+# (pinned: "latest" moved to v5 after them, and would change every figure).
+SIM_DIFFICULTY ?= v2
 simulate-personalization: install
 	$(PY) -m pipelines.personalization.simulate --data $(DATA_DIR)/kt \
-		--out reports/personalization_sim.json --log-policy uniform --log-out var/sim_uniform_log.jsonl
+		--difficulty-version $(SIM_DIFFICULTY) --out reports/personalization_sim.json \
+		--log-policy uniform --log-out var/sim_uniform_log.jsonl
 
 # Register a personalization version (models/artifacts/personalization/vN/policy.json) after
 # simulating that policy alone (seed 0, 20k turns, ~1 min on 2 cores). This is v2's recipe, the
@@ -178,7 +182,8 @@ simulate-personalization: install
 # seeds 1 and 2 too); v1, the served configuration, is the same with --exploration 0.5.
 register-personalization: install
 	$(PY) -m pipelines.personalization.register_policy --data $(DATA_DIR)/kt \
-		--statistics lin_ts_v1 --exploration 0.25 --prior-precision 1.0 --seed 0 --turns 20000
+		--statistics lin_ts_v1 --exploration 0.25 --prior-precision 1.0 --seed 0 --turns 20000 \
+		--difficulty-version $(SIM_DIFFICULTY)
 
 # The store's turns, answers, feedback and rewards as Parquet under OUT, one partition per UTC
 # day, only the days that changed since the last run (README "For researchers": the data card).

@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     import ray
 
     config = SimulatorConfig(turns=args.turns, seed=args.seed)
+    # The version itself, not "latest": the report must still name the model it simulated
+    # through after a newer difficulty version is registered.
+    args.difficulty_version = ModelRegistry().resolve_version("difficulty", args.difficulty_version)
     thompson = ThompsonConfig(exploration=args.exploration, prior_precision=args.prior_precision)
     init_ray(threads=max(1, args.parallel - 1))
     task = ray.remote(num_cpus=1)(run_policy)

@@ -87,3 +87,22 @@ def test_pace_is_the_median_pause_within_sessions():
     assert learner_pace(times) == (pytest.approx(45.0), 2)  # median of 30, 60, 10, 60
     assert learner_pace([5.0]) == (None, 1)
     assert learner_pace([]) == (None, 0)
+
+
+def test_a_sampled_reward_is_the_reward_of_sampled_weights():
+    """Each arm's draw is one normal, mean . x and exploration * sqrt(x^T A^-1 x): the reward of
+    weights drawn from the posterior N(mean, exploration^2 A^-1), without drawing the weights."""
+    config = ThompsonConfig(exploration=0.7, prior_precision=2.0)
+    policy = LinearThompsonSampling(ARMS, dim=4, config=config)
+    stats = _stats_favouring("c", 4, n=30)
+    policy.update_statistics(stats)
+    context = np.array([1.0, 0.3, -0.2, 0.5])
+    means, stds = policy.reward_distributions(context)
+    for i, arm in enumerate(ARMS):
+        covariance = np.linalg.inv(stats[arm].a + config.prior_precision * np.eye(4))
+        mean = covariance @ stats[arm].b
+        assert means[i] == pytest.approx(mean @ context, rel=1e-9)
+        assert stds[i] == pytest.approx(0.7 * np.sqrt(context @ covariance @ context), rel=1e-9)
+    draws = policy._sampled_rewards(context, np.random.default_rng(3), 20000)
+    assert draws.mean(axis=0) == pytest.approx(means, abs=4 * stds.max() / np.sqrt(20000))
+    assert draws.std(axis=0) == pytest.approx(stds, rel=0.03)
