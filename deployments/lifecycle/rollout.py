@@ -160,9 +160,10 @@ class ResolvedRollout:
                     f"{self.model} {requested} is not loaded; loaded: {', '.join(self.loaded)}"
                 )
             return Route(requested, "requested")
-        in_canary = learner_id is not None and learner_bucket(self.model, learner_id) < self.percent
-        if self.canary and in_canary:
-            return Route(self.canary, "canary")
+        # The bucket (a SHA-256) only while a canary runs: most calls have none.
+        if self.canary and learner_id is not None:
+            if learner_bucket(self.model, learner_id) < self.percent:
+                return Route(self.canary, "canary")
         return Route(self.champion, "champion")
 
     def role_of(self, version: str) -> str:
