@@ -34,7 +34,7 @@ from deployments.tutoring.rewards import reward_turn
 from models.common.vocab import STRATEGIES
 from models.llm.offline import offline_reply
 from models.llm.prompts import ReplyContext
-from models.personalization.context import build_context
+from models.personalization.context import RECENT_WINDOW, build_context
 from store import AnswerRow, TutorStore
 from store.records import TurnRecord
 
@@ -257,7 +257,8 @@ class TurnRunner:
             if turn.difficulty
             else None,
             candidate_p_correct=[p.p_correct for p in predictions],
-            answers=[correct for _, _, correct in turn.history],
+            # Only the newest RECENT_WINDOW count: no list of up to 1,000 answers per turn.
+            answers=[correct for _, _, correct in turn.history[-RECENT_WINDOW:]],
             session_turns=session_turns,
             seconds_since_last_turn=(turn.started - last_turn_at) if last_turn_at else None,
         ).tolist()
