@@ -160,10 +160,14 @@ class ResolvedRollout:
                     f"{self.model} {requested} is not loaded; loaded: {', '.join(self.loaded)}"
                 )
             return Route(requested, "requested")
-        # The bucket (a SHA-256) only while a canary runs: most calls have none.
-        if self.canary and learner_id is not None:
-            if learner_bucket(self.model, learner_id) < self.percent:
-                return Route(self.canary, "canary")
+        # The canary first: the bucket (a SHA-256) only while one runs, and most calls have none.
+        in_canary = (
+            bool(self.canary)
+            and learner_id is not None
+            and learner_bucket(self.model, learner_id) < self.percent
+        )
+        if in_canary:
+            return Route(self.canary, "canary")
         return Route(self.champion, "champion")
 
     def role_of(self, version: str) -> str:

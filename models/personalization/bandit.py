@@ -73,7 +73,7 @@ class LinearThompsonSampling:
         A draw of an arm's weights is w = mean + L z with z ~ N(0, I_d), so its reward w . x is
         mean . x + z . (L^T x): a normal of standard deviation |L^T x|. Drawing that one number
         is the same draw as drawing the d weights and taking the product, at 1/d of the normals
-        (measured: the 513 draws of 6 arms, d = 15, 0.61 -> 0.06 ms).
+        (`make bench`: a choice of 6 arms, d = 15, 513 draws, 0.59 -> 0.07 ms).
         """
         means = np.empty(len(self.arms))
         stds = np.empty(len(self.arms))
