@@ -24,7 +24,6 @@ from tests.support.serve_process import (
     REPO_ROOT,
     TEST_INGRESS_DRAIN,
     free_port,
-    free_ports,
     serve_running,
 )
 
@@ -39,10 +38,9 @@ def own_fallback_proxy() -> dict[str, str]:
     replica is up: with another Ray's Serve on this machine holding 8500, this app's HAProxy
     sends its requests to the other app (seen here: /healthz and /v1/tutor answered by a test's
     tutor app while the floor was starting)."""
-    http_port, grpc_port = free_ports(2)
     return {
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(http_port),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(grpc_port),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
     }
 
 

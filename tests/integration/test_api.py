@@ -24,7 +24,7 @@ from tests.support.api_properties import check_generated_requests
 from tests.support.serve_process import (
     DEFAULT_CONFIG,
     TEST_INGRESS_DRAIN,
-    free_ports,
+    free_port,
     serve_running,
     write_config,
 )
@@ -50,7 +50,8 @@ CANDIDATES = [
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory, ray_dir):
     tmp = tmp_path_factory.mktemp("serve")
-    port, dead_port = free_ports(2)  # nothing listens on dead_port: the provider fails there
+    port = free_port()
+    dead_port = free_port()  # nothing listens here: the provider fails to connect
     config = write_config(
         tmp / "serve_config.yaml",
         port=port,

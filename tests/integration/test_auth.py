@@ -17,7 +17,7 @@ from tests.support.api_properties import check_generated_requests
 from tests.support.serve_process import (
     REPO_ROOT,
     TEST_INGRESS_DRAIN,
-    free_ports,
+    free_port,
     serve_running,
     write_config,
 )
@@ -33,7 +33,7 @@ CACHE_TTL_S = 1.0
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, ray_dir):
     tmp = tmp_path_factory.mktemp("serve")
-    port, dead_port = free_ports(2)
+    port, dead_port = free_port(), free_port()
     store_uri = f"sqlite:///{tmp / 'tutor.db'}"
     config = write_config(
         tmp / "serve_config.yaml",

@@ -29,7 +29,7 @@ import pytest
 
 from tests.support.serve_process import (
     _session_members,
-    free_ports,
+    free_port,
     serve_running,
     write_config,
 )
@@ -49,7 +49,7 @@ class App:
 
 
 def _start(tmp: Path, db: Path, env: dict[str, str], name: str):
-    port, dead_port = free_ports(2)
+    port, dead_port = free_port(), free_port()
     config = write_config(
         tmp / f"{name}.yaml",
         port=port,

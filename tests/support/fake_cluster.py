@@ -48,7 +48,7 @@ import psutil
 import ray
 import yaml
 
-from tests.support.serve_process import REPO_ROOT, free_ports
+from tests.support.serve_process import REPO_ROOT, free_port
 
 HEAD_NODE_TYPE = "ray.head.default"  # the fake provider's name for the head's type
 OBJECT_STORE_BYTES = 200 * 1024 * 1024  # per node: Ray's default is 30% of RAM
@@ -144,8 +144,7 @@ def fake_autoscaling_cluster(
     }
     temp_dir = Path(tempfile.mkdtemp(prefix="fk", dir="/tmp"))
     ip = ray._private.services.get_node_ip_address()  # what the fake provider uses
-    # Every port the head takes, picked at once so that no two are the same.
-    gcs_port, dashboard_port, agent_port, client_port, stats_port, metrics_port = free_ports(6)
+    gcs_port, dashboard_port = free_port(), free_port()
     config_path = temp_dir / "autoscaling.yaml"
     config = autoscaling_config(
         gcs_address=f"{ip}:{gcs_port}",
@@ -167,8 +166,8 @@ def fake_autoscaling_cluster(
         f"--object-store-memory={OBJECT_STORE_BYTES}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard_port}",
-        f"--dashboard-agent-listen-port={agent_port}",
-        f"--ray-client-server-port={client_port}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--ray-client-server-port={free_port()}",
         "--min-worker-port=0",  # 0: any free port (Ray's default is a fixed range)
         "--max-worker-port=0",
         "--disable-usage-stats",
@@ -182,8 +181,8 @@ def fake_autoscaling_cluster(
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         # Only read when Serve runs HAProxy; its default ports are fixed.
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         **(env or {}),
     }
     full_env.pop("RAY_ADDRESS", None)

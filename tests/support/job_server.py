@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.serve_process import REPO_ROOT, free_ports
+from tests.support.serve_process import REPO_ROOT, free_port
 
 READY = "job server ready"
 # Ray 2.60 turns token authentication on for every cluster it starts: the server and the
@@ -56,15 +56,15 @@ def local_job_server(
     """Start a job server; yield its address (``http://127.0.0.1:<port>``) until the block ends.
     ``temp_dir`` must be short (Ray puts unix sockets in it)."""
     temp_dir.mkdir(parents=True, exist_ok=True)
-    gcs_port, dashboard_port, agent_port, client_port = free_ports(4)  # four distinct ports
+    dashboard_port = free_port()
     command = [
         str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
         f"--num-cpus={num_cpus}",
-        f"--port={gcs_port}",
+        f"--port={free_port()}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard_port}",
-        f"--dashboard-agent-listen-port={agent_port}",
-        f"--ray-client-server-port={client_port}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--ray-client-server-port={free_port()}",
         f"--temp-dir={temp_dir}",
         "--include-dashboard=true",
     ]  # fmt: skip

@@ -55,21 +55,20 @@ SERVE_RUN_HOOK = [
 ]
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports. Each socket stays bound until all are picked: one port at a
-    time, the kernel can hand back a port it just gave (seen: the dashboard and its agent given
-    the same port, and `ray start` refused to start)."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(n):
-            sock = stack.enter_context(socket.socket())
+    """A free port, never one this process was given before. The socket is closed before the
+    caller binds the port, so the kernel may hand the same one out again: seen when the fake
+    cluster's dashboard and its agent got the same port and `ray start` refused to start."""
+    while True:
+        with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-        return ports
+            port = sock.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def served_version(deployment: str, config: Path = DEFAULT_CONFIG) -> str:
@@ -112,7 +111,6 @@ def serve_running(
 ) -> Iterator[str]:
     """Run `serve run config` until the block ends; yields the base URL once /healthz is ok."""
     serve_bin = Path(sys.executable).parent / "serve"
-    stats_port, metrics_port, fallback_http, fallback_grpc = free_ports(4)
     full_env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -123,13 +121,13 @@ def serve_running(
         **SERVE_RUNTIME_ENV,
         # HAProxy's stats and metrics ports are fixed by default: take free ones, so this runs
         # beside a `make serve` on the same machine.
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         # ... and so is the Python proxy HAProxy falls back to while no ingress replica is up
         # (8500/9500): with another Serve holding them, this app's HAProxy sent its first
         # requests to that other app (a /healthz 200 from the wrong application).
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
         **direct_ingress_ports(),
         **(env or {}),
     }
