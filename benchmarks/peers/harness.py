@@ -29,9 +29,11 @@ from pathlib import Path
 import httpx
 import yaml
 
+from benchmarks.cpu_time import cpu_window
 from benchmarks.load import closed_loop, wrk_available
 from benchmarks.peers import raw, report, servers, texts, venvs
 from benchmarks.peers.monolith import monolith_running
+from benchmarks.peers.monolith_app import HTTP_ONLY_PATH
 from benchmarks.peers.tutor_floor import tutor_floor_running
 from benchmarks.run import _tutor_request
 from deployments.config import config_deployments, config_placement
@@ -74,8 +76,14 @@ def load_rows(base_url: str, seconds: float, make, clients: tuple[int, ...]) -> 
         # The machine's 1-minute load when each measurement starts: on shared cores a
         # contender measured while others worked is slower for it, not for how it serves.
         load_before = round(os.getloadavg()[0], 2)
-        row = closed_loop(base_url, c, seconds, make)
-        rows[f"{c}_client{'s' if c > 1 else ''}"] = {**row, "load_average_1m": load_before}
+        with cpu_window() as cpu:
+            row = closed_loop(base_url, c, seconds, make)
+        rows[f"{c}_client{'s' if c > 1 else ''}"] = {
+            **row,
+            "load_average_1m": load_before,
+            # What a request cost the server side in CPU (every process but the load generator).
+            **cpu.summary(row["n"]),
+        }
     return rows
 
 
@@ -218,6 +226,11 @@ def run_emotion(args, results: dict, artifact: Path, bench_texts: list[str], tmp
     results["emotion"] = emotion
 
 
+def _http_only_request(client_index: int, i: int):
+    method, _, body = _tutor_request(client_index, i)
+    return method, HTTP_ONLY_PATH, body
+
+
 def run_tutor(args, results: dict, tmp: Path) -> None:
     tutor = results["tutor"]
     if "project" not in tutor:
@@ -239,6 +252,8 @@ def run_tutor(args, results: dict, tmp: Path) -> None:
             tutor[f"monolith{suffix(backend)}"] = {
                 "label": f"FastAPI monolith, one process ({backend})",
                 **load_rows(url, args.seconds, _tutor_request, (1, 16)),
+                # The same process answering the same requests with no work: its HTTP's share.
+                "http_only": load_rows(url, args.seconds, _http_only_request, (1, 16)),
             }
 
 
@@ -288,6 +303,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.only != "emotion":
             run_tutor(args, results, tmp)
     results["ratios"] = report.ratios(results)
+    results["tutor_bounds"] = report.tutor_bounds(results)
     results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     results["wall_s"] = round(time.monotonic() - started)
     print(report.table(results))

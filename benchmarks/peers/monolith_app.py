@@ -27,6 +27,7 @@ import yaml
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
+from benchmarks.peers.noop_answers import noop_turn
 from deployments.config import (
     DifficultyUserConfig,
     EmotionUserConfig,
@@ -66,6 +67,7 @@ from store import StoreError, TutorStore, open_store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "serve_config.yaml"
+HTTP_ONLY_PATH = "/v1/tutor/http-only"
 
 
 class _Remote:
@@ -246,7 +248,8 @@ def build_runner(
 
 
 def create_app(runner: TurnRunner) -> FastAPI:
-    """POST /v1/tutor (as the project's) and GET /healthz over one turn runner."""
+    """POST /v1/tutor (as the project's), its HTTP-only twin and GET /healthz over one turn
+    runner."""
     service = TutorService(runner)
     api = FastAPI(title="Tutor monolith", description="The four models in one process.")
     install_error_handlers(api, request_id=lambda: uuid.uuid4().hex)
@@ -257,6 +260,13 @@ def create_app(runner: TurnRunner) -> FastAPI:
         if isinstance(result, AsyncIterator):
             return StreamingResponse(result, media_type="text/event-stream")
         return result
+
+    @api.post(HTTP_ONLY_PATH, response_model=TutorResponse)
+    async def tutor_http_only(body: TutorRequest):
+        # The same request and answer with no work between: what the process spends on HTTP,
+        # validation and serialization a turn, to tell it from the turn's work (make
+        # bench-peers: the CPU a turn of each).
+        return noop_turn(body)
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:

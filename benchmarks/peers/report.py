@@ -99,6 +99,83 @@ def ratios(results: dict) -> list[dict]:
     return rows
 
 
+CPU_AT = "16_clients"  # the tutor's load with the cores full: CPU a turn is what bounds turns/s
+
+
+def _server_cpu_ms(contender: dict | None) -> float | None:
+    return _get(contender or {}, (CPU_AT, "server_cpu_ms_per_request"))
+
+
+def tutor_bounds(results: dict) -> dict:
+    """What the floor goals allow a graph of the floor's shape, from the CPU a turn at 16
+    clients and the p50 at 1 client.
+
+    The floor spends its CPU and its latency on Serve's hops around no work. The monolith's turn
+    less its HTTP-only twin (the same requests answered with no work, in the same process) is
+    the turn's work alone: models, store, tutoring logic. A graph that added nothing to either
+    would spend their sum: with the cores full its turns/s against the floor's would be
+    ``floor / (floor + work)`` (CPU a turn), and its p50 ``(floor + work) / floor`` of the
+    floor's (the work's latency in one process, its parallel parts overlapped as there).
+    """
+    tutor = results.get("tutor", {})
+    project, floor = _server_cpu_ms(tutor.get("project")), _server_cpu_ms(tutor.get("floor"))
+    if project is None or floor is None:
+        return {}
+    floor_p50 = _get(tutor, ("floor", "1_client", "p50_ms"))
+    out: dict = {
+        "project_cpu_ms": project,
+        "floor_cpu_ms": floor,
+        "project_beyond_floor_cpu_ms": round(project - floor, 2),
+    }
+    for key in sorted(k for k in tutor if k.startswith("monolith")):
+        monolith, http_only = tutor[key], tutor[key].get("http_only") or {}
+        turn_cpu, http_cpu = _server_cpu_ms(monolith), _server_cpu_ms(http_only)
+        if turn_cpu is None or http_cpu is None:
+            continue
+        work_cpu = round(turn_cpu - http_cpu, 2)
+        bounds = {
+            "turn_cpu_ms": turn_cpu,
+            "http_only_cpu_ms": http_cpu,
+            "work_cpu_ms": work_cpu,
+            "floor_plus_work_cpu_ms": round(floor + work_cpu, 2),
+            "turns_per_s_vs_floor_at_most": round(floor / (floor + work_cpu), 3),
+        }
+        turn_p50 = _get(monolith, ("1_client", "p50_ms"))
+        http_p50 = _get(http_only, ("1_client", "p50_ms"))
+        if floor_p50 and turn_p50 is not None and http_p50 is not None:
+            work_p50 = round(turn_p50 - http_p50, 2)
+            bounds |= {
+                "work_p50_ms": work_p50,
+                "p50_vs_floor_at_least": round((floor_p50 + work_p50) / floor_p50, 3),
+            }
+        out[key] = bounds
+    return out
+
+
+def tutor_bound_lines(bounds: dict) -> list[str]:
+    if not bounds:
+        return []
+    lines = [
+        "",
+        "server CPU a turn at 16 clients (every process but the load generator), ms: this "
+        f"project {bounds['project_cpu_ms']}, the floor {bounds['floor_cpu_ms']} (the project "
+        f"beyond it: {bounds['project_beyond_floor_cpu_ms']})",
+    ]
+    for key, m in sorted((k, v) for k, v in bounds.items() if k.startswith("monolith")):
+        lines.append(
+            f"  {key}: {m['turn_cpu_ms']} a turn, {m['http_only_cpu_ms']} answering with no "
+            f"work: the turn's work {m['work_cpu_ms']}; the floor's hops plus that work "
+            f"{m['floor_plus_work_cpu_ms']}, so turns/s vs the floor at most "
+            f"{m['turns_per_s_vs_floor_at_most']:.3f}"
+        )
+        if "work_p50_ms" in m:
+            lines.append(
+                f"  {key}: the work's p50 at 1 client {m['work_p50_ms']} ms, so p50 vs the floor "
+                f"at least {m['p50_vs_floor_at_least']:.3f}"
+            )
+    return lines
+
+
 def _verdict(met: bool | None) -> str:
     return {True: "met", False: "NOT met", None: "not measured"}[met]
 
@@ -133,6 +210,9 @@ def emotion_rows(emotion: dict) -> list[list[str]]:
             label = f"raw in-process, batch 32, {threads} ({runtime})"
             tps = raw["texts_per_s"]
             p50 = f"{raw['single_text_p50_ms']} (1 text, no server)"
+            if "single_text_after_idle_p50_ms" in raw:
+                idle = raw["single_text_after_idle_p50_ms"]
+                p50 += f"; {idle} after {raw['idle_gap_ms']} ms idle"
             load = f"load {raw['load_average_1m']}" if "load_average_1m" in raw else ""
             rows.append([label, f"{tps}", of_limit(tps), "", p50, load])
     for key, contender in emotion.items():
@@ -155,11 +235,13 @@ def tutor_rows(tutor: dict) -> list[list[str]]:
     for key, contender in tutor.items():
         label = contender.get("label", key)
         if "skipped" in contender:
-            rows.append([label, "skipped", "", "", contender["skipped"]])
+            rows.append([label, "skipped", "", "", "", contender["skipped"]])
             continue
         t16, l16, e16 = _load_cells(contender.get("16_clients"))
         t1, l1, e1 = _load_cells(contender.get("1_client"))
-        rows.append([label, t16, l16, l1, (e16 + e1).lstrip(", ")])
+        cpu = _server_cpu_ms(contender)
+        cpu_cell = "-" if cpu is None else f"{cpu}"
+        rows.append([label, t16, l16, cpu_cell, l1, (e16 + e1).lstrip(", ")])
     return rows
 
 
@@ -189,11 +271,13 @@ def table(results: dict) -> str:
             "contender",
             "turns/s @16",
             "p50/p99 ms @16",
+            "CPU ms/turn @16",
             "p50/p99 ms @1",
             "note (errors, 1-min load @16, @1)",
         ],
         tutor_rows(results.get("tutor", {})),
     )
+    lines += tutor_bound_lines(results.get("tutor_bounds", {}))
     lines += ["", "goals (ratios in this run)"]
     lines += _format(
         ["ratio", "value", "goal", "verdict"],

@@ -19,46 +19,29 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
 
+from benchmarks.peers.noop_answers import (
+    LLM_INFO,
+    NOOP_VERSION,
+    REPLY,
+    STRATEGY,
+    difficulty_response,
+    emotion_response,
+    tutor_response,
+)
 from deployments.config import AppArgs
 from deployments.schemas import (
     DifficultyResponse,
     EmotionResponse,
-    EmotionResult,
     Exercise,
-    GoEmotionsScores,
-    LearnerState,
     LLMInfo,
-    Prediction,
-    ProviderAttempt,
     StrategyChoice,
     TutorRequest,
     TutorResponse,
 )
 from deployments.tutoring.history import as_rows
-from models.common.vocab import LEARNING_STATES
 from models.difficulty.tracer import Interaction
 from models.llm.prompts import ReplyContext
 from models.personalization.context import CONTEXT_DIM
-
-FLOOR_VERSION = "floor"
-# The 28 GoEmotions labels' worth of scores, as a real answer carries (same bytes on the wire).
-_SCORES = {f"label_{i:02d}": 0.01 for i in range(28)}
-EMOTION_RESULT = EmotionResult(
-    state="neutral",
-    confidence=0.5,
-    states={s: 1.0 / len(LEARNING_STATES) for s in LEARNING_STATES},
-    goemotions=GoEmotionsScores(scores=_SCORES, predicted=["neutral"]),
-)
-STRATEGY = StrategyChoice(name="socratic", propensity=0.5)
-LLM_INFO = LLMInfo(
-    provider="offline",
-    model="offline",
-    attempts=[
-        ProviderAttempt(provider=p, outcome="not_configured", latency_ms=0.0, detail="no key")
-        for p in ("groq", "gemini")
-    ],
-)
-REPLY = "Let's take it one step at a time: what do you already know about this problem?"
 
 
 class FloorEmotion:
@@ -70,7 +53,7 @@ class FloorEmotion:
         version: str | None = None,
         turn_id: str | None = None,
     ) -> EmotionResponse:
-        return EmotionResponse(results=[EMOTION_RESULT] * len(texts), model_version=FLOOR_VERSION)
+        return emotion_response(texts)
 
 
 class FloorDifficulty:
@@ -84,24 +67,14 @@ class FloorDifficulty:
         version: str | None = None,
         turn_id: str | None = None,
     ) -> DifficultyResponse:
-        predictions = [
-            Prediction(item_id=c.item_id, skill_id=c.skill_id, p_correct=0.75, basis="model")
-            for c in candidates
-        ]
-        return DifficultyResponse(
-            predictions=predictions,
-            recommended=predictions[0],
-            target_band=(0.70, 0.85),
-            history_length=len(history),
-            model_version=FLOOR_VERSION,
-        )
+        return difficulty_response(len(history), candidates)
 
 
 class FloorPersonalization:
     async def choose(
         self, context: list[float], *, learner_id: str | None = None, turn_id: str | None = None
     ) -> tuple[StrategyChoice, str]:
-        return STRATEGY, FLOOR_VERSION
+        return STRATEGY, NOOP_VERSION
 
 
 class FloorRouter:
@@ -136,18 +109,15 @@ async def floor_turn(handles: Any, request: TutorRequest) -> TutorResponse:
         message=request.message, strategy=strategy.name, emotion_state=result.state
     )
     reply, llm, _ = await handles.router.respond.remote(context)
-    versions = {"emotion": emotion.model_version, "personalization": policy_version}
-    if difficulty is not None:
-        versions["difficulty"] = difficulty.model_version
-    return TutorResponse(
-        turn_id=turn_id,
-        learner_id=learner,
-        reply=reply,
-        learner_state=LearnerState(emotion=result, difficulty=difficulty),
+    return tutor_response(
+        request,
+        turn_id,
+        emotion=emotion,
+        difficulty=difficulty,
         strategy=strategy,
+        policy_version=policy_version,
+        reply=reply,
         llm=llm,
-        model_versions=versions,
-        timings_ms={},
     )
 
 

@@ -3,6 +3,9 @@ the naive FastAPI server started as the harness starts it (in the project's venv
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from benchmarks.peers import report, texts
@@ -36,7 +39,12 @@ def _results(*, floor: bool = True) -> dict:
         "emotion": {
             "raw_2_threads": {"texts_per_s": 200.0, "single_text_p50_ms": 9.0},
             "raw_1_thread": {"texts_per_s": 100.0, "single_text_p50_ms": 12.0},
-            "raw_2_threads_onnx": {"texts_per_s": 250.0, "single_text_p50_ms": 6.0},
+            "raw_2_threads_onnx": {
+                "texts_per_s": 250.0,
+                "single_text_p50_ms": 6.0,
+                "single_text_after_idle_p50_ms": 7.5,
+                "idle_gap_ms": 10,
+            },
             "bentoml_onnx": {
                 "label": "BentoML (onnx)",
                 "1_client": _load(60, 16.0),
@@ -114,6 +122,46 @@ def test_table_shows_every_contender_and_verdict() -> None:
         "skipped",
         "NOT met",
         "met",
+        "6.0 (1 text, no server); 7.5 after 10 ms idle",
     ):
         assert needle in table
     assert "not measured" in table
+
+
+def test_tutor_bounds_say_what_a_graph_that_added_nothing_would_get() -> None:
+    results = _results()  # floor p50 10 ms at 1 client, monolith 24 ms
+    for key, ms in (("project", 24.0), ("floor", 9.0), ("monolith", 8.5)):
+        results["tutor"][key]["16_clients"]["server_cpu_ms_per_request"] = ms
+    assert "monolith" not in report.tutor_bounds(results)  # no HTTP-only figures: no bound
+    results["tutor"]["monolith"]["http_only"] = {
+        "1_client": _load(500, 2.0),
+        "16_clients": {**_load(1000, 10), "server_cpu_ms_per_request": 1.5},
+    }
+    bounds = report.tutor_bounds(results)
+    assert bounds["project_beyond_floor_cpu_ms"] == pytest.approx(15.0)
+    monolith = bounds["monolith"]
+    assert monolith["work_cpu_ms"] == pytest.approx(7.0)
+    assert monolith["floor_plus_work_cpu_ms"] == pytest.approx(16.0)
+    assert monolith["turns_per_s_vs_floor_at_most"] == pytest.approx(9 / 16, abs=1e-3)
+    assert monolith["work_p50_ms"] == pytest.approx(22.0)
+    assert monolith["p50_vs_floor_at_least"] == pytest.approx(3.2, abs=1e-3)
+    results["tutor_bounds"] = bounds
+    table = report.table(results)
+    assert "CPU ms/turn @16" in table and "at most 0.562" in table and "least 3.200" in table
+    del results["tutor"]["floor"]["16_clients"]["server_cpu_ms_per_request"]
+    assert report.tutor_bounds(results) == {}  # a run without the figures says nothing
+
+
+def test_a_cpu_window_counts_the_load_generators_own_cpu() -> None:
+    from benchmarks.cpu_time import cpu_window
+
+    with cpu_window() as cpu:
+        deadline = time.process_time() + 0.2
+        while time.process_time() < deadline:  # this process is the load generator
+            pass
+    tick = 2 / os.sysconf("SC_CLK_TCK")  # CPU times count in clock ticks (two readings each)
+    assert cpu.load_generator_s >= 0.2 - tick
+    assert cpu.busy_s >= cpu.load_generator_s - 2 * tick  # the machine saw it too
+    summary = cpu.summary(requests=10)
+    assert summary["server_cpu_ms_per_request"] >= 0
+    assert 0 <= summary["server_cores_busy"] <= (os.cpu_count() or 1)

@@ -8,7 +8,12 @@ import httpx
 import pytest
 import yaml
 
-from benchmarks.peers.monolith_app import InProcessHandle, build_runner, create_app
+from benchmarks.peers.monolith_app import (
+    HTTP_ONLY_PATH,
+    InProcessHandle,
+    build_runner,
+    create_app,
+)
 from benchmarks.peers.tutor_floor import FLOOR_DEPLOYMENTS, FLOOR_IMPORT_PATH, floor_config
 from benchmarks.peers.tutor_floor_app import (
     FloorDifficulty,
@@ -20,7 +25,7 @@ from benchmarks.peers.tutor_floor_app import (
 )
 from benchmarks.run import _tutor_request
 from deployments.config import AppArgs, config_deployments, config_placement
-from deployments.schemas import TutorRequest
+from deployments.schemas import TutorRequest, TutorResponse
 from store import open_store
 from tests.support.serve_process import DEFAULT_CONFIG, served_version
 
@@ -51,6 +56,21 @@ async def test_the_monolith_answers_a_turn_and_stores_it(monolith):
     assert turn["degraded"] == []
     stored = store.get_turn(turn["turn_id"])
     assert stored is not None and stored.learner_id == body["learner_id"]
+
+
+async def test_the_monolith_http_only_route_answers_the_same_shape_and_stores_nothing(monolith):
+    app, store = monolith
+    _, _, body = _tutor_request(7, 1)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://monolith") as client:
+        response = await client.post(HTTP_ONLY_PATH, json=body)
+        refused = await client.post(HTTP_ONLY_PATH, json={"learner_id": "x"})
+    assert response.status_code == 200, response.text
+    turn = TutorResponse.model_validate(response.json())
+    assert turn.learner_id == body["learner_id"] and turn.reply
+    assert len(turn.learner_state.difficulty.predictions) == len(body["candidates"])
+    assert store.get_turn(turn.turn_id) is None  # no work: not even the store's
+    assert refused.status_code == 422  # the same validation as the real route
 
 
 async def test_the_monolith_refuses_a_bad_body(monolith):
