@@ -142,12 +142,12 @@ def test_tutor_bounds_say_what_a_graph_that_added_nothing_would_get() -> None:
     monolith = bounds["monolith"]
     assert monolith["work_cpu_ms"] == pytest.approx(7.0)
     assert monolith["floor_plus_work_cpu_ms"] == pytest.approx(16.0)
-    assert monolith["turns_per_s_vs_floor_at_most"] == pytest.approx(9 / 16, abs=1e-3)
+    assert monolith["turns_per_s_vs_floor_at_monolith_work"] == pytest.approx(9 / 16, abs=1e-3)
     assert monolith["work_p50_ms"] == pytest.approx(22.0)
-    assert monolith["p50_vs_floor_at_least"] == pytest.approx(3.2, abs=1e-3)
+    assert monolith["p50_vs_floor_at_monolith_work"] == pytest.approx(3.2, abs=1e-3)
     results["tutor_bounds"] = bounds
     table = report.table(results)
-    assert "CPU ms/turn @16" in table and "at most 0.562" in table and "least 3.200" in table
+    assert "CPU ms/turn @16" in table and "floor 0.562 at" in table and "floor 3.200 at" in table
     del results["tutor"]["floor"]["16_clients"]["server_cpu_ms_per_request"]
     assert report.tutor_bounds(results) == {}  # a run without the figures says nothing
 
