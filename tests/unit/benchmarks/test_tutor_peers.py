@@ -36,11 +36,14 @@ def monolith(tmp_path_factory):
     return create_app(build_runner(store)), store
 
 
+def _client(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://monolith")
+
+
 async def test_the_monolith_answers_a_turn_and_stores_it(monolith):
     app, store = monolith
     _, path, body = _tutor_request(0, 1)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://monolith") as client:
+    async with _client(app) as client:
         response = await client.post(path, json=body)
     assert response.status_code == 200, response.text
     turn = response.json()
@@ -61,8 +64,7 @@ async def test_the_monolith_answers_a_turn_and_stores_it(monolith):
 async def test_the_monolith_http_only_route_answers_the_same_shape_and_stores_nothing(monolith):
     app, store = monolith
     _, _, body = _tutor_request(7, 1)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://monolith") as client:
+    async with _client(app) as client:
         response = await client.post(HTTP_ONLY_PATH, json=body)
         refused = await client.post(HTTP_ONLY_PATH, json={"learner_id": "x"})
     assert response.status_code == 200, response.text
@@ -75,8 +77,7 @@ async def test_the_monolith_http_only_route_answers_the_same_shape_and_stores_no
 
 async def test_the_monolith_refuses_a_bad_body(monolith):
     app, _ = monolith
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://monolith") as client:
+    async with _client(app) as client:
         response = await client.post("/v1/tutor", json={"learner_id": "x"})
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_request"
