@@ -42,8 +42,8 @@ def measure(artifact: Path, threads: int, seconds: float, n_texts: int = DEFAULT
     throughput = done / (time.perf_counter() - started)
     single = _single_text_ms(classifier, texts[:200])
     # A server at one client is idle between requests (the client's round trip; in a tutor turn
-    # the rest of the turn): the weights go cold in the caches meanwhile, and the same forward
-    # pass costs more than back to back.
+    # the rest of the turn), and the same forward pass then costs more than back to back (most
+    # likely the weights going cold in the caches: two copies taken in turns cost more still).
     after_idle = _single_text_ms(classifier, texts[:200], idle_s=IDLE_GAP_S)
     return {
         "texts_per_s": round(throughput, 1),
