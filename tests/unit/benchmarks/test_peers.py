@@ -145,6 +145,8 @@ def test_tutor_bounds_say_what_a_graph_that_added_nothing_would_get() -> None:
     assert monolith["turns_per_s_vs_floor_at_monolith_work"] == pytest.approx(9 / 16, abs=1e-3)
     assert monolith["work_p50_ms"] == pytest.approx(22.0)
     assert monolith["p50_vs_floor_at_monolith_work"] == pytest.approx(3.2, abs=1e-3)
+    assert monolith["graph_adds_cpu_ms"] == pytest.approx(24.0 - 9.0 - 7.0)
+    assert monolith["graph_adds_p50_ms"] == pytest.approx(30.0 - 10.0 - 22.0)  # batching wins
     results["tutor_bounds"] = bounds
     table = report.table(results)
     assert "CPU ms/turn @16" in table and "floor 0.562 at" in table and "floor 3.200 at" in table
