@@ -7,6 +7,9 @@ the server to have the cores to itself, so it says *where* two contenders' throu
 (a ratio of turns/s at saturation is the inverse ratio of these, when both fill the cores).
 
 Read on a machine running nothing else: other processes' CPU time is counted with the server's.
+The split by part (each deployment, HAProxy, Ray's own processes) is ``benchmarks/replica_cpu.py``,
+which finds a Serve graph's processes by their titles; this one needs no names, so it measures
+the peers (uvicorn, BentoML) the same way.
 """
 
 from __future__ import annotations
